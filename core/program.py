@@ -1,0 +1,142 @@
+"""Workload programs: the compact form in which Python policy reaches the C mechanism.
+
+A program is a numpy structured array of ``PROGRAM_DTYPE``, one row per operation. The
+semantics of every opcode are in docs/core.md; this module only encodes them. Builders for
+named scenarios (``aim7``) live here too, because a scenario is nothing but a program.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import numpy as np
+
+__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "COW_MODELS"]
+
+#: One operation: opcode, three integer arguments, one float argument (24 bytes).
+PROGRAM_DTYPE = np.dtype(
+    [("op", "<i4"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("x", "<f8")], align=True
+)
+
+
+class Op(enum.IntEnum):
+    """Opcodes. Arguments: a, b, c are integers, x a float (see docs/core.md)."""
+
+    NEW_MM = 1  # ()                       -> process number = next
+    MMAP = 2  # (a=process, b=npages)      -> VMA appended to the process
+    FAULT = 3  # (a=process, b=vma, c=page offset): one write fault
+    TOUCH_ALL = 4  # (a=process, b=vma): write fault on every page
+    COW_RANDOM = 5  # (a=process, b=vma, x=f): each page with probability f (independent)
+    COW_FIRST = 6  # (a=process, b=vma, x=f): the first floor(f*npages) pages (aligned)
+    FORK = 7  # (a=parent)                 -> child number = next
+    EXIT = 8  # (a=process)
+    SCAN = 9  # (a=S): walk every page (S = 0) or a sample of S distinct pages
+
+
+#: COW models of the grids, each the name of the builder's write pattern.
+COW_MODELS = ("independent", "aligned")
+
+
+class Program:
+    """Builds a program row by row; ``array`` gives the finished numpy array.
+
+    Methods that create a process return its number, ``mmap`` returns the VMA's position, so
+    a builder can name what it made without tracking the numbering rules itself.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, int, int, int, float]] = []
+        self._next_mm = 0
+        self._vmas: dict[int, int] = {}
+
+    def _emit(self, op: Op, a: int = 0, b: int = 0, c: int = 0, x: float = 0.0) -> None:
+        self._rows.append((int(op), a, b, c, x))
+
+    def new_mm(self) -> int:
+        self._emit(Op.NEW_MM)
+        return self._new_process(0)
+
+    def _new_process(self, nr_vmas: int) -> int:
+        pid = self._next_mm
+        self._next_mm += 1
+        self._vmas[pid] = nr_vmas
+        return pid
+
+    def mmap(self, p: int, npages: int) -> int:
+        self._emit(Op.MMAP, p, npages)
+        v = self._vmas.get(p, 0)
+        self._vmas[p] = v + 1
+        return v
+
+    def fault(self, p: int, v: int, i: int) -> None:
+        self._emit(Op.FAULT, p, v, i)
+
+    def touch_all(self, p: int, v: int) -> None:
+        self._emit(Op.TOUCH_ALL, p, v)
+
+    def cow_random(self, p: int, v: int, f: float) -> None:
+        self._emit(Op.COW_RANDOM, p, v, x=f)
+
+    def cow_first(self, p: int, v: int, f: float) -> None:
+        self._emit(Op.COW_FIRST, p, v, x=f)
+
+    def cow(self, p: int, v: int, f: float, model: str) -> None:
+        """Write a fraction f of VMA v under a named COW model (``COW_MODELS``)."""
+        if model == "independent":
+            self.cow_random(p, v, f)
+        elif model == "aligned":
+            self.cow_first(p, v, f)
+        else:
+            raise ValueError(f"cow_model {model!r} is not one of {', '.join(COW_MODELS)}")
+
+    def fork(self, p: int) -> int:
+        self._emit(Op.FORK, p)
+        return self._new_process(self._vmas.get(p, 0))
+
+    def exit(self, p: int) -> None:
+        self._emit(Op.EXIT, p)
+
+    def scan(self, sample: int | None = None) -> None:
+        """Walk every page (``sample`` None) or ``sample`` distinct pages."""
+        if sample is not None and sample < 1:
+            raise ValueError(f"sample must be None (every page) or >= 1, got {sample}")
+        self._emit(Op.SCAN, 0 if sample is None else int(sample))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.array(self._rows, dtype=PROGRAM_DTYPE)
+
+
+def aim7(
+    processes: int,
+    pages_per_vma: int,
+    cow_fraction: float,
+    cow_model: str = "independent",
+    sample: int | None = None,
+) -> np.ndarray:
+    """The AIM7 fork-storm of the 2010 patch (primer §5), as a program.
+
+    A parent maps one anonymous VMA of ``pages_per_vma`` pages and touches all of them, forks
+    ``processes`` children, each child writes a fraction ``cow_fraction`` of the VMA under
+    ``cow_model``, then every page (or ``sample`` of them) is walked. The parent never writes,
+    so every child write is a COW, never a reuse.
+    """
+    if processes < 0:
+        raise ValueError(f"processes must be >= 0, got {processes}")
+    if pages_per_vma < 1:
+        raise ValueError(f"pages_per_vma must be >= 1, got {pages_per_vma}")
+    if not (0.0 <= cow_fraction <= 1.0) or math.isnan(cow_fraction):
+        raise ValueError(f"cow_fraction must be in [0, 1], got {cow_fraction}")
+    prog = Program()
+    parent = prog.new_mm()
+    vma = prog.mmap(parent, pages_per_vma)
+    prog.touch_all(parent, vma)
+    children = [prog.fork(parent) for _ in range(processes)]
+    for child in children:
+        prog.cow(child, vma, cow_fraction, cow_model)
+    prog.scan(sample)
+    return prog.array

@@ -1,0 +1,109 @@
+"""The edge between Python and the C core: check the arguments once, then call the mechanism.
+
+The C core trusts what it receives about types and shapes; everything that depends on the
+simulated state (a process that has exited, a page outside its VMA) is checked by the core
+itself, which raises ``ProgramError`` naming the op index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core import _core
+from core.errors import UnknownGenerationError
+from core.program import PROGRAM_DTYPE
+
+#: Generation names in chronological order, as the C table lists them.
+GENERATIONS: tuple[str, ...] = tuple(row["name"] for row in _core.generations())
+
+
+def _build_id() -> str:
+    # The compiled module's own bytes: any change of source, compiler or flags changes it.
+    return hashlib.sha256(Path(_core.__file__).read_bytes()).hexdigest()[:16]
+
+
+#: Identifies the compiled core (a hash of the extension module).
+BUILD_ID: str = _build_id()
+
+
+def generation_table() -> list[dict]:
+    """One dict per generation: structure, list rules, lock kind and struct sizes."""
+    return [dict(row) for row in _core.generations()]
+
+
+def struct_sizes() -> dict[str, int]:
+    """Bytes of the simulator's own objects (not the kernel's), for memory estimates."""
+    return dict(_core.struct_sizes())
+
+
+def check_generation(kernel: str) -> str:
+    if kernel not in GENERATIONS:
+        raise UnknownGenerationError(
+            f"unknown kernel generation {kernel!r}; known: {', '.join(GENERATIONS)}"
+        )
+    return kernel
+
+
+def as_program(program) -> np.ndarray:
+    """The program as a C-contiguous array of PROGRAM_DTYPE, or a ValueError saying why not."""
+    arr = np.asarray(program)
+    if arr.dtype != PROGRAM_DTYPE:
+        names = getattr(arr.dtype, "names", None)
+        if names is None or set(names) != set(PROGRAM_DTYPE.names):
+            raise ValueError(
+                f"a program is a 1-d array of core.PROGRAM_DTYPE {PROGRAM_DTYPE.descr}, "
+                f"got dtype {arr.dtype}"
+            )
+        arr = arr.astype(PROGRAM_DTYPE)
+    if arr.ndim != 1:
+        raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _default_memory_limit() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.8)
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 0
+
+
+def run(
+    program,
+    kernel: str,
+    seed: int = 0,
+    *,
+    check: bool = False,
+    memory_limit: int | None = None,
+) -> dict:
+    """Run a workload program under one kernel generation; return the results dict.
+
+    Parameters
+    ----------
+    program : array of ``PROGRAM_DTYPE`` (see ``core.Program``, ``core.aim7``)
+    kernel : generation name, one of ``GENERATIONS``
+    seed : unsigned 64-bit seed of the run's random stream (COW draws and scan samples)
+    check : check every invariant of docs/core.md after every operation (slow)
+    memory_limit : bytes the core may allocate before it raises MemoryError; default 80 % of
+        physical memory, 0 for no limit
+
+    Raises
+    ------
+    ProgramError : an operation is invalid at its point of the program (the op index is named)
+    UnknownGenerationError : ``kernel`` is not known
+    MemoryError : the simulated state does not fit in ``memory_limit``
+    InvariantError : with ``check``, the state broke an invariant (a bug in the core)
+    """
+    check_generation(kernel)
+    arr = as_program(program)
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    limit = _default_memory_limit() if memory_limit is None else int(memory_limit)
+    if limit < 0:
+        raise ValueError(f"memory_limit must be >= 0 bytes (0 = no limit), got {memory_limit}")
+    result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit)
+    result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
+    return result

@@ -1,0 +1,95 @@
+/*
+ * arena.c - one growable array per object type, 32-bit indices, a stack of free slots.
+ *
+ * Every byte is charged to the owning sim so that a program that would not fit fails with
+ * ENOMEM (MemoryError in Python) instead of taking the machine into the OOM killer.
+ * Failure contract: arena_alloc returns NIL and leaves the arena as it was.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim.h"
+
+void *sim_malloc(struct sim *s, size_t bytes)
+{
+	if (s->limit && s->bytes + bytes > s->limit)
+		return NULL;
+	void *p = malloc(bytes ? bytes : 1);
+	if (!p)
+		return NULL;
+	s->bytes += bytes;
+	if (s->bytes > s->peak_bytes)
+		s->peak_bytes = s->bytes;
+	return p;
+}
+
+void *sim_realloc(struct sim *s, void *p, size_t old_bytes, size_t new_bytes)
+{
+	if (new_bytes > old_bytes && s->limit && s->bytes + (new_bytes - old_bytes) > s->limit)
+		return NULL;
+	void *q = realloc(p, new_bytes ? new_bytes : 1);
+	if (!q)
+		return NULL;
+	s->bytes = s->bytes - old_bytes + new_bytes;
+	if (s->bytes > s->peak_bytes)
+		s->peak_bytes = s->bytes;
+	return q;
+}
+
+void sim_free(struct sim *s, void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	free(p);
+	s->bytes -= bytes;
+}
+
+static int arena_grow(struct sim *s, struct arena *a)
+{
+	/* Slot NIL is reserved, and PAGE_MAX bounds pages so a pte can never look empty. */
+	uint64_t max = (uint64_t)PAGE_MAX;
+	if (a->cap >= max)
+		return SIM_ENOMEM;
+	uint64_t cap = a->cap ? (uint64_t)a->cap * 2 : 64;
+	if (cap > max)
+		cap = max;
+	char *base = sim_realloc(s, a->base, (size_t)a->cap * a->elem_size,
+				 (size_t)cap * a->elem_size);
+	if (!base)
+		return SIM_ENOMEM;
+	a->base = base;
+	idx_t *stack = sim_realloc(s, a->free_stack, (size_t)a->cap * sizeof(idx_t),
+				   (size_t)cap * sizeof(idx_t));
+	if (!stack)
+		return SIM_ENOMEM;   /* base grew but cap did not: still consistent */
+	a->free_stack = stack;
+	a->cap = (uint32_t)cap;
+	return SIM_OK;
+}
+
+idx_t arena_alloc(struct sim *s, struct arena *a)
+{
+	idx_t i;
+	if (a->nr_free) {
+		i = a->free_stack[--a->nr_free];
+	} else {
+		if (a->top == a->cap && arena_grow(s, a))
+			return NIL;
+		i = a->top++;
+	}
+	a->live++;
+	return i;
+}
+
+void arena_free(struct arena *a, idx_t i)
+{
+	a->free_stack[a->nr_free++] = i;
+	a->live--;
+}
+
+void arena_release(struct sim *s, struct arena *a)
+{
+	sim_free(s, a->base, (size_t)a->cap * a->elem_size);
+	sim_free(s, a->free_stack, (size_t)a->cap * sizeof(idx_t));
+	memset(a, 0, sizeof(*a));
+}

@@ -1,0 +1,75 @@
+/*
+ * generation.c - the kernel generations as rows of data.
+ *
+ * Adding a generation is adding a row (and, for a new mechanism, the code that reads the new
+ * field). Names are the first release with the design; sizes are x86-64 with KSM, MIGRATION and
+ * NUMA on and no lock debugging (primer §2). Sources are the primer's tags (§0).
+ */
+#include <string.h>
+
+#include "sim.h"
+
+const struct generation sim_generations[] = {
+	{
+		.name = "2.6.33",
+		.structure = RMAP_SHARED_LIST,
+		.prepare_at_head = false,
+		.has_root = false,
+		.lock = LOCK_FAMILY_SPIN,
+		.sizeof_anon_vma = 24,   /* lock 4, ksm_refcount 4, head 16 */
+		.sizeof_avc = 0,
+		.sizeof_vma = 176,
+		.source = "S33 rmap.c anon_vma_prepare/anon_vma_link, fork.c dup_mmap",
+	},
+	{
+		.name = "2.6.34",
+		.structure = RMAP_CHAIN_LIST,
+		.prepare_at_head = true, /* "always add new vmas at the end" only came in 2.6.36 */
+		.has_root = false,
+		.lock = LOCK_ANON_VMA_SPIN,
+		.sizeof_anon_vma = 24,
+		.sizeof_avc = 48,        /* vma 8, anon_vma 8, same_vma 16, same_anon_vma 16 */
+		.sizeof_vma = 176,
+		.source = "S34 rmap.c (commit 5beb49305251), S35",
+	},
+	{
+		.name = "2.6.36",
+		.structure = RMAP_CHAIN_LIST,
+		.prepare_at_head = false,
+		.has_root = true,
+		.lock = LOCK_ROOT_SPIN,
+		.sizeof_anon_vma = 40,   /* lock 4 + pad, root 8, external_refcount 4 + pad, head 16 */
+		.sizeof_avc = 48,
+		.sizeof_vma = 184,       /* + vm_prev */
+		.source = "S36 rmap.h/rmap.c; C-ROOT 5c341ee1dfc8, 012f18004da3",
+	},
+};
+
+const size_t sim_nr_generations = sizeof(sim_generations) / sizeof(sim_generations[0]);
+
+const struct generation *generation_find(const char *name)
+{
+	for (size_t i = 0; i < sim_nr_generations; i++)
+		if (strcmp(sim_generations[i].name, name) == 0)
+			return &sim_generations[i];
+	return NULL;
+}
+
+const char *rmap_structure_name(enum rmap_structure s)
+{
+	switch (s) {
+	case RMAP_SHARED_LIST: return "shared anon_vma list";
+	case RMAP_CHAIN_LIST: return "anon_vma_chain list";
+	}
+	return "?";
+}
+
+const char *rmap_lock_name(enum rmap_lock l)
+{
+	switch (l) {
+	case LOCK_FAMILY_SPIN: return "family anon_vma spinlock";
+	case LOCK_ANON_VMA_SPIN: return "per-anon_vma spinlock";
+	case LOCK_ROOT_SPIN: return "root anon_vma spinlock";
+	}
+	return "?";
+}

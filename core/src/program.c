@@ -1,0 +1,147 @@
+/*
+ * program.c - the interpreter: runs a workload program against a sim, op by op.
+ *
+ * Every argument that depends on the simulated state is checked here, before the op changes
+ * anything, so a bad program stops with SIM_EINVAL and a message naming the op; the kernel
+ * functions below trust their arguments. With s->check, the invariants are checked after
+ * every op.
+ */
+#include <math.h>
+
+#include "sim.h"
+
+static const char *const op_names[] = {
+	[OP_NEW_MM] = "new_mm", [OP_MMAP] = "mmap", [OP_FAULT] = "fault",
+	[OP_TOUCH_ALL] = "touch_all", [OP_COW_RANDOM] = "cow_random",
+	[OP_COW_FIRST] = "cow_first", [OP_FORK] = "fork", [OP_EXIT] = "exit", [OP_SCAN] = "scan",
+};
+
+static int live_mm(struct sim *s, int32_t p)
+{
+	if (p < 0 || (uint32_t)p >= s->mms.top)
+		return sim_fail(s, SIM_EINVAL, "process %d does not exist (processes 0..%d so far)",
+				(int)p, (int)s->mms.top - 1);
+	if (!mm_at(s, (idx_t)p)->alive)
+		return sim_fail(s, SIM_EINVAL, "process %d has exited", (int)p);
+	return SIM_OK;
+}
+
+static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out)
+{
+	int err = live_mm(s, p);
+	if (err)
+		return err;
+	struct mm *mm = mm_at(s, (idx_t)p);
+	if (v < 0 || (uint32_t)v >= mm->nr_vmas) {
+		if (mm->nr_vmas == 0)
+			return sim_fail(s, SIM_EINVAL, "VMA %d of process %d does not exist "
+					"(the process has no VMA)", (int)v, (int)p);
+		return sim_fail(s, SIM_EINVAL, "VMA %d of process %d does not exist (VMAs 0..%u)",
+				(int)v, (int)p, mm->nr_vmas - 1);
+	}
+	*out = mm->vmas[v];
+	return SIM_OK;
+}
+
+static int check_fraction(struct sim *s, double f)
+{
+	if (!(f >= 0.0 && f <= 1.0))
+		return sim_fail(s, SIM_EINVAL, "fraction must be in [0, 1], got %g", f);
+	return SIM_OK;
+}
+
+static int run_op(struct sim *s, const struct prog_op *op)
+{
+	idx_t vma, mm;
+	int err;
+
+	switch (op->op) {
+	case OP_NEW_MM:
+		return mm_alloc(s, &mm);
+
+	case OP_MMAP:
+		if ((err = live_mm(s, op->a)))
+			return err;
+		if (op->b < 1)
+			return sim_fail(s, SIM_EINVAL, "npages must be >= 1, got %d", (int)op->b);
+		return do_mmap(s, (idx_t)op->a, (uint32_t)op->b, &vma);
+
+	case OP_FAULT:
+		if ((err = lookup_vma(s, op->a, op->b, &vma)))
+			return err;
+		if (op->c < 0 || (uint32_t)op->c >= vma_at(s, vma)->npages)
+			return sim_fail(s, SIM_EINVAL, "page offset %d outside VMA %d of process %d "
+					"(0..%u)", (int)op->c, (int)op->b, (int)op->a,
+					vma_at(s, vma)->npages - 1);
+		return handle_mm_fault(s, vma, (uint32_t)op->c);
+
+	case OP_TOUCH_ALL:
+		if ((err = lookup_vma(s, op->a, op->b, &vma)))
+			return err;
+		for (uint32_t i = 0, n = vma_at(s, vma)->npages; i < n; i++)
+			if ((err = handle_mm_fault(s, vma, i)))
+				return err;
+		return SIM_OK;
+
+	case OP_COW_RANDOM:
+		if ((err = lookup_vma(s, op->a, op->b, &vma)) || (err = check_fraction(s, op->x)))
+			return err;
+		/* One draw per page whatever f is, so the stream does not depend on f. */
+		for (uint32_t i = 0, n = vma_at(s, vma)->npages; i < n; i++)
+			if (sim_uniform(s) < op->x && (err = handle_mm_fault(s, vma, i)))
+				return err;
+		return SIM_OK;
+
+	case OP_COW_FIRST: {
+		if ((err = lookup_vma(s, op->a, op->b, &vma)) || (err = check_fraction(s, op->x)))
+			return err;
+		uint32_t n = vma_at(s, vma)->npages;
+		uint32_t k = (uint32_t)floor(op->x * (double)n);
+		for (uint32_t i = 0; i < k; i++)
+			if ((err = handle_mm_fault(s, vma, i)))
+				return err;
+		return SIM_OK;
+	}
+
+	case OP_FORK:
+		if ((err = live_mm(s, op->a)))
+			return err;
+		return dup_mmap(s, (idx_t)op->a, &mm);
+
+	case OP_EXIT:
+		if ((err = live_mm(s, op->a)))
+			return err;
+		exit_mmap(s, (idx_t)op->a);
+		return SIM_OK;
+
+	case OP_SCAN:
+		if (op->a < 0)
+			return sim_fail(s, SIM_EINVAL, "sample must be 0 (every page) or >= 1, got %d",
+					(int)op->a);
+		return sim_scan(s, (uint64_t)op->a);
+	}
+	return sim_fail(s, SIM_EINVAL, "unknown opcode %d (known: 1..%d)", (int)op->op, OP_SCAN);
+}
+
+int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
+{
+	double t0 = sim_now();
+	int err = SIM_OK;
+
+	for (size_t i = 0; i < nr_ops && !err; i++) {
+		s->op_index = (int64_t)i;
+		int32_t code = ops[i].op;
+		s->op_name = (code >= OP_NEW_MM && code <= OP_SCAN) ? op_names[code] : "?";
+		err = run_op(s, &ops[i]);
+		if (!err && s->check)
+			err = sim_check(s);
+	}
+	if (!err) {
+		s->op_index = -1;
+		s->op_name = "run";
+		if (!s->snap.taken)
+			sim_take_snapshot(s);
+	}
+	s->sim_seconds = sim_now() - t0;
+	return err;
+}

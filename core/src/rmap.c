@@ -1,0 +1,365 @@
+/*
+ * rmap.c - anon_vma, anon_vma_chain and the anonymous page's reverse mapping.
+ *
+ * Named after mm/rmap.c so the two can be read side by side. What each function does differs by
+ * generation only through the fields of s->gen (structure, prepare_at_head, has_root).
+ *
+ * Lock ordering in the kernel (what the lock model of a later issue charges):
+ *   2.6.33        anon_vma->lock (the family's one spinlock)
+ *                   mm->page_table_lock            (anon_vma_prepare)
+ *   2.6.34-35     anon_vma->lock of each anon_vma touched, one at a time
+ *                   (anon_vma_chain_link, anon_vma_unlink: a fork of a VMA linked to N
+ *                    anon_vmas takes N locks)
+ *   2.6.36-39     anon_vma->root->lock for every anon_vma of the family
+ */
+#include "sim.h"
+
+/* ---------------------------------------------------------------- allocation */
+
+static idx_t anon_vma_alloc(struct sim *s)
+{
+	idx_t i = arena_alloc(s, &s->anon_vmas);
+	if (i == NIL)
+		return NIL;
+	struct anon_vma *av = anon_vma_at(s, i);
+	/* A fresh anon_vma is its own root (2.6.36 anon_vma_alloc / anon_vma_prepare). */
+	*av = (struct anon_vma){ .root = i, .head = NIL, .tail = NIL, .live = true };
+	return i;
+}
+
+static void anon_vma_free(struct sim *s, idx_t i)
+{
+	anon_vma_at(s, i)->live = false;
+	arena_free(&s->anon_vmas, i);
+}
+
+static idx_t anon_vma_chain_alloc(struct sim *s)
+{
+	idx_t i = arena_alloc(s, &s->avcs);
+	if (i == NIL)
+		return NIL;
+	*avc_at(s, i) = (struct anon_vma_chain){
+		.vma = NIL, .anon_vma = NIL,
+		.same_vma_prev = NIL, .same_vma_next = NIL,
+		.same_anon_vma_prev = NIL, .same_anon_vma_next = NIL,
+	};
+	return i;
+}
+
+static void anon_vma_chain_free(struct sim *s, idx_t i)
+{
+	avc_at(s, i)->vma = NIL;
+	arena_free(&s->avcs, i);
+}
+
+/*
+ * An anon_vma dies when nothing lists it and, from 2.6.36, no child anon_vma pins it as root.
+ * A child pins its root because the root's lock is the family's lock (2.6.36 anon_vma_fork's
+ * get_anon_vma); dropping the last child's pin can free the root after its own list emptied.
+ * In the chain design a descendant's VMAs sit on every ancestor's list, so a root with live
+ * children also has a non-empty list; the pin is still counted because the kernel counts it.
+ */
+static void anon_vma_put_if_unused(struct sim *s, idx_t i)
+{
+	struct anon_vma *av = anon_vma_at(s, i);
+	if (av->nr_entries || av->refcount)
+		return;
+	idx_t root = av->root;
+	anon_vma_free(s, i);
+	if (root != i) {
+		struct anon_vma *r = anon_vma_at(s, root);
+		r->refcount--;
+		anon_vma_put_if_unused(s, root);
+	}
+}
+
+/* ---------------------------------------------------------------- list primitives */
+
+/* shared: the VMA's node goes at the tail of anon_vma->head (2.6.33 anon_vma_prepare/link). */
+static void anon_vma_list_add_vma_tail(struct sim *s, idx_t av_i, idx_t vma_i)
+{
+	struct anon_vma *av = anon_vma_at(s, av_i);
+	struct vma *vma = vma_at(s, vma_i);
+	vma->av_prev = av->tail;
+	vma->av_next = NIL;
+	if (av->tail != NIL)
+		vma_at(s, av->tail)->av_next = vma_i;
+	else
+		av->head = vma_i;
+	av->tail = vma_i;
+	av->nr_entries++;
+}
+
+static void anon_vma_list_del_vma(struct sim *s, idx_t av_i, idx_t vma_i)
+{
+	struct anon_vma *av = anon_vma_at(s, av_i);
+	struct vma *vma = vma_at(s, vma_i);
+	if (vma->av_prev != NIL)
+		vma_at(s, vma->av_prev)->av_next = vma->av_next;
+	else
+		av->head = vma->av_next;
+	if (vma->av_next != NIL)
+		vma_at(s, vma->av_next)->av_prev = vma->av_prev;
+	else
+		av->tail = vma->av_prev;
+	vma->av_prev = vma->av_next = NIL;
+	av->nr_entries--;
+}
+
+/*
+ * anon_vma_chain_link: the AVC goes at the head of the VMA's chain (newest first) and at the
+ * tail of the anon_vma's list, or at its head when at_head (2.6.34-35 anon_vma_prepare).
+ */
+static void anon_vma_chain_link(struct sim *s, idx_t vma_i, idx_t avc_i, idx_t av_i, bool at_head)
+{
+	struct vma *vma = vma_at(s, vma_i);
+	struct anon_vma *av = anon_vma_at(s, av_i);
+	struct anon_vma_chain *avc = avc_at(s, avc_i);
+
+	avc->vma = vma_i;
+	avc->anon_vma = av_i;
+
+	avc->same_vma_prev = NIL;
+	avc->same_vma_next = vma->chain_head;
+	if (vma->chain_head != NIL)
+		avc_at(s, vma->chain_head)->same_vma_prev = avc_i;
+	else
+		vma->chain_tail = avc_i;
+	vma->chain_head = avc_i;
+	vma->nr_chain++;
+
+	if (at_head) {
+		avc->same_anon_vma_prev = NIL;
+		avc->same_anon_vma_next = av->head;
+		if (av->head != NIL)
+			avc_at(s, av->head)->same_anon_vma_prev = avc_i;
+		else
+			av->tail = avc_i;
+		av->head = avc_i;
+	} else {
+		avc->same_anon_vma_next = NIL;
+		avc->same_anon_vma_prev = av->tail;
+		if (av->tail != NIL)
+			avc_at(s, av->tail)->same_anon_vma_next = avc_i;
+		else
+			av->head = avc_i;
+		av->tail = avc_i;
+	}
+	av->nr_entries++;
+}
+
+/* Takes the AVC off its anon_vma's list only; the caller owns the VMA chain. */
+static void anon_vma_list_del_avc(struct sim *s, idx_t avc_i)
+{
+	struct anon_vma_chain *avc = avc_at(s, avc_i);
+	struct anon_vma *av = anon_vma_at(s, avc->anon_vma);
+	if (avc->same_anon_vma_prev != NIL)
+		avc_at(s, avc->same_anon_vma_prev)->same_anon_vma_next = avc->same_anon_vma_next;
+	else
+		av->head = avc->same_anon_vma_next;
+	if (avc->same_anon_vma_next != NIL)
+		avc_at(s, avc->same_anon_vma_next)->same_anon_vma_prev = avc->same_anon_vma_prev;
+	else
+		av->tail = avc->same_anon_vma_prev;
+	av->nr_entries--;
+}
+
+/* ---------------------------------------------------------------- the kernel operations */
+
+/*
+ * anon_vma_prepare - give a VMA an anon_vma before its first anonymous page.
+ * Both designs: nothing to do if vma->anon_vma is set. Until VMA splits and merges exist no VMA
+ * is adjacent to another, so find_mergeable_anon_vma never finds one and a new anon_vma is
+ * always allocated. chain: the AVC is allocated first, as in 2.6.34, so that a failure leaves
+ * nothing behind.
+ * Returns 0, or SIM_ENOMEM with the VMA unchanged.
+ */
+int anon_vma_prepare(struct sim *s, idx_t vma_i)
+{
+	if (vma_at(s, vma_i)->anon_vma != NIL)
+		return SIM_OK;
+
+	if (s->gen->structure == RMAP_SHARED_LIST) {
+		idx_t av = anon_vma_alloc(s);
+		if (av == NIL)
+			return sim_enomem(s);
+		vma_at(s, vma_i)->anon_vma = av;
+		vma_at(s, vma_i)->nr_chain = 1;
+		anon_vma_list_add_vma_tail(s, av, vma_i);
+		return SIM_OK;
+	}
+
+	idx_t avc = anon_vma_chain_alloc(s);
+	if (avc == NIL)
+		return sim_enomem(s);
+	idx_t av = anon_vma_alloc(s);
+	if (av == NIL) {
+		anon_vma_chain_free(s, avc);
+		return sim_enomem(s);
+	}
+	vma_at(s, vma_i)->anon_vma = av;
+	anon_vma_chain_link(s, vma_i, avc, av, s->gen->prepare_at_head);
+	return SIM_OK;
+}
+
+/*
+ * anon_vma_link (2.6.33 fork): the child VMA, a copy of the parent's and so holding the same
+ * anon_vma pointer, joins the family list at the tail. No allocation: it cannot fail.
+ */
+int anon_vma_link(struct sim *s, idx_t vma_i)
+{
+	struct vma *vma = vma_at(s, vma_i);
+	if (vma->anon_vma != NIL) {
+		vma->nr_chain = 1;
+		anon_vma_list_add_vma_tail(s, vma->anon_vma, vma_i);
+	}
+	return SIM_OK;
+}
+
+/*
+ * anon_vma_clone - link dst to every anon_vma src is linked to.
+ * src's chain is walked from the tail (oldest) so that dst, whose links go at the head, ends
+ * with src's order. On ENOMEM dst's partial chain is unlinked and the error returned (2.6.34).
+ */
+int anon_vma_clone(struct sim *s, idx_t dst, idx_t src)
+{
+	for (idx_t pavc = vma_at(s, src)->chain_tail; pavc != NIL;
+	     pavc = avc_at(s, pavc)->same_vma_prev) {
+		idx_t avc = anon_vma_chain_alloc(s);
+		if (avc == NIL)
+			goto enomem_failure;
+		anon_vma_chain_link(s, dst, avc, avc_at(s, pavc)->anon_vma, false);
+	}
+	return SIM_OK;
+
+enomem_failure:
+	unlink_anon_vmas(s, dst);
+	return sim_enomem(s);
+}
+
+/*
+ * anon_vma_fork - the child VMA joins every anon_vma of its parent VMA and gets one of its own,
+ * where its COWed pages will point (2.6.34). From 2.6.36 the new anon_vma shares the parent's
+ * root and pins it.
+ * Returns 0, or SIM_ENOMEM with the child VMA unlinked (fork then fails).
+ */
+int anon_vma_fork(struct sim *s, idx_t vma_i, idx_t pvma_i)
+{
+	idx_t pav = vma_at(s, pvma_i)->anon_vma;
+	if (pav == NIL)
+		return SIM_OK;
+
+	int err = anon_vma_clone(s, vma_i, pvma_i);
+	if (err)
+		return err;
+
+	idx_t av = anon_vma_alloc(s);
+	if (av == NIL)
+		goto out_error;
+	idx_t avc = anon_vma_chain_alloc(s);
+	if (avc == NIL)
+		goto out_error_free_anon_vma;
+
+	if (s->gen->has_root) {
+		idx_t root = anon_vma_at(s, pav)->root;
+		anon_vma_at(s, av)->root = root;
+		anon_vma_at(s, root)->refcount++;
+	}
+	vma_at(s, vma_i)->anon_vma = av;
+	anon_vma_chain_link(s, vma_i, avc, av, false);
+	return SIM_OK;
+
+out_error_free_anon_vma:
+	anon_vma_free(s, av);
+out_error:
+	unlink_anon_vmas(s, vma_i);
+	return sim_enomem(s);
+}
+
+/*
+ * unlink_anon_vmas - take a dying VMA off every list it is on and free what that empties.
+ * chain: newest first, so that from 2.6.36 the root, last on every chain, is freed last.
+ * shared: anon_vma_unlink of 2.6.33, the family anon_vma freed with its last VMA.
+ * Cannot fail.
+ */
+void unlink_anon_vmas(struct sim *s, idx_t vma_i)
+{
+	struct vma *vma = vma_at(s, vma_i);
+
+	if (s->gen->structure == RMAP_SHARED_LIST) {
+		idx_t av = vma->anon_vma;
+		if (av != NIL) {
+			anon_vma_list_del_vma(s, av, vma_i);
+			anon_vma_put_if_unused(s, av);
+		}
+	} else {
+		idx_t next;
+		for (idx_t avc = vma->chain_head; avc != NIL; avc = next) {
+			next = avc_at(s, avc)->same_vma_next;
+			idx_t av = avc_at(s, avc)->anon_vma;
+			anon_vma_list_del_avc(s, avc);
+			anon_vma_chain_free(s, avc);
+			anon_vma_put_if_unused(s, av);
+		}
+	}
+	vma = vma_at(s, vma_i);
+	vma->chain_head = vma->chain_tail = NIL;
+	vma->nr_chain = 0;
+	vma->anon_vma = NIL;
+}
+
+/* ---------------------------------------------------------------- pages */
+
+/*
+ * page_add_new_anon_rmap - a new exclusive page (first fault or COW copy) points at the faulting
+ * VMA's own anon_vma, with the linear index of the address, and goes on the LRU as the newest.
+ * Precondition: anon_vma_prepare succeeded for the VMA.
+ */
+int page_add_new_anon_rmap(struct sim *s, idx_t vma_i, uint32_t offset, idx_t *out)
+{
+	idx_t p = arena_alloc(s, &s->pages);
+	if (p == NIL)
+		return sim_enomem(s);
+	struct vma *vma = vma_at(s, vma_i);
+	struct page *page = page_at(s, p);
+	page->mapping = vma->anon_vma;
+	page->index = vma->pgoff + offset;
+	page->mapcount = 1;
+	page->lru_next = NIL;
+	page->lru_prev = s->lru_tail;
+	if (s->lru_tail != NIL)
+		page_at(s, s->lru_tail)->lru_next = p;
+	else
+		s->lru_head = p;
+	s->lru_tail = p;
+	*out = p;
+	return SIM_OK;
+}
+
+/*
+ * page_move_anon_rmap (2.6.34) - a page that only this VMA maps is reused in place on a write
+ * fault; pointing it at the VMA's own anon_vma keeps later walks narrow. In 2.6.33 every VMA of
+ * the family holds the same anon_vma, so the assignment changes nothing there.
+ */
+void page_move_anon_rmap(struct sim *s, idx_t p, idx_t vma_i)
+{
+	page_at(s, p)->mapping = vma_at(s, vma_i)->anon_vma;
+}
+
+/* page_remove_rmap - one mapping fewer; the last one frees the page (and takes it off the LRU). */
+void page_remove_rmap(struct sim *s, idx_t p)
+{
+	struct page *page = page_at(s, p);
+	if (--page->mapcount)
+		return;
+	if (page->lru_prev != NIL)
+		page_at(s, page->lru_prev)->lru_next = page->lru_next;
+	else
+		s->lru_head = page->lru_next;
+	if (page->lru_next != NIL)
+		page_at(s, page->lru_next)->lru_prev = page->lru_prev;
+	else
+		s->lru_tail = page->lru_prev;
+	page->mapping = NIL;
+	arena_free(&s->pages, p);
+}

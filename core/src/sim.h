@@ -1,0 +1,245 @@
+/*
+ * sim.h - the objects of the anonymous reverse map and the operations on them.
+ *
+ * The kernel's objects (mm, VMA with its page table, anon_vma, anon_vma_chain, page) live in
+ * one arena per type and point at each other by 32-bit index. A struct sim owns every arena,
+ * the generation row, the counters, the random stream and the error slot: there is no global
+ * state, so one process can run any number of simulations one after another (a Ray worker
+ * does) and no result depends on what ran before.
+ *
+ * Semantics: docs/core.md. Kernel facts: shared/docs/kernel-primer.md (section numbers below).
+ *
+ * List order is the whole story of the walk cost, so every list below says where new entries
+ * go and why:
+ *
+ *   shared (<= 2.6.33)  anon_vma->head: VMAs; anon_vma_prepare and anon_vma_link (fork) append
+ *                       at the tail, so the family reads parent, children in fork order (§1a).
+ *   chain  (2.6.34 on)  vma->anon_vma_chain: AVCs, newest first, so the root is last;
+ *                       anon_vma->head: AVCs, anon_vma_chain_link appends at the tail, except
+ *                       anon_vma_prepare's first entry, at the head in 2.6.34-35 (§1b).
+ */
+#ifndef ANONVMA_SIM_H
+#define ANONVMA_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint32_t idx_t;
+#define NIL ((idx_t)UINT32_MAX)
+
+/* Negative errno style returns, as in mm/: 0 on success. */
+#define SIM_OK 0
+#define SIM_EINVAL (-22)  /* the program asked for something impossible */
+#define SIM_ENOMEM (-12)  /* the memory limit (or malloc) refused an allocation */
+#define SIM_EBUG (-5)     /* an invariant broke: a simulator bug */
+
+/* ---------------------------------------------------------------- generations */
+
+enum rmap_structure {
+	RMAP_SHARED_LIST,  /* one anon_vma per fork family, VMAs on its list (<= 2.6.33) */
+	RMAP_CHAIN_LIST,   /* anon_vma_chain, AVCs on a list per anon_vma (2.6.34 - 3.6) */
+};
+
+enum rmap_lock {
+	LOCK_FAMILY_SPIN,    /* the family's one anon_vma spinlock (<= 2.6.33) */
+	LOCK_ANON_VMA_SPIN,  /* each anon_vma's own spinlock (2.6.34 - 2.6.35) */
+	LOCK_ROOT_SPIN,      /* the root anon_vma's spinlock (2.6.36 - 2.6.39) */
+};
+
+/*
+ * A kernel generation is one const row: the structure, the list rules, the lock and the x86-64
+ * struct sizes of the first release with that design. Code reads the row; it never tests a
+ * version number. Rows are in chronological order.
+ */
+struct generation {
+	const char *name;               /* first release with this design, e.g. "2.6.34" */
+	enum rmap_structure structure;
+	bool prepare_at_head;           /* anon_vma_prepare's AVC at the list head (2.6.34-35) */
+	bool has_root;                  /* anon_vma->root, locked and refcounted (2.6.36) */
+	enum rmap_lock lock;
+	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
+	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
+	uint16_t sizeof_vma;            /* §2, NUMA on */
+	const char *source;             /* where the row's facts come from (primer tags) */
+};
+
+extern const struct generation sim_generations[];
+extern const size_t sim_nr_generations;
+const struct generation *generation_find(const char *name);
+const char *rmap_structure_name(enum rmap_structure s);
+const char *rmap_lock_name(enum rmap_lock l);
+
+/* ---------------------------------------------------------------- arenas */
+
+/*
+ * One arena per object type: a growable array of fixed-size rows, a stack of free slots, and
+ * the bytes it holds charged to its sim. Indices stay valid across growth; pointers into an
+ * arena do not survive an arena_alloc on the same arena.
+ */
+struct arena {
+	char *base;
+	idx_t *free_stack;
+	uint32_t elem_size;
+	uint32_t cap;
+	uint32_t top;       /* rows ever handed out (high-water mark) */
+	uint32_t nr_free;
+	uint32_t live;
+};
+
+struct sim;
+idx_t arena_alloc(struct sim *s, struct arena *a);   /* NIL on ENOMEM */
+void arena_free(struct arena *a, idx_t i);
+void arena_release(struct sim *s, struct arena *a);
+void *sim_malloc(struct sim *s, size_t bytes);        /* charged to s->bytes; NULL on ENOMEM */
+void *sim_realloc(struct sim *s, void *p, size_t old_bytes, size_t new_bytes);
+void sim_free(struct sim *s, void *p, size_t bytes);
+
+/* ---------------------------------------------------------------- objects */
+
+/* A page-table entry: empty, or a page number shifted left once with the writable bit. */
+typedef uint32_t pte_t;
+#define PTE_NONE ((pte_t)UINT32_MAX)
+#define PTE_WRITE ((pte_t)1)
+#define PAGE_MAX ((idx_t)0x7FFFFFFE)   /* so that no pte of a real page equals PTE_NONE */
+static inline pte_t mk_pte(idx_t page, bool writable) { return (page << 1) | (writable ? PTE_WRITE : 0); }
+static inline idx_t pte_page(pte_t pte) { return pte >> 1; }
+static inline bool pte_present(pte_t pte) { return pte != PTE_NONE; }
+static inline bool pte_write(pte_t pte) { return pte & PTE_WRITE; }
+
+/* A process: its VMAs by address. Processes are never reused, so a process number is its slot. */
+struct mm {
+	idx_t *vmas;
+	uint32_t nr_vmas;
+	uint32_t cap_vmas;
+	uint32_t next_addr;   /* first free page number for the next mmap */
+	bool alive;
+};
+
+struct vma {
+	idx_t mm;             /* NIL while the slot is free */
+	uint32_t start;       /* page number of vm_start */
+	uint32_t npages;
+	uint32_t pgoff;       /* vm_pgoff: an anonymous mapping's is its start address */
+	idx_t anon_vma;       /* ->anon_vma: where its new and COWed pages point */
+	/* chain: same_vma list of AVCs, newest (own anon_vma) at the head, root at the tail */
+	idx_t chain_head;
+	idx_t chain_tail;
+	uint32_t nr_chain;    /* anon_vmas this VMA is linked to: its chain length */
+	/* shared: this VMA's node on anon_vma->head (anon_vma_node in 2.6.33) */
+	idx_t av_prev;
+	idx_t av_next;
+	pte_t *pt;            /* one entry per page offset */
+};
+
+struct anon_vma {
+	idx_t root;           /* itself, or the family's oldest anon_vma (2.6.36) */
+	idx_t head;           /* list of AVCs (chain) or VMAs (shared), walked head to tail */
+	idx_t tail;
+	uint32_t refcount;    /* child anon_vmas pinning this root (2.6.36 get_anon_vma) */
+	uint32_t nr_entries;
+	bool live;
+};
+
+/* The join object (§1b): on its VMA's chain and on its anon_vma's list. */
+struct anon_vma_chain {
+	idx_t vma;            /* NIL while the slot is free */
+	idx_t anon_vma;
+	idx_t same_vma_prev;
+	idx_t same_vma_next;
+	idx_t same_anon_vma_prev;
+	idx_t same_anon_vma_next;
+};
+
+struct page {
+	idx_t mapping;        /* its anon_vma; the walk starts there */
+	uint32_t index;       /* linear page index: vm_pgoff + offset in the faulting VMA */
+	uint32_t mapcount;    /* PTEs mapping it; 0 only while the slot is free */
+	idx_t lru_prev;       /* creation order, oldest first: the scan order */
+	idx_t lru_next;
+};
+
+/* ---------------------------------------------------------------- the simulation */
+
+struct sim_counters {
+	uint64_t walks, entries, calls, hits;
+	uint64_t faults, cows, reuses, forks, exits;
+};
+
+struct sim_snapshot {   /* live objects at the last scan */
+	uint64_t processes, vmas, anon_vmas, avcs, pages, max_chain;
+	bool taken;
+};
+
+struct sim_error {
+	int64_t op_index;   /* -1: not tied to an op */
+	char msg[240];
+};
+
+struct sim {
+	const struct generation *gen;
+	struct arena mms, vmas, anon_vmas, avcs, pages;
+	idx_t lru_head, lru_tail;
+	uint64_t rng;
+	size_t bytes, peak_bytes, limit;   /* limit 0: no limit but malloc's */
+	bool check;
+	struct sim_counters count;
+	struct sim_snapshot snap;
+	uint64_t *hist;                    /* hist[e]: walks that iterated e entries */
+	size_t hist_len;
+	double sim_seconds, scan_seconds;
+	int64_t op_index;
+	const char *op_name;
+	struct sim_error err;
+};
+
+static inline struct mm *mm_at(struct sim *s, idx_t i) { return (struct mm *)s->mms.base + i; }
+static inline struct vma *vma_at(struct sim *s, idx_t i) { return (struct vma *)s->vmas.base + i; }
+static inline struct anon_vma *anon_vma_at(struct sim *s, idx_t i) { return (struct anon_vma *)s->anon_vmas.base + i; }
+static inline struct anon_vma_chain *avc_at(struct sim *s, idx_t i) { return (struct anon_vma_chain *)s->avcs.base + i; }
+static inline struct page *page_at(struct sim *s, idx_t i) { return (struct page *)s->pages.base + i; }
+
+/* sim.c: lifecycle, errors, random stream */
+int sim_init(struct sim *s, const struct generation *gen, uint64_t seed, bool check, size_t limit);
+void sim_destroy(struct sim *s);
+int sim_fail(struct sim *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int sim_enomem(struct sim *s);
+double sim_uniform(struct sim *s);
+
+/* rmap.c: anon_vma, anon_vma_chain and the page's rmap (mm/rmap.c) */
+int anon_vma_prepare(struct sim *s, idx_t vma);
+int anon_vma_link(struct sim *s, idx_t vma);                  /* shared: fork */
+int anon_vma_fork(struct sim *s, idx_t vma, idx_t pvma);     /* chain: fork */
+int anon_vma_clone(struct sim *s, idx_t dst, idx_t src);
+void unlink_anon_vmas(struct sim *s, idx_t vma);             /* both structures */
+int page_add_new_anon_rmap(struct sim *s, idx_t vma, uint32_t offset, idx_t *page);
+void page_move_anon_rmap(struct sim *s, idx_t page, idx_t vma);
+void page_remove_rmap(struct sim *s, idx_t page);
+
+/* mm.c: processes and their address spaces (kernel/fork.c, mm/mmap.c, mm/memory.c) */
+int mm_alloc(struct sim *s, idx_t *mm);
+int do_mmap(struct sim *s, idx_t mm, uint32_t npages, idx_t *vma);
+int handle_mm_fault(struct sim *s, idx_t vma, uint32_t offset);
+int dup_mmap(struct sim *s, idx_t parent, idx_t *child);
+void exit_mmap(struct sim *s, idx_t mm);
+
+/* walk.c: measurement */
+struct walk_count { uint32_t entries, calls, hits; };
+void page_referenced_anon(struct sim *s, idx_t page, struct walk_count *wc);
+int sim_scan(struct sim *s, uint64_t sample);
+void sim_take_snapshot(struct sim *s);
+double sim_now(void);
+
+/* check.c: invariants of docs/core.md; 0 or SIM_EBUG with s->err set */
+int sim_check(struct sim *s);
+
+/* program.c: the interpreter */
+struct prog_op { int32_t op, a, b, c; double x; };
+enum prog_opcode {
+	OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST,
+	OP_FORK, OP_EXIT, OP_SCAN,
+};
+int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
+
+#endif /* ANONVMA_SIM_H */

@@ -1,0 +1,151 @@
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime under -std=c11 */
+/*
+ * walk.c - measurement: the rmap walk of one page, the scan over pages, the footprint.
+ *
+ * The walk has page_referenced semantics (2.6.33 and 2.6.34 page_referenced_anon, primer §1a/§1b):
+ * iterate the page's anon_vma list in order; a VMA whose range does not hold page->index is
+ * skipped (vma_address returns -EFAULT) before page_referenced_one is called; every call that
+ * finds the pte mapping the page is a hit and spends one of the page's mappings; the walk stops
+ * when none is left. This early exit is why list order sets the cost.
+ */
+#include <time.h>
+
+#include "sim.h"
+
+/*
+ * One VMA of the walk. Returns 1 on a hit, 0 on a miss, -1 when vma_address fails (no call).
+ * The unsigned subtraction folds both range tests of vma_address into one compare.
+ */
+static inline int page_referenced_one(const struct vma *vma, idx_t p, uint32_t index)
+{
+	uint32_t off = index - vma->pgoff;
+	if (off >= vma->npages)
+		return -1;
+	pte_t pte = vma->pt[off];
+	return pte_present(pte) && pte_page(pte) == p;
+}
+
+void page_referenced_anon(struct sim *s, idx_t p, struct walk_count *wc)
+{
+	const struct page *page = page_at(s, p);
+	const struct anon_vma *av = anon_vma_at(s, page->mapping);
+	const struct vma *vmas = (const struct vma *)s->vmas.base;
+	uint32_t mapcount = page->mapcount, index = page->index;
+	uint32_t entries = 0, calls = 0, hits = 0;
+
+	if (s->gen->structure == RMAP_SHARED_LIST) {
+		for (idx_t v = av->head; v != NIL; v = vmas[v].av_next) {
+			entries++;
+			int r = page_referenced_one(&vmas[v], p, index);
+			if (r < 0)
+				continue;
+			calls++;
+			if (r && (hits++, --mapcount == 0))
+				break;
+		}
+	} else {
+		const struct anon_vma_chain *avcs = (const struct anon_vma_chain *)s->avcs.base;
+		for (idx_t c = av->head; c != NIL; c = avcs[c].same_anon_vma_next) {
+			entries++;
+			int r = page_referenced_one(&vmas[avcs[c].vma], p, index);
+			if (r < 0)
+				continue;
+			calls++;
+			if (r && (hits++, --mapcount == 0))
+				break;
+		}
+	}
+	wc->entries = entries;
+	wc->calls = calls;
+	wc->hits = hits;
+}
+
+static int hist_add(struct sim *s, uint32_t entries)
+{
+	if (entries >= s->hist_len) {
+		size_t len = s->hist_len ? s->hist_len : 64;
+		while (len <= entries)
+			len *= 2;
+		uint64_t *h = sim_realloc(s, s->hist, s->hist_len * sizeof(uint64_t),
+					  len * sizeof(uint64_t));
+		if (!h)
+			return sim_enomem(s);
+		for (size_t i = s->hist_len; i < len; i++)
+			h[i] = 0;
+		s->hist = h;
+		s->hist_len = len;
+	}
+	s->hist[entries]++;
+	return SIM_OK;
+}
+
+static int walk_one(struct sim *s, idx_t p)
+{
+	struct walk_count wc;
+	page_referenced_anon(s, p, &wc);
+	s->count.walks++;
+	s->count.entries += wc.entries;
+	s->count.calls += wc.calls;
+	s->count.hits += wc.hits;
+	return hist_add(s, wc.entries);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/*
+ * sim_scan - walk every live page in LRU order (sample 0 or >= the page count), or a uniform
+ * sample of `sample` distinct pages chosen by selection sampling (Knuth's Algorithm S) over the
+ * same order, so the chosen pages are walked oldest first as reclaim would meet them.
+ */
+int sim_scan(struct sim *s, uint64_t sample)
+{
+	double t0 = now();
+	uint64_t live = s->pages.live;
+	int err = SIM_OK;
+
+	sim_take_snapshot(s);
+	if (sample == 0 || sample >= live) {
+		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
+			err = walk_one(s, p);
+	} else {
+		uint64_t need = sample, left = live;
+		for (idx_t p = s->lru_head; need && !err; p = page_at(s, p)->lru_next, left--) {
+			if ((double)left * sim_uniform(s) < (double)need) {
+				err = walk_one(s, p);
+				need--;
+			}
+		}
+	}
+	s->scan_seconds += now() - t0;
+	return err;
+}
+
+/* Live objects now; max_chain is the longest chain of any live VMA. */
+void sim_take_snapshot(struct sim *s)
+{
+	struct sim_snapshot *snap = &s->snap;
+	snap->processes = 0;
+	for (idx_t i = 0; i < s->mms.top; i++)
+		snap->processes += mm_at(s, i)->alive;
+	snap->vmas = s->vmas.live;
+	snap->anon_vmas = s->anon_vmas.live;
+	snap->avcs = s->avcs.live;
+	snap->pages = s->pages.live;
+	snap->max_chain = 0;
+	for (idx_t i = 0; i < s->vmas.top; i++) {
+		const struct vma *vma = vma_at(s, i);
+		if (vma->mm != NIL && vma->nr_chain > snap->max_chain)
+			snap->max_chain = vma->nr_chain;
+	}
+	snap->taken = true;
+}
+
+double sim_now(void)
+{
+	return now();
+}
