@@ -44,26 +44,35 @@ void sim_free(struct sim *s, void *p, size_t bytes)
 	s->bytes -= bytes;
 }
 
+/*
+ * Rows and free stack grow separately, each charged for what it holds, so a failure between
+ * the two leaves both consistent; a new slot is only handed out when both have room for it.
+ */
 static int arena_grow(struct sim *s, struct arena *a)
 {
 	/* Slot NIL is reserved, and PAGE_MAX bounds pages so a pte can never look empty. */
 	uint64_t max = (uint64_t)PAGE_MAX;
-	if (a->cap >= max)
+	if (a->top >= max)
 		return SIM_ENOMEM;
-	uint64_t cap = a->cap ? (uint64_t)a->cap * 2 : 64;
-	if (cap > max)
-		cap = max;
-	char *base = sim_realloc(s, a->base, (size_t)a->cap * a->elem_size,
-				 (size_t)cap * a->elem_size);
-	if (!base)
-		return SIM_ENOMEM;
-	a->base = base;
-	idx_t *stack = sim_realloc(s, a->free_stack, (size_t)a->cap * sizeof(idx_t),
-				   (size_t)cap * sizeof(idx_t));
-	if (!stack)
-		return SIM_ENOMEM;   /* base grew but cap did not: still consistent */
-	a->free_stack = stack;
-	a->cap = (uint32_t)cap;
+	uint64_t want = a->top ? (uint64_t)a->top * 2 : 64;
+	if (want > max)
+		want = max;
+	if (a->cap == a->top) {
+		char *base = sim_realloc(s, a->base, (size_t)a->cap * a->elem_size,
+					 (size_t)want * a->elem_size);
+		if (!base)
+			return SIM_ENOMEM;
+		a->base = base;
+		a->cap = (uint32_t)want;
+	}
+	if (a->stack_cap == a->top) {
+		idx_t *stack = sim_realloc(s, a->free_stack, (size_t)a->stack_cap * sizeof(idx_t),
+					   (size_t)a->cap * sizeof(idx_t));
+		if (!stack)
+			return SIM_ENOMEM;
+		a->free_stack = stack;
+		a->stack_cap = a->cap;
+	}
 	return SIM_OK;
 }
 
@@ -73,7 +82,7 @@ idx_t arena_alloc(struct sim *s, struct arena *a)
 	if (a->nr_free) {
 		i = a->free_stack[--a->nr_free];
 	} else {
-		if (a->top == a->cap && arena_grow(s, a))
+		if ((a->top == a->cap || a->top == a->stack_cap) && arena_grow(s, a))
 			return NIL;
 		i = a->top++;
 	}
@@ -90,6 +99,6 @@ void arena_free(struct arena *a, idx_t i)
 void arena_release(struct sim *s, struct arena *a)
 {
 	sim_free(s, a->base, (size_t)a->cap * a->elem_size);
-	sim_free(s, a->free_stack, (size_t)a->cap * sizeof(idx_t));
+	sim_free(s, a->free_stack, (size_t)a->stack_cap * sizeof(idx_t));
 	memset(a, 0, sizeof(*a));
 }

@@ -81,7 +81,8 @@ struct arena {
 	char *base;
 	idx_t *free_stack;
 	uint32_t elem_size;
-	uint32_t cap;
+	uint32_t cap;       /* rows base holds */
+	uint32_t stack_cap; /* slots free_stack holds; a slot is handed out only below both */
 	uint32_t top;       /* rows ever handed out (high-water mark) */
 	uint32_t nr_free;
 	uint32_t live;
