@@ -17,7 +17,14 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "the compiled core (core._core) is missing or stale; rebuild it with `pip install -e .`"
     ) from exc
 
-from core.runner import BUILD_ID, GENERATIONS, generation_table, run, struct_sizes
+from core.runner import (
+    BUILD_ID,
+    GENERATIONS,
+    estimate_bytes,
+    generation_table,
+    run,
+    struct_sizes,
+)
 
 __all__ = [
     "BUILD_ID",
@@ -30,6 +37,7 @@ __all__ = [
     "ProgramError",
     "UnknownGenerationError",
     "aim7",
+    "estimate_bytes",
     "generation_table",
     "run",
     "struct_sizes",

@@ -8,6 +8,7 @@ itself, which raises ``ProgramError`` naming the op index.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -107,3 +108,81 @@ def run(
     result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit)
     result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
     return result
+
+
+def _arena_bytes(rows: int, row_bytes: int) -> int:
+    # arena.c grows 64, 128, 256, ... rows; each row also has a free-stack slot
+    cap = 64
+    while cap < rows:
+        cap *= 2
+    return cap * row_bytes
+
+
+def estimate_bytes(program) -> int:
+    """An upper bound of the core's peak memory for a program, in bytes, under any generation.
+
+    Follows the program's shape without simulating it. Page tables are exact: one 4-byte entry
+    per page of every live VMA. Live pages are bounded by live page-table entries (every page is
+    mapped at least once) and by the pages the write ops can have created (for cow_random its
+    expectation plus four standard deviations: a high-probability bound). A VMA at fork depth d
+    is linked to at most d + 1 anon_vmas, and there are at most as many anon_vmas as chain
+    entries plus VMAs. Each arena is charged for the capacity its growth rule reaches at the
+    object's peak count.
+    """
+    arr = as_program(program)
+    sz = struct_sizes()
+    slot = sz["slot_index"]
+    procs: list[list[int] | None] = []  # per process: its VMAs' page counts (None: exited)
+    depth: list[int] = []
+    ptes = vmas = links = 0
+    created = 0.0
+    peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
+
+    def npages(p: int, v: int) -> int:
+        vs = procs[p] if 0 <= p < len(procs) else None
+        return vs[v] if vs is not None and 0 <= v < len(vs) else 0
+
+    def alive(p: int) -> bool:
+        return 0 <= p < len(procs) and procs[p] is not None
+
+    for op, a, b, _c, x in arr.tolist():
+        if op == 1:  # new_mm
+            procs.append([])
+            depth.append(0)
+        elif op == 2 and alive(a) and b > 0:  # mmap
+            procs[a].append(b)
+            ptes, vmas, links = ptes + b, vmas + 1, links + depth[a] + 1
+        elif op == 7 and alive(a):  # fork: the child is one level deeper
+            procs.append(list(procs[a]))
+            depth.append(depth[a] + 1)
+            ptes += sum(procs[a])
+            vmas += len(procs[a])
+            links += len(procs[a]) * (depth[a] + 2)
+        elif op == 8 and alive(a):  # exit
+            ptes -= sum(procs[a])
+            vmas -= len(procs[a])
+            links -= len(procs[a]) * (depth[a] + 1)
+            procs[a] = None
+        elif op == 3:  # fault
+            created += 1
+        elif op == 4:  # touch_all
+            created += npages(a, b)
+        elif op == 5 and 0.0 <= x <= 1.0:  # cow_random
+            n = npages(a, b)
+            created += n * x + 4 * math.sqrt(n * x * (1 - x)) + 1
+        elif op == 6 and 0.0 <= x <= 1.0:  # cow_first
+            created += math.floor(x * npages(a, b))
+        for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
+                         ("vmas", vmas), ("links", links)):
+            peak[key] = max(peak[key], now)
+    return (
+        peak["ptes"] * sz["pte"]
+        + _arena_bytes(peak["pages"], sz["page"] + slot)
+        + _arena_bytes(peak["vmas"], sz["vma"] + slot)
+        + _arena_bytes(peak["links"], sz["anon_vma_chain"] + slot)
+        + _arena_bytes(peak["links"] + peak["vmas"], sz["anon_vma"] + slot)
+        + _arena_bytes(len(procs), sz["mm"] + slot)
+        + len(procs) * 4 * slot  # each process's VMA index array
+        + arr.nbytes  # the core's copy of the program
+        + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
+    )

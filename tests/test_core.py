@@ -163,3 +163,16 @@ def test_struct_sizes_are_reported():
     sizes = core.struct_sizes()
     assert sizes["pte"] == 4 and sizes["slot_index"] == 4
     assert sizes["page"] == 20 and sizes["anon_vma_chain"] == 24
+
+
+@pytest.mark.parametrize(
+    "n,p,f,model",
+    [(2000, 500, 1.0, "aligned"), (1000, 1000, 0.5, "independent"), (3000, 300, 0.1, "independent"),
+     (300, 50, 0.0, "aligned")],
+)
+def test_memory_estimate_bounds_the_measured_peak(n, p, f, model):
+    prog = core.aim7(n, p, f, model, sample=1)
+    estimate = core.estimate_bytes(prog)
+    for kernel in core.GENERATIONS:
+        peak = core.run(prog, kernel)["peak_bytes"]
+        assert peak <= estimate <= 2 * peak, kernel
