@@ -1,7 +1,8 @@
 /*
  * _core.c - the CPython binding of the anon_vma core: three functions, no state.
  *
- *   run(program_bytes, kernel, seed, check, memory_limit) -> dict   (GIL released while it runs)
+ *   run(program_bytes, kernel, seed, check, memory_limit[, cpus, timing]) -> dict
+ *       (GIL released while it runs; with cpus, the walk trace is replayed on each CPU count)
  *   generations() -> list of dicts, one per row of the generation table
  *   struct_sizes() -> dict of the simulator's own object sizes (for memory estimates)
  *
@@ -113,6 +114,91 @@ fail:
 	return NULL;
 }
 
+/* The contention results, one list per metric, aligned with `cpus`. */
+static PyObject *contention_dict(const struct contention *c, const uint32_t *cpus, size_t n)
+{
+	static const char *const keys[] = {
+		"cpus", "scan_ns", "busy_ns", "spin_ns", "sleep_ns", "idle_ns", "wait_sum_ns",
+		"wait_max_ns", "hold_sum_ns", "walks", "waited", "writers", "writer_wait_sum_ns",
+	};
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		PyObject *list = PyList_New((Py_ssize_t)n);
+		if (!list) {
+			Py_DECREF(d);
+			return NULL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const struct contention *r = &c[i];
+			PyObject *o;
+			switch (k) {
+			case 0: o = PyLong_FromUnsignedLong(cpus[i]); break;
+			case 1: o = PyFloat_FromDouble(r->scan_ns); break;
+			case 2: o = PyFloat_FromDouble(r->busy_ns); break;
+			case 3: o = PyFloat_FromDouble(r->spin_ns); break;
+			case 4: o = PyFloat_FromDouble(r->sleep_ns); break;
+			case 5: o = PyFloat_FromDouble(r->idle_ns); break;
+			case 6: o = PyFloat_FromDouble(r->wait_sum_ns); break;
+			case 7: o = PyFloat_FromDouble(r->wait_max_ns); break;
+			case 8: o = PyFloat_FromDouble(r->hold_sum_ns); break;
+			case 9: o = PyLong_FromUnsignedLongLong(r->walks); break;
+			case 10: o = PyLong_FromUnsignedLongLong(r->waited); break;
+			case 11: o = PyLong_FromUnsignedLongLong(r->writers); break;
+			default: o = PyFloat_FromDouble(r->writer_wait_sum_ns); break;
+			}
+			if (!o) {
+				Py_DECREF(list);
+				Py_DECREF(d);
+				return NULL;
+			}
+			PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+		}
+		int err = PyDict_SetItemString(d, keys[k], list);
+		Py_DECREF(list);
+		if (err) {
+			Py_DECREF(d);
+			return NULL;
+		}
+	}
+	return d;
+}
+
+/* CPU counts to replay the walk trace on; NULL and *n = 0 for None. -1 with an exception set. */
+static int parse_cpus(PyObject *obj, uint32_t **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (obj == Py_None)
+		return 0;
+	PyObject *seq = PySequence_Fast(obj, "cpus must be a sequence of ints");
+	if (!seq)
+		return -1;
+	size_t len = (size_t)PySequence_Fast_GET_SIZE(seq);
+	uint32_t *cpus = malloc((len ? len : 1) * sizeof(uint32_t));
+	if (!cpus) {
+		Py_DECREF(seq);
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i));
+		if (PyErr_Occurred() || v < 1 || v > 1u << 20) {
+			PyErr_Clear();
+			PyErr_SetString(PyExc_ValueError, "cpus must hold integers in 1..1048576");
+			Py_DECREF(seq);
+			free(cpus);
+			return -1;
+		}
+		cpus[i] = (uint32_t)v;
+	}
+	Py_DECREF(seq);
+	*out = cpus;
+	*n = len;
+	return 0;
+}
+
 static PyObject *core_run(PyObject *self, PyObject *args)
 {
 	(void)self;
@@ -120,39 +206,53 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 	const char *kernel;
 	unsigned long long seed, limit;
 	int check;
-	if (!PyArg_ParseTuple(args, "y*sKpK", &view, &kernel, &seed, &check, &limit))
+	PyObject *cpus_obj = Py_None;
+	struct timing tm = { 0 };
+	unsigned int batch = 32;
+	if (!PyArg_ParseTuple(args, "y*sKpK|O(dddddddI)", &view, &kernel, &seed, &check, &limit,
+			      &cpus_obj, &tm.entry_ns, &tm.call_ns, &tm.hit_ns, &tm.acquire_ns,
+			      &tm.release_ns, &tm.writer_interval_ns, &tm.writer_hold_ns, &batch))
 		return NULL;
+	tm.batch = batch;
+
+	PyObject *result = NULL;
+	struct prog_op *ops = NULL;
+	struct sim *s = NULL;
+	uint32_t *cpus = NULL;
+	struct contention *cont = NULL;
+	size_t ncpus = 0;
 
 	const struct generation *gen = generation_find(kernel);
 	if (!gen || view.len % (Py_ssize_t)sizeof(struct prog_op)) {
-		PyBuffer_Release(&view);
 		PyErr_Format(PyExc_ValueError, gen ? "program buffer is not a whole number of ops"
 						   : "unknown kernel generation %s", kernel);
-		return NULL;
+		goto out_release;
 	}
+	if (parse_cpus(cpus_obj, &cpus, &ncpus))
+		goto out_release;
 	/* A private copy: the caller's array may change while the GIL is released. */
 	size_t nr_ops = (size_t)view.len / sizeof(struct prog_op);
-	struct prog_op *ops = malloc(nr_ops ? (size_t)view.len : 1);
-	if (!ops) {
-		PyBuffer_Release(&view);
-		return PyErr_NoMemory();
+	ops = malloc(nr_ops ? (size_t)view.len : 1);
+	s = malloc(sizeof(*s));
+	cont = calloc(ncpus ? ncpus : 1, sizeof(*cont));
+	if (!ops || !s || !cont) {
+		PyErr_NoMemory();
+		goto out_release;
 	}
 	memcpy(ops, view.buf, (size_t)view.len);
 	PyBuffer_Release(&view);
 
-	struct sim *s = malloc(sizeof(*s));
-	if (!s) {
-		free(ops);
-		return PyErr_NoMemory();
-	}
 	sim_init(s, gen, seed, check, (size_t)limit);
+	s->record_trace = cpus != NULL;
 	int err;
 	Py_BEGIN_ALLOW_THREADS
 	err = sim_run_program(s, ops, nr_ops);
+	for (size_t i = 0; !err && i < ncpus; i++)
+		if (sim_contend(&s->trace, gen->lock, &tm, cpus[i], &cont[i]))
+			err = sim_fail(s, SIM_ENOMEM, "out of memory replaying the walk trace on %u CPUs",
+				       cpus[i]);
 	Py_END_ALLOW_THREADS
-	free(ops);
 
-	PyObject *result = NULL;
 	if (err == SIM_ENOMEM)
 		PyErr_SetString(PyExc_MemoryError, s->err.msg);
 	else if (err == SIM_EBUG)
@@ -161,8 +261,22 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 		PyErr_SetString(program_error, s->err.msg);
 	else
 		result = results_dict(s);
+	if (result && cpus) {
+		PyObject *c = contention_dict(cont, cpus, ncpus);
+		if (!c || PyDict_SetItemString(result, "contention", c))
+			Py_CLEAR(result);
+		Py_XDECREF(c);
+	}
 	sim_destroy(s);
+	goto out;
+
+out_release:
+	PyBuffer_Release(&view);
+out:
+	free(ops);
 	free(s);
+	free(cpus);
+	free(cont);
 	return result;
 }
 
@@ -212,7 +326,8 @@ static PyObject *core_struct_sizes(PyObject *self, PyObject *unused)
 
 static PyMethodDef core_methods[] = {
 	{"run", core_run, METH_VARARGS,
-	 "run(program_bytes, kernel, seed, check, memory_limit) -> dict (use core.run)"},
+	 "run(program_bytes, kernel, seed, check, memory_limit[, cpus, timing]) -> dict "
+	 "(use core.run)"},
 	{"generations", core_generations, METH_NOARGS, "The generation table, one dict per row."},
 	{"struct_sizes", core_struct_sizes, METH_NOARGS, "Bytes of the simulator's own objects."},
 	{NULL, NULL, 0, NULL},

@@ -32,6 +32,8 @@ class Op(enum.IntEnum):
     FORK = 7  # (a=parent)                 -> child number = next
     EXIT = 8  # (a=process)
     SCAN = 9  # (a=S): walk every page (S = 0) or a sample of S distinct pages
+    COW_RANDOM_RR = 10  # (a=first process, b=count, c=vma, x=f): cow_random, round robin
+    COW_FIRST_RR = 11  # (a=first process, b=count, c=vma, x=f): cow_first, round robin
 
 
 #: COW models of the grids, each the name of the builder's write pattern.
@@ -81,6 +83,24 @@ class Program:
     def cow_first(self, p: int, v: int, f: float) -> None:
         self._emit(Op.COW_FIRST, p, v, x=f)
 
+    def cow_random_rr(self, first: int, count: int, v: int, f: float) -> None:
+        """Processes first..first+count-1 write VMA v page by page in turn, each page with
+        probability f: concurrent children, so neighbouring LRU pages differ in owner."""
+        self._emit(Op.COW_RANDOM_RR, first, count, v, f)
+
+    def cow_first_rr(self, first: int, count: int, v: int, f: float) -> None:
+        """Processes first..first+count-1 write the first floor(f*npages) pages in turn."""
+        self._emit(Op.COW_FIRST_RR, first, count, v, f)
+
+    def cow_interleaved(self, first: int, count: int, v: int, f: float, model: str) -> None:
+        """Round-robin writes of a fraction f under a named COW model (``COW_MODELS``)."""
+        if model == "independent":
+            self.cow_random_rr(first, count, v, f)
+        elif model == "aligned":
+            self.cow_first_rr(first, count, v, f)
+        else:
+            raise ValueError(f"cow_model {model!r} is not one of {', '.join(COW_MODELS)}")
+
     def cow(self, p: int, v: int, f: float, model: str) -> None:
         """Write a fraction f of VMA v under a named COW model (``COW_MODELS``)."""
         if model == "independent":
@@ -121,9 +141,11 @@ def aim7(
     """The AIM7 fork-storm of the 2010 patch (primer §5), as a program.
 
     A parent maps one anonymous VMA of ``pages_per_vma`` pages and touches all of them, forks
-    ``processes`` children, each child writes a fraction ``cow_fraction`` of the VMA under
+    ``processes`` children, the children write a fraction ``cow_fraction`` of the VMA under
     ``cow_model``, then every page (or ``sample`` of them) is walked. The parent never writes,
-    so every child write is a COW, never a reuse.
+    so every child write is a COW, never a reuse. The children run concurrently, so their writes
+    interleave round robin (page 0 of every child, then page 1, ...) and the LRU, the scan
+    order, alternates owners as reclaim would find it.
     """
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
@@ -135,8 +157,10 @@ def aim7(
     parent = prog.new_mm()
     vma = prog.mmap(parent, pages_per_vma)
     prog.touch_all(parent, vma)
+    if cow_model not in COW_MODELS:
+        raise ValueError(f"cow_model {cow_model!r} is not one of {', '.join(COW_MODELS)}")
     children = [prog.fork(parent) for _ in range(processes)]
-    for child in children:
-        prog.cow(child, vma, cow_fraction, cow_model)
+    if children:
+        prog.cow_interleaved(children[0], len(children), vma, cow_fraction, cow_model)
     prog.scan(sample)
     return prog.array

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import _core
+from core.contention import Timing, contention_metrics
 from core.errors import UnknownGenerationError
 from core.program import PROGRAM_DTYPE
 
@@ -79,6 +80,8 @@ def run(
     *,
     check: bool = False,
     memory_limit: int | None = None,
+    cpus=None,
+    timing: Timing | None = None,
 ) -> dict:
     """Run a workload program under one kernel generation; return the results dict.
 
@@ -90,6 +93,9 @@ def run(
     check : check every invariant of docs/core.md after every operation (slow)
     memory_limit : bytes the core may allocate before it raises MemoryError; default 80 % of
         physical memory, 0 for no limit
+    cpus : CPU counts (each >= 1) to replay the scans' walk trace on; the result then has a
+        ``contention`` dict of arrays aligned with ``cpus`` (see ``core.contention.METRICS``)
+    timing : the contention model's costs (``core.contention.Timing()`` by default)
 
     Raises
     ------
@@ -105,7 +111,19 @@ def run(
     limit = _default_memory_limit() if memory_limit is None else int(memory_limit)
     if limit < 0:
         raise ValueError(f"memory_limit must be >= 0 bytes (0 = no limit), got {memory_limit}")
-    result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit)
+    if cpus is None:
+        result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit)
+    else:
+        wanted = [int(c) for c in np.atleast_1d(cpus)]
+        if not wanted or min(wanted) < 1 or len(set(wanted)) != len(wanted):
+            raise ValueError(f"cpus must be distinct integers >= 1, got {list(wanted)}")
+        timing = Timing() if timing is None else timing
+        replay = sorted(set(wanted) | {1})  # 1 CPU: the speedup's baseline
+        result = _core.run(
+            arr.view(np.uint8), kernel, int(seed), bool(check), limit, replay, timing.as_tuple()
+        )
+        result["contention"] = contention_metrics(result["contention"], wanted)
+        result["contention"]["cpus"] = np.asarray(wanted, dtype=np.int64)
     result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
     return result
 
@@ -145,7 +163,10 @@ def estimate_bytes(program) -> int:
     def alive(p: int) -> bool:
         return 0 <= p < len(procs) and procs[p] is not None
 
-    for op, a, b, _c, x in arr.tolist():
+    def cow_random_bound(n: int, f: float) -> float:
+        return n * f + 4 * math.sqrt(n * f * (1 - f)) + 1
+
+    for op, a, b, c, x in arr.tolist():
         if op == 1:  # new_mm
             procs.append([])
             depth.append(0)
@@ -168,10 +189,13 @@ def estimate_bytes(program) -> int:
         elif op == 4:  # touch_all
             created += npages(a, b)
         elif op == 5 and 0.0 <= x <= 1.0:  # cow_random
-            n = npages(a, b)
-            created += n * x + 4 * math.sqrt(n * x * (1 - x)) + 1
+            created += cow_random_bound(npages(a, b), x)
         elif op == 6 and 0.0 <= x <= 1.0:  # cow_first
             created += math.floor(x * npages(a, b))
+        elif op == 10 and 0.0 <= x <= 1.0 and b > 0:  # cow_random_rr: b processes from a
+            created += b * cow_random_bound(npages(a, c), x)
+        elif op == 11 and 0.0 <= x <= 1.0 and b > 0:  # cow_first_rr
+            created += b * math.floor(x * npages(a, c))
         for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)

@@ -17,16 +17,21 @@ from core import Op, Program, ProgramError, UnknownGenerationError
 
 def test_generation_table_rows_follow_the_primer():
     rows = {row["name"]: row for row in core.generation_table()}
-    assert list(rows) == ["2.6.33", "2.6.34", "2.6.36"]
-    assert core.GENERATIONS == ("2.6.33", "2.6.34", "2.6.36")
-    # primer §2: anon_vma 24 B up to 2.6.35, 40 B in 2.6.36 (root + external_refcount);
-    # anon_vma_chain 48 B from 2.6.34; VMA 176 B, 184 B once vm_prev arrives.
+    assert list(rows) == ["2.6.33", "2.6.34", "2.6.36", "3.0"]
+    assert core.GENERATIONS == tuple(rows)
+    # primer §2: anon_vma 24 B up to 2.6.35, 40 B in 2.6.36 (root + external_refcount), 64 B
+    # in 3.0 (the mutex); anon_vma_chain 48 B from 2.6.34; VMA 176 B, 184 B with vm_prev.
     sizes = {n: (r["sizeof_anon_vma"], r["sizeof_avc"], r["sizeof_vma"]) for n, r in rows.items()}
-    assert sizes == {"2.6.33": (24, 0, 176), "2.6.34": (24, 48, 176), "2.6.36": (40, 48, 184)}
-    assert [rows[n]["prepare_at_head"] for n in rows] == [False, True, False]
-    assert [rows[n]["root"] for n in rows] == [False, False, True]
+    assert sizes == {
+        "2.6.33": (24, 0, 176),
+        "2.6.34": (24, 48, 176),
+        "2.6.36": (40, 48, 184),
+        "3.0": (64, 48, 184),
+    }
+    assert [rows[n]["prepare_at_head"] for n in rows] == [False, True, False, False]
+    assert [rows[n]["root"] for n in rows] == [False, False, True, True]
     assert rows["2.6.33"]["structure"] != rows["2.6.34"]["structure"]
-    assert len({r["lock"] for r in rows.values()}) == 3
+    assert len({r["lock"] for r in rows.values()}) == 4
 
 
 def bad(*rows) -> np.ndarray:
@@ -60,7 +65,7 @@ def test_bad_programs_raise_program_error_naming_the_op(rows, index, reason, ker
 
 def test_bad_arguments_are_refused_before_the_core_runs():
     prog = core.aim7(2, 4, 0.5)
-    with pytest.raises(UnknownGenerationError, match="known: 2.6.33, 2.6.34, 2.6.36"):
+    with pytest.raises(UnknownGenerationError, match="known: 2.6.33, 2.6.34, 2.6.36, 3.0"):
         core.run(prog, "2.6.99")
     with pytest.raises(ValueError, match="PROGRAM_DTYPE"):
         core.run(np.zeros(4, dtype=np.int64), "2.6.34")

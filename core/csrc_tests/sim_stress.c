@@ -9,6 +9,7 @@
  * and after sim_destroy every byte charged to the sim must be back (the accounting is exact).
  * A second pass runs each program under a small memory limit to drive the ENOMEM paths.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -83,7 +84,16 @@ static void build(struct builder *b)
 		} else if (b->nr_vmas[p]) {
 			int v = below(b->nr_vmas[p]);
 			static const double fs[] = { 0.0, 0.25, 0.5, 1.0, 0.3 };
-			switch (below(4)) {
+			/* a run of consecutive live siblings with the same VMA v, for the RR forms */
+			int run = 1;
+			while (p + run < b->nr_procs && b->alive[p + run] && b->nr_vmas[p + run] > v &&
+			       b->npages[p + run][v] == b->npages[p][v])
+				run++;
+			switch (below(5)) {
+			case 4:
+				emit(b, below(2) ? OP_COW_RANDOM_RR : OP_COW_FIRST_RR, p, 1 + below(run), v,
+				     fs[below(5)]);
+				break;
 			case 0: emit(b, OP_FAULT, p, v, below(b->npages[p][v]), 0); break;
 			case 1: emit(b, OP_TOUCH_ALL, p, v, 0, 0); break;
 			case 2: emit(b, OP_COW_RANDOM, p, v, 0, fs[below(5)]); break;
@@ -104,8 +114,32 @@ static int run_one(const struct generation *g, const struct builder *b, uint64_t
 {
 	struct sim s;
 	sim_init(&s, g, seed, true, limit);
+	s.record_trace = true;
 	int err = sim_run_program(&s, b->ops, b->n);
 	int bad = 0;
+	/* the contention replay of the recorded trace, with and without writers */
+	static const struct timing tms[] = {
+		{ 20, 150, 40, 20, 10, 0, 500, 32 },
+		{ 1, 1, 1, 0, 0, 7, 3, 1 },
+	};
+	for (size_t k = 0; !err && k < 2; k++) {
+		for (uint32_t cpus = 1; cpus <= 9; cpus += 4) {
+			struct contention c;
+			if (sim_contend(&s.trace, g->lock, &tms[k], cpus, &c)) {
+				fprintf(stderr, "%s: sim_contend failed\n", g->name);
+				bad = 1;
+				continue;
+			}
+			double total = c.busy_ns + c.spin_ns + c.sleep_ns + c.idle_ns;
+			if (c.walks != s.trace.len || fabs(total - cpus * c.scan_ns) > 1e-6 * (1 + total)) {
+				fprintf(stderr, "%s seed %llu: contention on %u CPUs: %llu walks of %llu, "
+					"time %g of %g\n", g->name, (unsigned long long)seed, cpus,
+					(unsigned long long)c.walks, (unsigned long long)s.trace.len, total,
+					cpus * c.scan_ns);
+				bad = 1;
+			}
+		}
+	}
 	nr_enomem += err == SIM_ENOMEM;
 	if (err == SIM_EBUG || err == SIM_EINVAL || (want_ok && err)) {
 		fprintf(stderr, "%s seed %llu limit %zu: error %d: %s\n", g->name,
@@ -134,7 +168,7 @@ int main(int argc, char **argv)
 		for (size_t g = 0; g < sim_nr_generations; g++) {
 			failures += run_one(&sim_generations[g], &b, seed, 0, 1);
 			/* A limit below what the program needs: ENOMEM somewhere, cleanly. */
-			size_t limit = 2048 + (size_t)below(16384);
+			size_t limit = 2048 + (size_t)below(65536);
 			failures += run_one(&sim_generations[g], &b, seed, limit, 0);
 			enomem_runs++;
 		}

@@ -43,6 +43,17 @@ const struct generation sim_generations[] = {
 		.sizeof_vma = 184,       /* + vm_prev */
 		.source = "S36 rmap.h/rmap.c; C-ROOT 5c341ee1dfc8, 012f18004da3",
 	},
+	{
+		.name = "3.0",
+		.structure = RMAP_CHAIN_LIST,
+		.prepare_at_head = false,
+		.has_root = true,
+		.lock = LOCK_ROOT_MUTEX,
+		.sizeof_anon_vma = 64,   /* root 8, mutex 32, refcount 4 + pad, head 16 */
+		.sizeof_avc = 48,
+		.sizeof_vma = 184,
+		.source = "S30 rmap.h, mutex.h (\"mm: Convert anon_vma->lock to a mutex\")",
+	},
 };
 
 const size_t sim_nr_generations = sizeof(sim_generations) / sizeof(sim_generations[0]);
@@ -70,6 +81,18 @@ const char *rmap_lock_name(enum rmap_lock l)
 	case LOCK_FAMILY_SPIN: return "family anon_vma spinlock";
 	case LOCK_ANON_VMA_SPIN: return "per-anon_vma spinlock";
 	case LOCK_ROOT_SPIN: return "root anon_vma spinlock";
+	case LOCK_ROOT_MUTEX: return "root anon_vma mutex";
 	}
 	return "?";
+}
+
+bool rmap_lock_sleeps(enum rmap_lock l)
+{
+	return l == LOCK_ROOT_MUTEX;
+}
+
+bool rmap_lock_walk_shared(enum rmap_lock l)
+{
+	(void)l;   /* the rwsem of 3.8, whose walks are readers, comes with the interval tree */
+	return false;
 }

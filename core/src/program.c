@@ -14,6 +14,7 @@ static const char *const op_names[] = {
 	[OP_NEW_MM] = "new_mm", [OP_MMAP] = "mmap", [OP_FAULT] = "fault",
 	[OP_TOUCH_ALL] = "touch_all", [OP_COW_RANDOM] = "cow_random",
 	[OP_COW_FIRST] = "cow_first", [OP_FORK] = "fork", [OP_EXIT] = "exit", [OP_SCAN] = "scan",
+	[OP_COW_RANDOM_RR] = "cow_random_rr", [OP_COW_FIRST_RR] = "cow_first_rr",
 };
 
 static int live_mm(struct sim *s, int32_t p)
@@ -47,6 +48,44 @@ static int check_fraction(struct sim *s, double f)
 {
 	if (!(f >= 0.0 && f <= 1.0))
 		return sim_fail(s, SIM_EINVAL, "fraction must be in [0, 1], got %g", f);
+	return SIM_OK;
+}
+
+/*
+ * The interleaved COW forms: processes a .. a+b-1 write VMA c of theirs page by page, round
+ * robin (page 0 of each, then page 1 of each, ...), as concurrently running children would; so
+ * neighbouring pages on the LRU belong to different processes. Every process is checked, and
+ * every VMA must have the first one's size, before anything is written.
+ */
+static int cow_interleaved(struct sim *s, const struct prog_op *op, bool random)
+{
+	int err;
+	idx_t vma;
+	if (op->b < 1)
+		return sim_fail(s, SIM_EINVAL, "process count must be >= 1, got %d", (int)op->b);
+	if ((int64_t)op->a + op->b > INT32_MAX)
+		return sim_fail(s, SIM_EINVAL, "processes %d.. +%d overflow", (int)op->a, (int)op->b);
+	if ((err = check_fraction(s, op->x)) || (err = lookup_vma(s, op->a, op->c, &vma)))
+		return err;
+	uint32_t n = vma_at(s, vma)->npages;
+	for (int32_t p = op->a + 1; p < op->a + op->b; p++) {
+		if ((err = lookup_vma(s, p, op->c, &vma)))
+			return err;
+		if (vma_at(s, vma)->npages != n)
+			return sim_fail(s, SIM_EINVAL, "VMA %d of process %d has %u pages, not %u like "
+					"process %d's", (int)op->c, (int)p, vma_at(s, vma)->npages, n,
+					(int)op->a);
+	}
+	uint32_t k = random ? n : (uint32_t)floor(op->x * (double)n);
+	for (uint32_t i = 0; i < k; i++) {
+		for (int32_t p = op->a; p < op->a + op->b; p++) {
+			if (random && !(sim_uniform(s) < op->x))
+				continue;
+			vma = mm_at(s, (idx_t)p)->vmas[op->c];
+			if ((err = handle_mm_fault(s, vma, i)))
+				return err;
+		}
+	}
 	return SIM_OK;
 }
 
@@ -119,8 +158,14 @@ static int run_op(struct sim *s, const struct prog_op *op)
 			return sim_fail(s, SIM_EINVAL, "sample must be 0 (every page) or >= 1, got %d",
 					(int)op->a);
 		return sim_scan(s, (uint64_t)op->a);
+
+	case OP_COW_RANDOM_RR:
+		return cow_interleaved(s, op, true);
+
+	case OP_COW_FIRST_RR:
+		return cow_interleaved(s, op, false);
 	}
-	return sim_fail(s, SIM_EINVAL, "unknown opcode %d (known: 1..%d)", (int)op->op, OP_SCAN);
+	return sim_fail(s, SIM_EINVAL, "unknown opcode %d (known: 1..%d)", (int)op->op, OP_LAST);
 }
 
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
@@ -131,7 +176,7 @@ int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
 	for (size_t i = 0; i < nr_ops && !err; i++) {
 		s->op_index = (int64_t)i;
 		int32_t code = ops[i].op;
-		s->op_name = (code >= OP_NEW_MM && code <= OP_SCAN) ? op_names[code] : "?";
+		s->op_name = (code >= OP_NEW_MM && code <= OP_LAST) ? op_names[code] : "?";
 		err = run_op(s, &ops[i]);
 		if (!err && s->check)
 			err = sim_check(s);

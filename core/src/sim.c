@@ -41,6 +41,7 @@ void sim_destroy(struct sim *s)
 	arena_release(s, &s->anon_vmas);
 	arena_release(s, &s->avcs);
 	arena_release(s, &s->pages);
+	trace_release(s);
 	sim_free(s, s->hist, s->hist_len * sizeof(uint64_t));
 	s->hist = NULL;
 	s->hist_len = 0;

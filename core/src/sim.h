@@ -45,6 +45,7 @@ enum rmap_lock {
 	LOCK_FAMILY_SPIN,    /* the family's one anon_vma spinlock (<= 2.6.33) */
 	LOCK_ANON_VMA_SPIN,  /* each anon_vma's own spinlock (2.6.34 - 2.6.35) */
 	LOCK_ROOT_SPIN,      /* the root anon_vma's spinlock (2.6.36 - 2.6.39) */
+	LOCK_ROOT_MUTEX,     /* the root's mutex: waiters sleep (3.0 - 3.7) */
 };
 
 /*
@@ -69,6 +70,8 @@ extern const size_t sim_nr_generations;
 const struct generation *generation_find(const char *name);
 const char *rmap_structure_name(enum rmap_structure s);
 const char *rmap_lock_name(enum rmap_lock l);
+bool rmap_lock_sleeps(enum rmap_lock l);        /* waiters sleep instead of spinning */
+bool rmap_lock_walk_shared(enum rmap_lock l);   /* walks take it as readers */
 
 /* ---------------------------------------------------------------- arenas */
 
@@ -177,6 +180,18 @@ struct sim_error {
 	char msg[240];
 };
 
+/*
+ * The walk trace: for every walk, in scan order, the lock it held (a dense lock number) and its
+ * counts. The contention model replays it for any number of CPUs (contention.c).
+ */
+struct walk_trace {
+	uint32_t *lock, *entries, *calls, *hits;
+	uint64_t len, cap;
+	uint64_t renumbered;    /* walks before this index carry dense lock numbers */
+	uint32_t nr_locks;
+	uint32_t writer_lock;   /* the lock forks and exits take: the busiest family's */
+};
+
 struct sim {
 	const struct generation *gen;
 	struct arena mms, vmas, anon_vmas, avcs, pages;
@@ -189,6 +204,8 @@ struct sim {
 	uint64_t *hist;                    /* hist[e]: walks that iterated e entries */
 	size_t hist_len;
 	double sim_seconds, scan_seconds;
+	bool record_trace;
+	struct walk_trace trace;
 	int64_t op_index;
 	const char *op_name;
 	struct sim_error err;
@@ -232,6 +249,26 @@ int sim_scan(struct sim *s, uint64_t sample);
 void sim_take_snapshot(struct sim *s);
 double sim_now(void);
 
+/* contention.c: reclaim on many CPUs against the generation's lock */
+struct timing {
+	double entry_ns, call_ns, hit_ns, acquire_ns, release_ns;
+	double writer_interval_ns;  /* 0: no fork/exit churn during the scan */
+	double writer_hold_ns;
+	uint32_t batch;             /* pages a CPU isolates at a time (SWAP_CLUSTER_MAX) */
+};
+struct contention {
+	double scan_ns, busy_ns, spin_ns, sleep_ns, idle_ns;
+	double wait_sum_ns, wait_max_ns, hold_sum_ns;
+	uint64_t walks, waited;
+	uint64_t writers;
+	double writer_wait_sum_ns;
+};
+int trace_add(struct sim *s, idx_t page, const struct walk_count *wc);
+int trace_end_scan(struct sim *s);
+void trace_release(struct sim *s);
+int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct timing *tm,
+		uint32_t cpus, struct contention *out);
+
 /* check.c: invariants of docs/core.md; 0 or SIM_EBUG with s->err set */
 int sim_check(struct sim *s);
 
@@ -239,8 +276,9 @@ int sim_check(struct sim *s);
 struct prog_op { int32_t op, a, b, c; double x; };
 enum prog_opcode {
 	OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST,
-	OP_FORK, OP_EXIT, OP_SCAN,
+	OP_FORK, OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR,
 };
+#define OP_LAST OP_COW_FIRST_RR
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
 
 #endif /* ANONVMA_SIM_H */

@@ -87,7 +87,10 @@ static int walk_one(struct sim *s, idx_t p)
 	s->count.entries += wc.entries;
 	s->count.calls += wc.calls;
 	s->count.hits += wc.hits;
-	return hist_add(s, wc.entries);
+	int err = hist_add(s, wc.entries);
+	if (!err && s->record_trace)
+		err = trace_add(s, p, &wc);
+	return err;
 }
 
 static double now(void)
@@ -121,6 +124,8 @@ int sim_scan(struct sim *s, uint64_t sample)
 			}
 		}
 	}
+	if (!err && s->record_trace)
+		err = trace_end_scan(s);
 	s->scan_seconds += now() - t0;
 	return err;
 }

@@ -1,0 +1,110 @@
+"""The contention model's parameters and what it reports (the mechanism is core/src/contention.c).
+
+A scan's walk trace is replayed on each requested CPU count: every CPU isolates batches of 32
+pages (SWAP_CLUSTER_MAX) from the LRU and walks each page holding its generation's anon_vma
+lock — the family's spinlock (2.6.33), the page's own anon_vma's spinlock (2.6.34-35), the
+root's spinlock (2.6.36-2.6.39), the root's mutex (3.0-3.7). Spinning waiters burn their CPU,
+sleeping waiters leave it idle. See README "CPU contention" for the defaults' reasoning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+__all__ = ["Timing", "METRICS", "contention_metrics"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Nanoseconds charged per unit of walk work, on a 2010-era x86-64 server.
+
+    Defaults and why:
+
+    - ``entry_ns`` 20: following one list entry to its VMA and testing vm_pgoff; a list walked for
+      every page of the family stays in L2/L3 (1,000 VMAs are ~200 KB), so a cache hit, not a
+      DRAM miss, per entry.
+    - ``call_ns`` 150: page_referenced_one's page_check_address walks pgd, pud, pmd and pte of
+      another process's page tables, two or three of them cold (~60-100 ns each on a NUMA box),
+      then takes the pte lock. Larry Woodman's AIM7 profile (primer §3, 8 CPUs) shows
+      page_check_address at 15.6 % beside 75 % spinning, which these defaults reproduce to
+      within a few points on a 2.6.33 fork storm.
+    - ``hit_ns`` 40: ptep_clear_flush_young's atomic test-and-clear of the young bit and the
+      mapcount bookkeeping (no TLB flush: pages of idle children are not young).
+    - ``acquire_ns`` 20, ``release_ns`` 10: an uncontended atomic on a lock cache line.
+    - ``writer_interval_ns`` 0: no fork/exit churn unless asked; ``writer_hold_ns`` 500: a fork's
+      anon_vma_link/anon_vma_clone under the family lock (list insertions, no allocation).
+    - ``batch`` 32: SWAP_CLUSTER_MAX pages isolated from the LRU at a time.
+    """
+
+    entry_ns: float = 20.0
+    call_ns: float = 150.0
+    hit_ns: float = 40.0
+    acquire_ns: float = 20.0
+    release_ns: float = 10.0
+    writer_interval_ns: float = 0.0
+    writer_hold_ns: float = 500.0
+    batch: int = 32
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "batch":
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"timing.batch must be an integer >= 1, got {value!r}")
+            elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"timing.{f.name} must be a finite number >= 0, got {value!r}")
+
+    def as_tuple(self) -> tuple:
+        return tuple(float(v) for v in astuple(self)[:-1]) + (int(self.batch),)
+
+
+#: What ``run(..., cpus=...)`` reports per CPU count, with units.
+METRICS = {
+    "scan_ns": ("ns", "simulated time to walk every sampled page"),
+    "throughput": ("walks/s", "rmap walks per simulated second"),
+    "speedup": ("1", "scan time on 1 CPU over scan time on this many CPUs"),
+    "spin_frac": ("1", "share of CPU time spent spinning on an anon_vma lock"),
+    "sleep_frac": ("1", "share of CPU time asleep on an anon_vma lock"),
+    "busy_frac": ("1", "share of CPU time walking (lock held)"),
+    "idle_frac": ("1", "share of CPU time with no page left to walk"),
+    "lock_wait_mean_ns": ("ns", "mean wait for the lock per walk"),
+    "lock_wait_max_ns": ("ns", "longest wait for the lock of any walk"),
+    "lock_hold_mean_ns": ("ns", "mean time a walk holds the lock"),
+    "writer_wait_mean_ns": ("ns", "mean wait of a fork/exit for the lock (NaN without churn)"),
+}
+
+
+def contention_metrics(raw: dict, cpus: list[int]) -> dict[str, np.ndarray]:
+    """Derive METRICS from the core's per-CPU-count sums, aligned with ``cpus``.
+
+    ``raw`` holds the core's replay of the same trace on each count of ``raw["cpus"]``, which
+    includes 1 (the speedup's baseline).
+    """
+    pos = {c: i for i, c in enumerate(raw["cpus"])}
+    idx = [pos[c] for c in cpus]
+
+    def col(key: str) -> np.ndarray:
+        return np.asarray(raw[key], dtype=np.float64)[idx]
+
+    ncpu = np.asarray(cpus, dtype=np.float64)
+    scan = col("scan_ns")
+    walks = col("walks")
+    capacity = ncpu * scan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "scan_ns": scan,
+            "throughput": walks / scan * 1e9,
+            "speedup": raw["scan_ns"][pos[1]] / scan,
+            "spin_frac": col("spin_ns") / capacity,
+            "sleep_frac": col("sleep_ns") / capacity,
+            "busy_frac": col("busy_ns") / capacity,
+            "idle_frac": col("idle_ns") / capacity,
+            "lock_wait_mean_ns": col("wait_sum_ns") / walks,
+            "lock_wait_max_ns": np.where(walks > 0, col("wait_max_ns"), np.nan),
+            "lock_hold_mean_ns": col("hold_sum_ns") / walks,
+            "writer_wait_mean_ns": col("writer_wait_sum_ns") / col("writers"),
+        }
+    return out

@@ -1,0 +1,779 @@
+"""The pure-Python reference model of the anonymous rmap: the oracle the C core is tested against.
+
+Written from docs/core.md alone (never from the C sources), slow and obvious on purpose: every
+kernel object is a Python object, every kernel list a Python list in its real order (head =
+index 0), and every generation a row of data. ``run`` has the signature and the result keys of
+``core.run``; the differential tests hold the two counter for counter.
+
+Kernel facts are cited by the section of ../shared/docs/kernel-primer.md they come from.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import numpy as np
+
+from core.errors import InvariantError, ProgramError, UnknownGenerationError
+from core.program import PROGRAM_DTYPE, Op
+
+__all__ = ["GENERATIONS", "Generation", "GENERATION_TABLE", "run"]
+
+log = logging.getLogger(__name__)
+
+MASK64 = (1 << 64) - 1
+
+#: The first VMA of every process starts at this page number (docs/core.md, mmap).
+FIRST_VMA_START = 16
+
+
+# --------------------------------------------------------------------------------------------
+# Generations: one row of data each (docs/core.md §Generations, primer §1a-1c, §2)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What differs between kernel generations, as data."""
+
+    name: str
+    #: "shared": one anon_vma per fork family, VMAs on its list (<= 2.6.33);
+    #: "chain": anon_vma_chain, AVCs on the lists (2.6.34+).
+    structure: str
+    #: anon_vma_prepare links its first AVC at the head of the anon_vma list (2.6.34/35) or at
+    #: the tail (2.6.36 "always add new vmas at the end"). Unused by "shared" (tail).
+    prepare_at_head: bool
+    #: anon_vma->root and the root refcount exist (2.6.36, not 2.6.35).
+    has_root: bool
+    anon_vma_bytes: int
+    avc_bytes: int
+    vma_bytes: int
+    lock: str
+
+
+GENERATION_TABLE: tuple[Generation, ...] = (
+    Generation("2.6.33", "shared", False, False, 24, 0, 176, "family spinlock"),
+    Generation("2.6.34", "chain", True, False, 24, 48, 176, "per-anon_vma spinlock"),
+    Generation("2.6.36", "chain", False, True, 40, 48, 184, "root's spinlock"),
+    # 3.0: the root's lock becomes a mutex; anon_vma grows to 64 B (mutex 32, primer §2)
+    Generation("3.0", "chain", False, True, 64, 48, 184, "root's mutex"),
+)
+
+GENERATIONS: tuple[str, ...] = tuple(g.name for g in GENERATION_TABLE)
+
+
+def _generation(kernel: str) -> Generation:
+    for gen in GENERATION_TABLE:
+        if gen.name == kernel:
+            return gen
+    raise UnknownGenerationError(
+        f"unknown kernel generation {kernel!r}; known: {', '.join(GENERATIONS)}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Objects (docs/core.md §Objects). eq=False: identity semantics, like kernel pointers.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Page:
+    serial: int  # creation order: the key of the page list
+    mapping: AnonVma  # page->mapping (PAGE_MAPPING_ANON stripped)
+    index: int  # page->index = vm_pgoff + offset in the VMA
+    mapcount: int
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class Pte:
+    page: Page
+    writable: bool
+
+
+@dataclass(eq=False)
+class AnonVma:
+    serial: int
+    #: shared: the VMAs of the family; chain: AVCs. Head = index 0.
+    entries: list = field(default_factory=list)
+    root: AnonVma | None = None  # only with has_root; a fresh anon_vma is its own root
+    refcount: int = 0  # only with has_root: references held by non-root anon_vmas of the tree
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class Vma:
+    mm: Mm
+    start: int
+    npages: int
+    pgoff: int
+    ptes: list[Pte | None]
+    anon_vma: AnonVma | None = None
+    #: chain only: the VMA's anon_vma_chain, head (index 0) = newest, tail = oldest (root last).
+    chain: list[Avc] = field(default_factory=list)
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class Avc:
+    vma: Vma
+    anon_vma: AnonVma
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class Mm:
+    pid: int
+    vmas: list[Vma] = field(default_factory=list)
+    next_free: int = FIRST_VMA_START
+    alive: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Random numbers (docs/core.md §Random numbers)
+# --------------------------------------------------------------------------------------------
+
+
+class SplitMix64:
+    """splitmix64, bit for bit, with Python ints masked to 64 bits."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed & MASK64
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def uniform(self) -> float:
+        """u in [0, 1): the top 53 bits, exactly representable as a double."""
+        return (self.next() >> 11) * 2.0**-53
+
+
+# --------------------------------------------------------------------------------------------
+# The simulation
+# --------------------------------------------------------------------------------------------
+
+_OP_NAMES = {op.value: op.name.lower() for op in Op}
+
+
+class _Sim:
+    def __init__(self, gen: Generation, seed: int) -> None:
+        self.gen = gen
+        self.chain = gen.structure == "chain"
+        self.rng = SplitMix64(seed)
+        self.mms: list[Mm] = []  # index = process number; exited ones stay, alive=False
+        self.pages: dict[int, Page] = {}  # insertion-ordered: the global page list, oldest first
+        self.anon_vmas: dict[int, AnonVma] = {}  # live ones, by serial
+        self.avcs: set[Avc] = set()  # live ones
+        self.next_page = 0
+        self.next_anon_vma = 0
+        self.counters = dict(faults=0, cows=0, reuses=0, forks=0, exits=0)
+        self.walk_entries: list[int] = []
+        self.entries_total = 0
+        self.calls_total = 0
+        self.hits_total = 0
+        self.snapshot: dict | None = None  # live-object counts at the last scan
+        self.scan_seconds = 0.0
+        self.op_index = 0
+        self.op_name = ""
+
+    # ---- errors ------------------------------------------------------------------------------
+
+    def error(self, reason: str) -> ProgramError:
+        return ProgramError(f"op {self.op_index} ({self.op_name}): {reason}")
+
+    def process(self, p: int) -> Mm:
+        if not 0 <= p < len(self.mms):
+            return self._raise(f"process {p} does not exist")
+        mm = self.mms[p]
+        if not mm.alive:
+            return self._raise(f"process {p} has exited")
+        return mm
+
+    def vma(self, p: int, v: int) -> Vma:
+        mm = self.process(p)
+        if not 0 <= v < len(mm.vmas):
+            self._raise(f"VMA {v} out of range: process {p} has {len(mm.vmas)} VMAs")
+        return mm.vmas[v]
+
+    def _raise(self, reason: str) -> NoReturn:
+        raise self.error(reason)
+
+    # ---- object lifetimes --------------------------------------------------------------------
+
+    def new_anon_vma(self) -> AnonVma:
+        av = AnonVma(serial=self.next_anon_vma)
+        self.next_anon_vma += 1
+        if self.gen.has_root:
+            av.root = av  # 2.6.36: a fresh anon_vma is its own root, refcount 0
+        self.anon_vmas[av.serial] = av
+        return av
+
+    def free_anon_vma(self, av: AnonVma) -> None:
+        av.alive = False
+        del self.anon_vmas[av.serial]
+
+    def new_page(self, mapping: AnonVma, index: int) -> Page:
+        page = Page(serial=self.next_page, mapping=mapping, index=index, mapcount=1)
+        self.next_page += 1
+        self.pages[page.serial] = page  # appended at the tail of the page list
+        return page
+
+    def put_page(self, page: Page) -> None:
+        page.mapcount -= 1
+        if page.mapcount == 0:
+            page.alive = False
+            del self.pages[page.serial]
+
+    def avc_link(self, vma: Vma, av: AnonVma, *, list_head: bool) -> None:
+        """anon_vma_chain_link: head of the VMA's chain, head or tail of the anon_vma list."""
+        avc = Avc(vma, av)
+        vma.chain.insert(0, avc)
+        if list_head:
+            av.entries.insert(0, avc)
+        else:
+            av.entries.append(avc)
+        self.avcs.add(avc)
+
+    # ---- rmap operations ---------------------------------------------------------------------
+
+    def anon_vma_prepare(self, vma: Vma) -> None:
+        if vma.anon_vma is not None:
+            return
+        # No two VMAs are ever adjacent (a guard page between mmaps), so
+        # find_mergeable_anon_vma never finds anything: always allocate.
+        av = self.new_anon_vma()
+        vma.anon_vma = av
+        if self.chain:
+            # 2.6.34/35 put the first AVC at the head of the anon_vma list, 2.6.36 at the tail.
+            self.avc_link(vma, av, list_head=self.gen.prepare_at_head)
+        else:
+            av.entries.append(vma)  # 2.6.33: the VMA itself, at the tail of the family list
+
+    def anon_vma_fork(self, child: Vma, parent: Vma) -> None:
+        """2.6.34+: clone the parent's chain, then give the child its own anon_vma."""
+        if parent.anon_vma is None:
+            return
+        # anon_vma_clone walks the source chain in reverse (oldest first); each link goes at the
+        # head of the child's chain, so the child keeps the parent's newest->oldest order, and at
+        # the tail of each anon_vma's list.
+        for avc in reversed(parent.chain):
+            self.avc_link(child, avc.anon_vma, list_head=False)
+        av = self.new_anon_vma()
+        if self.gen.has_root:
+            # 2.6.36: the child's anon_vma shares the family root and pins it (get_anon_vma).
+            av.root = parent.anon_vma.root
+            av.root.refcount += 1
+        self.avc_link(child, av, list_head=False)  # head of the chain: newest
+        child.anon_vma = av
+
+    def unlink_vma(self, vma: Vma) -> None:
+        if not self.chain:
+            # 2.6.33 anon_vma_unlink: off the family list; free the anon_vma once it is empty.
+            av = vma.anon_vma
+            if av is not None:
+                av.entries.remove(vma)
+                if not av.entries:
+                    self.free_anon_vma(av)
+            vma.anon_vma = None
+            return
+        # unlink_anon_vmas: the chain from head (newest) to tail, so the root goes last.
+        for avc in list(vma.chain):
+            av = avc.anon_vma
+            av.entries.remove(avc)
+            avc.alive = False
+            self.avcs.discard(avc)
+            if not av.entries and av.refcount == 0:
+                root = av.root
+                self.free_anon_vma(av)
+                if self.gen.has_root and root is not av:
+                    # 2.6.36: drop the reference this anon_vma held on its root.
+                    root.refcount -= 1
+                    if not root.entries and root.refcount == 0:
+                        self.free_anon_vma(root)
+        vma.chain.clear()
+        vma.anon_vma = None
+
+    # ---- operations --------------------------------------------------------------------------
+
+    def op_new_mm(self) -> None:
+        self.mms.append(Mm(pid=len(self.mms)))
+
+    def op_mmap(self, p: int, npages: int) -> None:
+        mm = self.process(p)
+        if npages < 1:
+            self._raise(f"npages must be >= 1, got {npages}")
+        start = mm.next_free
+        # An anonymous mapping's pgoff is its address (in pages).
+        vma = Vma(mm=mm, start=start, npages=npages, pgoff=start, ptes=[None] * npages)
+        mm.vmas.append(vma)
+        mm.next_free = start + npages + 1  # one guard page: mmaps never touch, never merge
+
+    def fault(self, vma: Vma, i: int) -> None:
+        pte = vma.ptes[i]
+        if pte is None:
+            self.anon_vma_prepare(vma)
+            page = self.new_page(vma.anon_vma, vma.pgoff + i)
+            vma.ptes[i] = Pte(page, True)
+            self.counters["faults"] += 1
+        elif pte.writable:
+            return  # no fault is taken
+        elif pte.page.mapcount == 1:
+            # do_wp_page reuse: the only mapper; page_move_anon_rmap (2.6.34) points the page at
+            # this VMA's own anon_vma so later walks stay narrow. 2.6.33: the same anon_vma.
+            pte.writable = True
+            pte.page.mapping = vma.anon_vma
+            self.counters["reuses"] += 1
+        else:
+            # COW: a private copy, an exclusive page of vma->anon_vma (the child's own one from
+            # 2.6.34). The old page keeps another mapper, so it cannot be freed here.
+            old = pte.page
+            new = self.new_page(vma.anon_vma, old.index)
+            old.mapcount -= 1
+            vma.ptes[i] = Pte(new, True)
+            self.counters["cows"] += 1
+
+    def op_fault(self, p: int, v: int, i: int) -> None:
+        vma = self.vma(p, v)
+        if not 0 <= i < vma.npages:
+            self._raise(f"page offset {i} outside VMA {v} of process {p} (0..{vma.npages - 1})")
+        self.fault(vma, i)
+
+    def op_touch_all(self, p: int, v: int) -> None:
+        vma = self.vma(p, v)
+        for i in range(vma.npages):
+            self.fault(vma, i)
+
+    def _fraction(self, f: float) -> float:
+        if math.isnan(f) or not 0.0 <= f <= 1.0:
+            self._raise(f"f must be in [0, 1], got {f}")
+        return f
+
+    def op_cow_random(self, p: int, v: int, f: float) -> None:
+        vma = self.vma(p, v)
+        f = self._fraction(f)
+        for i in range(vma.npages):
+            if self.rng.uniform() < f:  # one draw per page, whatever f is
+                self.fault(vma, i)
+
+    def op_cow_first(self, p: int, v: int, f: float) -> None:
+        vma = self.vma(p, v)
+        f = self._fraction(f)
+        k = math.floor(f * vma.npages)  # f * npages in IEEE double, then floor
+        for i in range(k):
+            self.fault(vma, i)
+
+    def op_cow_rr(self, first: int, count: int, v: int, f: float, random: bool) -> None:
+        """Processes first..first+count-1 write VMA v in turn, page by page: concurrent
+        children, so consecutive new pages belong to different processes."""
+        if count < 1:
+            self._raise(f"process count must be >= 1, got {count}")
+        if first + count > 2**31 - 1:
+            self._raise(f"processes {first}.. +{count} overflow")
+        f = self._fraction(f)
+        vmas = [self.vma(p, v) for p in range(first, first + count)]
+        for p, vma in zip(range(first, first + count), vmas, strict=True):
+            if vma.npages != vmas[0].npages:
+                self._raise(
+                    f"VMA {v} of process {p} has {vma.npages} pages, not {vmas[0].npages}"
+                    f" like process {first}'s"
+                )
+        pages = vmas[0].npages if random else math.floor(f * vmas[0].npages)
+        for i in range(pages):
+            for vma in vmas:
+                if not random or self.rng.uniform() < f:
+                    self.fault(vma, i)
+
+    def op_fork(self, p: int) -> None:
+        parent = self.process(p)
+        child = Mm(pid=len(self.mms), next_free=parent.next_free)
+        self.mms.append(child)
+        for pv in parent.vmas:
+            cv = Vma(
+                mm=child, start=pv.start, npages=pv.npages, pgoff=pv.pgoff, ptes=[None] * pv.npages
+            )
+            child.vmas.append(cv)
+            if self.chain:
+                self.anon_vma_fork(cv, pv)
+            else:
+                # 2.6.33 dup_mmap: the child VMA is a structure copy (same anon_vma pointer);
+                # anon_vma_link appends it at the tail of the family list.
+                cv.anon_vma = pv.anon_vma
+                if cv.anon_vma is not None:
+                    cv.anon_vma.entries.append(cv)
+            # copy_page_range: both sides read-only, one more mapper per page.
+            for i, pte in enumerate(pv.ptes):
+                if pte is not None:
+                    pte.writable = False
+                    cv.ptes[i] = Pte(pte.page, False)
+                    pte.page.mapcount += 1
+        self.counters["forks"] += 1
+
+    def op_exit(self, p: int) -> None:
+        mm = self.process(p)
+        # exit_mmap: unmap_vmas zaps every page table first, then free_pgtables/remove_vma
+        # unlinks and frees the VMAs, each in address order.
+        for vma in mm.vmas:
+            for i, pte in enumerate(vma.ptes):
+                if pte is not None:
+                    vma.ptes[i] = None
+                    self.put_page(pte.page)
+        for vma in mm.vmas:
+            self.unlink_vma(vma)
+            vma.alive = False
+        mm.vmas = []
+        mm.alive = False
+        self.counters["exits"] += 1
+
+    # ---- the walk and scans ------------------------------------------------------------------
+
+    def walk(self, page: Page) -> tuple[int, int, int]:
+        """page_referenced_anon (primer §1a, §1b): (entries, calls, hits) of one walk."""
+        mapcount = page.mapcount
+        entries = calls = hits = 0
+        for entry in page.mapping.entries:
+            vma = entry.vma if self.chain else entry
+            entries += 1
+            offset = page.index - vma.pgoff
+            if not 0 <= offset < vma.npages:
+                continue  # vma_address returns -EFAULT: skipped before page_referenced_one
+            calls += 1
+            pte = vma.ptes[offset]
+            if pte is not None and pte.page is page:
+                hits += 1
+                mapcount -= 1
+                if mapcount == 0:
+                    break  # every mapping found: the walk stops early
+        return entries, calls, hits
+
+    def op_scan(self, sample: int) -> None:
+        if sample < 0:
+            self._raise(f"sample must be >= 0 (0 = every page), got {sample}")
+        started = time.perf_counter()
+        pages = list(self.pages.values())
+        total = len(pages)
+        if sample == 0 or sample >= total:
+            chosen = pages  # every page, no random draws
+        else:
+            # Knuth's Algorithm S: selection sampling in page-list order.
+            chosen = []
+            need = sample
+            for position, page in enumerate(pages):
+                if need == 0:
+                    break
+                remaining = total - position  # this page included
+                if remaining * self.rng.uniform() < need:
+                    chosen.append(page)
+                    need -= 1
+        for page in chosen:
+            entries, calls, hits = self.walk(page)
+            self.walk_entries.append(entries)
+            self.entries_total += entries
+            self.calls_total += calls
+            self.hits_total += hits
+        self.snapshot = self.live_counts()
+        self.scan_seconds += time.perf_counter() - started
+
+    # ---- results -----------------------------------------------------------------------------
+
+    def live_vmas(self) -> list[Vma]:
+        return [vma for mm in self.mms if mm.alive for vma in mm.vmas]
+
+    def live_counts(self) -> dict:
+        vmas = self.live_vmas()
+        if self.chain:
+            max_chain = max((len(vma.chain) for vma in vmas), default=0)
+        else:
+            max_chain = 1 if any(vma.anon_vma is not None for vma in vmas) else 0
+        anon_vmas, avcs = len(self.anon_vmas), len(self.avcs)
+        return dict(
+            processes=sum(mm.alive for mm in self.mms),
+            vmas=len(vmas),
+            anon_vmas=anon_vmas,
+            avcs=avcs,
+            pages=len(self.pages),
+            max_chain=max_chain,
+            rmap_bytes=anon_vmas * self.gen.anon_vma_bytes + avcs * self.gen.avc_bytes,
+            vma_bytes=len(vmas) * self.gen.vma_bytes,
+        )
+
+    def results(self) -> dict:
+        walks = len(self.walk_entries)
+        ordered = sorted(self.walk_entries)
+
+        def rank(k: int) -> int:  # nearest rank: the k-th smallest (1-based)
+            return int(ordered[k - 1]) if walks else 0
+
+        hist = np.zeros(max(ordered, default=0) + 1, dtype=np.int64)
+        for e in self.walk_entries:
+            hist[e] += 1
+        nan = float("nan")
+        out = dict(
+            walks=walks,
+            entries_total=self.entries_total,
+            calls_total=self.calls_total,
+            hits_total=self.hits_total,
+            entries_mean=self.entries_total / walks if walks else nan,
+            calls_mean=self.calls_total / walks if walks else nan,
+            hits_mean=self.hits_total / walks if walks else nan,
+            # ceil(q * walks) in integers: q = 1/2 and q = 99/100.
+            entries_p50=rank((walks + 1) // 2),
+            entries_p99=rank((99 * walks + 99) // 100),
+            entries_max=rank(walks),
+            entries_hist=hist,
+        )
+        out.update(self.snapshot if self.snapshot is not None else self.live_counts())
+        out.update(self.counters)
+        return out
+
+    # ---- invariants (docs/core.md §Invariants) -----------------------------------------------
+
+    def check(self) -> None:
+        vmas = self.live_vmas()
+        self._check_ptes_and_walks(vmas)
+        self._check_links(vmas)
+        if self.chain:
+            self._check_same_anon_vma_same_chain(vmas)
+        self._check_nothing_freed_reachable(vmas)
+        if self.mms and not any(mm.alive for mm in self.mms):
+            leftover = dict(
+                vmas=len(vmas),
+                anon_vmas=len(self.anon_vmas),
+                avcs=len(self.avcs),
+                pages=len(self.pages),
+            )
+            if any(leftover.values()):
+                self._broken(5, "every process has exited", f"left over: {leftover}")
+
+    def _broken(self, number: int, name: str, detail: str) -> None:
+        raise InvariantError(
+            f"op {self.op_index} ({self.op_name}): invariant {number} ({name}) broken: {detail}"
+        )
+
+    def _check_ptes_and_walks(self, vmas: list[Vma]) -> None:
+        name = "PTEs, mapcounts and walks"
+        mappers: dict[int, list[Vma]] = {serial: [] for serial in self.pages}
+        for vma in vmas:
+            for i, pte in enumerate(vma.ptes):
+                if pte is None:
+                    continue
+                page = pte.page
+                if not page.alive or self.pages.get(page.serial) is not page:
+                    self._broken(1, name, f"process {vma.mm.pid} maps a freed page at {i}")
+                if page.index != vma.pgoff + i:
+                    self._broken(
+                        1,
+                        name,
+                        f"page {page.serial} index {page.index} mapped at pgoff {vma.pgoff} + {i}",
+                    )
+                mappers[page.serial].append(vma)
+        for serial, page in self.pages.items():
+            if page.mapcount != len(mappers[serial]) or page.mapcount < 1:
+                self._broken(
+                    1,
+                    name,
+                    f"page {serial} mapcount {page.mapcount}, "
+                    f"mapped by {len(mappers[serial])} PTEs",
+                )
+            listed = [e.vma if self.chain else e for e in page.mapping.entries]
+            for vma in mappers[serial]:
+                if not any(v is vma for v in listed):
+                    self._broken(
+                        1,
+                        name,
+                        f"page {serial} is mapped by process {vma.mm.pid} "
+                        f"but its anon_vma {page.mapping.serial} does not list it",
+                    )
+            _, _, hits = self.walk(page)
+            if hits != page.mapcount:
+                self._broken(
+                    1, name, f"walk of page {serial} found {hits} of {page.mapcount} mappings"
+                )
+
+    def _check_links(self, vmas: list[Vma]) -> None:
+        name = "consistent links"
+        live_vmas = set(vmas)
+        listed_avcs: list[Avc] = []
+        for av in self.anon_vmas.values():
+            if len({id(e) for e in av.entries}) != len(av.entries):
+                self._broken(2, name, f"anon_vma {av.serial} lists an entry twice")
+            for entry in av.entries:
+                vma = entry.vma if self.chain else entry
+                if vma not in live_vmas:
+                    self._broken(2, name, f"anon_vma {av.serial} lists a dead VMA")
+                if self.chain:
+                    if not entry.alive or entry.anon_vma is not av:
+                        self._broken(2, name, f"anon_vma {av.serial} lists a bad AVC")
+                    listed_avcs.append(entry)
+                elif vma.anon_vma is not av:
+                    self._broken(2, name, f"anon_vma {av.serial} lists a VMA of another one")
+        for vma in vmas:
+            if not vma.alive:
+                self._broken(2, name, f"process {vma.mm.pid} holds a freed VMA")
+            if not self.chain:
+                if vma.chain:
+                    self._broken(2, name, "a 2.6.33 VMA has a chain")
+                continue
+            if (vma.anon_vma is None) != (not vma.chain):
+                self._broken(
+                    2, name, f"process {vma.mm.pid}: anon_vma set but chain empty or the reverse"
+                )
+            targets = [avc.anon_vma for avc in vma.chain]
+            if len({id(t) for t in targets}) != len(targets):
+                self._broken(2, name, f"process {vma.mm.pid}: chain links an anon_vma twice")
+            if vma.anon_vma is not None and not any(t is vma.anon_vma for t in targets):
+                self._broken(2, name, f"process {vma.mm.pid}: chain misses its own anon_vma")
+            for avc in vma.chain:
+                if not avc.alive or avc.vma is not vma or avc not in self.avcs:
+                    self._broken(2, name, f"process {vma.mm.pid}: chain holds a bad AVC")
+                if sum(e is avc for e in avc.anon_vma.entries) != 1:
+                    self._broken(2, name, "an AVC on a chain is not on its anon_vma's list once")
+        on_chains = {avc for vma in vmas for avc in vma.chain}
+        if on_chains != self.avcs or set(listed_avcs) != self.avcs:
+            self._broken(2, name, "live AVCs, chain entries and list entries differ")
+
+    def _check_same_anon_vma_same_chain(self, vmas: list[Vma]) -> None:
+        by_anon_vma: dict[int, set[int]] = {}
+        for vma in vmas:
+            if vma.anon_vma is None:
+                continue
+            linked = {avc.anon_vma.serial for avc in vma.chain}
+            first = by_anon_vma.setdefault(vma.anon_vma.serial, linked)
+            if first != linked:
+                self._broken(
+                    3,
+                    "same anon_vma, same chain",
+                    f"VMAs sharing anon_vma {vma.anon_vma.serial} link {first} and {linked}",
+                )
+
+    def _check_nothing_freed_reachable(self, vmas: list[Vma]) -> None:
+        name = "nothing freed is reachable"
+        for vma in vmas:
+            if vma.anon_vma is not None and not vma.anon_vma.alive:
+                self._broken(4, name, f"process {vma.mm.pid} points at a freed anon_vma")
+        for page in self.pages.values():
+            if not page.mapping.alive:
+                self._broken(4, name, f"page {page.serial} points at a freed anon_vma")
+        for av in self.anon_vmas.values():
+            if not av.alive:
+                self._broken(4, name, f"anon_vma {av.serial} is listed live but freed")
+            if self.gen.has_root:
+                if av.root is None or not av.root.alive or av.root.root is not av.root:
+                    self._broken(4, name, f"anon_vma {av.serial} has a freed or bad root")
+                pinned = sum(1 for o in self.anon_vmas.values() if o.root is av and o is not av)
+                if av.refcount != pinned:
+                    self._broken(
+                        4,
+                        name,
+                        f"root {av.serial} refcount {av.refcount}, {pinned} anon_vmas hold it",
+                    )
+            elif av.root is not None or av.refcount:
+                self._broken(4, name, f"anon_vma {av.serial} has a root before 2.6.36")
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _as_program(program) -> np.ndarray:
+    """The program as a 1-d array of PROGRAM_DTYPE, or a ValueError (as core.runner does)."""
+    arr = np.asarray(program)
+    if arr.dtype != PROGRAM_DTYPE:
+        names = getattr(arr.dtype, "names", None)
+        if names is None or set(names) != set(PROGRAM_DTYPE.names):
+            raise ValueError(
+                f"a program is a 1-d array of core.PROGRAM_DTYPE {PROGRAM_DTYPE.descr}, "
+                f"got dtype {arr.dtype}"
+            )
+        arr = arr.astype(PROGRAM_DTYPE)
+    if arr.ndim != 1:
+        raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
+    return arr
+
+
+def run(
+    program,
+    kernel: str,
+    seed: int = 0,
+    *,
+    check: bool = False,
+    memory_limit: int | None = None,
+) -> dict:
+    """Run a workload program in the pure-Python reference model; return the results dict.
+
+    The same contract as ``core.run`` (docs/core.md), computed slowly with Python objects.
+
+    Parameters
+    ----------
+    program : array of ``PROGRAM_DTYPE`` (see ``core.Program``, ``core.aim7``)
+    kernel : generation name, one of ``GENERATIONS``
+    seed : unsigned 64-bit seed of the run's splitmix64 stream (COW draws and scan samples)
+    check : check every invariant of docs/core.md after every operation (slower still)
+    memory_limit : accepted for signature compatibility with ``core.run`` and ignored: the
+        reference is only run on small programs
+
+    Returns
+    -------
+    dict
+        The keys of docs/core.md §Results: counters as Python ints, means as floats (NaN with no
+        walk), ``entries_hist`` as an int64 array, ``sim_seconds``/``scan_seconds`` as floats.
+
+    Raises
+    ------
+    ProgramError : an operation is invalid at its point of the program (the op index is named)
+    UnknownGenerationError : ``kernel`` is not known
+    InvariantError : with ``check``, the state broke an invariant (a bug in this model)
+    ValueError : the program is not a 1-d array of PROGRAM_DTYPE, or the seed is out of range
+    """
+    del memory_limit  # ignored: see the docstring
+    gen = _generation(kernel)
+    arr = _as_program(program)
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    started = time.perf_counter()
+    sim = _Sim(gen, int(seed))
+    for index, row in enumerate(arr):
+        code, a, b, c = (int(row[name]) for name in ("op", "a", "b", "c"))
+        x = float(row["x"])
+        sim.op_index = index
+        if code not in _OP_NAMES:
+            raise ProgramError(f"op {index}: unknown opcode {code}")
+        sim.op_name = _OP_NAMES[code]
+        op = Op(code)
+        if op is Op.NEW_MM:
+            sim.op_new_mm()
+        elif op is Op.MMAP:
+            sim.op_mmap(a, b)
+        elif op is Op.FAULT:
+            sim.op_fault(a, b, c)
+        elif op is Op.TOUCH_ALL:
+            sim.op_touch_all(a, b)
+        elif op is Op.COW_RANDOM:
+            sim.op_cow_random(a, b, x)
+        elif op is Op.COW_FIRST:
+            sim.op_cow_first(a, b, x)
+        elif op is Op.FORK:
+            sim.op_fork(a)
+        elif op is Op.EXIT:
+            sim.op_exit(a)
+        elif op is Op.SCAN:
+            sim.op_scan(a)
+        elif op is Op.COW_RANDOM_RR:
+            sim.op_cow_rr(a, b, c, x, random=True)
+        elif op is Op.COW_FIRST_RR:
+            sim.op_cow_rr(a, b, c, x, random=False)
+        if check:
+            sim.check()
+    out = sim.results()
+    out["scan_seconds"] = sim.scan_seconds
+    out["sim_seconds"] = time.perf_counter() - started
+    log.debug("reference run: %s, %d ops, %d walks", kernel, len(arr), out["walks"])
+    return out
