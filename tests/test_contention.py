@@ -1,0 +1,151 @@
+"""The CPU contention model: reclaim on many CPUs against each generation's anon_vma lock.
+
+Small points, exact numbers where the model is deterministic (it always is: FIFO by request
+time, ties by CPU number), and the seed's statements as tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import core
+from core import Program
+from core.contention import Timing
+
+CPUS = [1, 2, 4, 8, 16]
+#: One unit per entry, nothing else: hold times are easy to count by hand.
+UNIT = Timing(entry_ns=10, call_ns=0, hit_ns=0, acquire_ns=0, release_ns=0, batch=1)
+
+
+def two_walks(families: int) -> Program:
+    """Two pages, each walked with one entry: in one family (one lock) or in two."""
+    prog = Program()
+    for _ in range(families):
+        p = prog.new_mm()
+        prog.touch_all(p, prog.mmap(p, 2 // families))
+    prog.scan()
+    return prog
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_one_cpu_never_waits(kernel):
+    r = core.run(core.aim7(50, 20, 0.5), kernel, cpus=[1])["contention"]
+    assert r["spin_frac"][0] == 0 and r["sleep_frac"][0] == 0
+    assert r["lock_wait_max_ns"][0] == 0 and r["speedup"][0] == 1
+    assert r["idle_frac"][0] == 0 and r["busy_frac"][0] == 1
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+@pytest.mark.parametrize("timing", [Timing(), UNIT, Timing(writer_interval_ns=700)])
+def test_time_is_conserved(kernel, timing):
+    # busy + spinning + sleeping + idle = cpus x scan time, each summed by the model itself
+    r = core.run(core.aim7(60, 30, 0.7), kernel, seed=2, cpus=CPUS, timing=timing)["contention"]
+    total = r["busy_frac"] + r["spin_frac"] + r["sleep_frac"] + r["idle_frac"]
+    assert np.allclose(total, 1.0, rtol=0, atol=1e-12)
+    assert np.all(r["throughput"] > 0)
+
+
+@pytest.mark.parametrize("kernel", ["2.6.33", "2.6.34", "2.6.36"])
+def test_two_walks_of_one_family_on_two_cpus_take_turns(kernel):
+    r = core.run(two_walks(1).array, kernel, cpus=[2], timing=UNIT)["contention"]
+    # CPU 0 holds the lock 0..10, CPU 1 asks at 0 and spins until 10, holds 10..20;
+    # CPU 0 then has nothing left: 10 ns idle.
+    assert r["scan_ns"][0] == 20 and r["speedup"][0] == 1
+    assert r["spin_frac"][0] == 10 / 40 and r["idle_frac"][0] == 10 / 40
+    assert r["lock_wait_mean_ns"][0] == 5 and r["lock_wait_max_ns"][0] == 10
+    assert r["lock_hold_mean_ns"][0] == 10 and r["sleep_frac"][0] == 0
+
+
+def test_a_mutex_waiter_sleeps_instead_of_spinning():
+    r = core.run(two_walks(1).array, "3.0", cpus=[2], timing=UNIT)["contention"]
+    assert r["scan_ns"][0] == 20 and r["sleep_frac"][0] == 10 / 40 and r["spin_frac"][0] == 0
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_two_families_have_two_locks(kernel):
+    r = core.run(two_walks(2).array, kernel, cpus=[2], timing=UNIT)["contention"]
+    assert r["scan_ns"][0] == 10 and r["speedup"][0] == 2 and r["lock_wait_max_ns"][0] == 0
+
+
+def test_cpus_take_batches_of_swap_cluster_max():
+    # 64 pages of one process: with batches of 32 a second CPU gets the second half; a third
+    # CPU finds nothing left to isolate and idles throughout
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 64))
+    prog.scan()
+    timing = Timing(entry_ns=10, call_ns=0, hit_ns=0, acquire_ns=0, release_ns=0)
+    r = core.run(prog.array, "2.6.34", cpus=[1, 3], timing=timing)["contention"]
+    # one lock: the two CPUs' walks alternate (FIFO), CPU 0 finishing at 630 and CPU 1 at 640
+    assert list(r["scan_ns"]) == [640, 640]
+    assert r["idle_frac"][1] == (10 + 640) / (3 * 640)
+    assert r["spin_frac"][1] == (10 + 31 * 10 + 32 * 10 - 10) / (3 * 640)
+
+
+def test_forks_and_exits_queue_for_the_family_lock():
+    # 1 CPU walks 3 pages (10 ns each); a writer arrives every 5 ns and holds 3 ns.
+    # Worked by hand: walk 0..10; writers at 5 and 10 are served 10..13, 13..16; the walk asked
+    # at 10 gets 16..26; writers at 15, 20, 25 get 26..29, 29..32, 32..35; the last walk asked
+    # at 26 gets 35..45. No writer arrives after the scan's last request.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 3))
+    prog.scan()
+    timing = Timing(entry_ns=10, call_ns=0, hit_ns=0, acquire_ns=0, release_ns=0,
+                    writer_interval_ns=5, writer_hold_ns=3, batch=1)
+    r = core.run(prog.array, "2.6.36", cpus=[1], timing=timing)["contention"]
+    assert r["scan_ns"][0] == 45
+    assert r["lock_wait_mean_ns"][0] == (0 + 6 + 9) / 3
+    assert r["writer_wait_mean_ns"][0] == (5 + 3 + 11 + 9 + 7) / 5
+
+
+def test_legacy_saturates_one_lock_whatever_the_cpus():
+    # 2.6.33, 2,000 children: every walk holds the one family lock for ~1,000 entries, so the
+    # other CPUs spin: speedup stays at 1 and spinning approaches (cpus - 1) / cpus.
+    prog = core.aim7(2000, 20, 1.0, "aligned", sample=4000)
+    r = core.run(prog, "2.6.33", cpus=CPUS)["contention"]
+    assert np.all(np.abs(r["speedup"] - 1) < 1e-9)
+    expected = np.array([(c - 1) / c for c in CPUS])
+    assert np.all(np.abs(r["spin_frac"] - expected) < 0.03)
+    assert r["lock_hold_mean_ns"][0] > 100_000
+
+
+def test_anon_vma_chain_spreads_pages_over_locks_and_scales():
+    # 2.6.34: each child's COW copies sit in its own anon_vma with its own spinlock, and the
+    # round-robin LRU puts different children's pages side by side
+    r = core.run(core.aim7(200, 50, 1.0, "aligned"), "2.6.34", cpus=CPUS)["contention"]
+    assert np.all(r["speedup"] > 0.9 * np.array(CPUS))
+    assert r["spin_frac"][-1] < 0.05
+
+
+def test_the_root_lock_serialises_again_with_short_holds():
+    # 2.6.36 locks the root of the page's anon_vma: one lock for the whole family again, but
+    # each walk is as short as in 2.6.34
+    prog = core.aim7(200, 50, 1.0, "aligned")
+    root = core.run(prog, "2.6.36", cpus=CPUS)["contention"]
+    own = core.run(prog, "2.6.34", cpus=CPUS)["contention"]
+    legacy = core.run(prog, "2.6.33", cpus=CPUS)["contention"]
+    assert np.all(np.abs(root["speedup"] - 1) < 1e-9)
+    assert root["lock_hold_mean_ns"][0] == own["lock_hold_mean_ns"][0]
+    assert root["lock_hold_mean_ns"][0] < legacy["lock_hold_mean_ns"][0] / 50
+    assert root["spin_frac"][-1] > 0.9
+
+
+def test_cpus_are_validated():
+    prog = core.aim7(2, 2, 1.0)
+    for bad in ([0], [2, 2], []):
+        with pytest.raises(ValueError, match="cpus must be distinct integers >= 1"):
+            core.run(prog, "2.6.34", cpus=bad)
+    with pytest.raises(ValueError, match="timing.entry_ns must be a finite number >= 0"):
+        Timing(entry_ns=math.nan)
+    with pytest.raises(ValueError, match="timing.batch"):
+        Timing(batch=0)
+
+
+def test_results_follow_the_order_asked_for():
+    r = core.run(core.aim7(20, 10, 1.0), "2.6.33", cpus=[8, 2])["contention"]
+    assert list(r["cpus"]) == [8, 2]
+    assert r["spin_frac"][0] > r["spin_frac"][1]
