@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+import core
 from core import reference
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.program import PROGRAM_DTYPE, Op, Program, aim7
@@ -26,6 +27,13 @@ SIZES = {  # (anon_vma B, AVC B, VMA B), docs/core.md §Generations
 
 def run(prog, kernel, seed=0):
     return reference.run(prog, kernel, seed, check=True)
+
+
+#: The textbook cases are pinned on both implementations: the C core directly, not only
+#: through the differential tests.
+IMPLS = pytest.mark.parametrize(
+    "impl", [reference.run, core.run], ids=["reference", "core"]
+)
 
 
 def test_generation_names():
@@ -77,10 +85,11 @@ def expected_aligned(n: int, p: int, f: float, kernel: str) -> dict:
     return hist
 
 
+@IMPLS
 @pytest.mark.parametrize("kernel", GENS)
 @pytest.mark.parametrize("n,p,f", ALIGNED_POINTS)
-def test_aim7_aligned_matches_primer_table(n, p, f, kernel):
-    res = run(aim7(n, p, f, "aligned"), kernel)
+def test_aim7_aligned_matches_primer_table(n, p, f, kernel, impl):
+    res = impl(aim7(n, p, f, "aligned"), kernel, 0, check=True)
     k = int(f * p)
     hist = expected_aligned(n, p, f, kernel)
     walks = p + n * k
@@ -143,10 +152,11 @@ def sorted_entries(res) -> list[int]:
 # ---- primer §2: footprints ------------------------------------------------------------------
 
 
+@IMPLS
 @pytest.mark.parametrize("n", [1, 3, 10])
 @pytest.mark.parametrize("kernel", GENS)
-def test_flat_fork_footprint(kernel, n):
-    res = run(aim7(n, 4, 0.5, "aligned"), kernel)
+def test_flat_fork_footprint(kernel, n, impl):
+    res = impl(aim7(n, 4, 0.5, "aligned"), kernel, 0, check=True)
     av_b, avc_b, vma_b = SIZES[kernel]
     assert res["processes"] == n + 1 and res["vmas"] == n + 1
     assert res["vma_bytes"] == (n + 1) * vma_b
