@@ -8,7 +8,7 @@ signature and results; the tests hold one against the other. docs/core.md is the
 from __future__ import annotations
 
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
-from core.program import COW_MODELS, PROGRAM_DTYPE, Op, Program, aim7
+from core.program import COW_MODELS, PROGRAM_DTYPE, SCENARIOS, Op, Program, aim7, chain, prefork
 
 try:
     from core import _core
@@ -37,6 +37,9 @@ __all__ = [
     "ProgramError",
     "UnknownGenerationError",
     "aim7",
+    "chain",
+    "prefork",
+    "SCENARIOS",
     "estimate_bytes",
     "generation_table",
     "run",

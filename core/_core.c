@@ -100,6 +100,7 @@ static PyObject *results_dict(const struct sim *s)
 	    set_int(d, "processes", snap->processes) || set_int(d, "vmas", snap->vmas) ||
 	    set_int(d, "anon_vmas", snap->anon_vmas) || set_int(d, "avcs", snap->avcs) ||
 	    set_int(d, "pages", snap->pages) || set_int(d, "max_chain", snap->max_chain) ||
+	    set_int(d, "chain_mismatches", snap->chain_mismatches) ||
 	    set_int(d, "rmap_bytes", snap->anon_vmas * g->sizeof_anon_vma + snap->avcs * g->sizeof_avc) ||
 	    set_int(d, "vma_bytes", snap->vmas * g->sizeof_vma) ||
 	    set_int(d, "faults", c->faults) || set_int(d, "cows", c->cows) ||
@@ -290,12 +291,13 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 	for (size_t i = 0; i < sim_nr_generations; i++) {
 		const struct generation *g = &sim_generations[i];
 		PyObject *row = Py_BuildValue(
-			"{s:s,s:s,s:O,s:O,s:s,s:i,s:i,s:i,s:s}",
+			"{s:s,s:s,s:O,s:O,s:s,s:s,s:i,s:i,s:i,s:s}",
 			"name", g->name,
 			"structure", rmap_structure_name(g->structure),
 			"prepare_at_head", g->prepare_at_head ? Py_True : Py_False,
 			"root", g->has_root ? Py_True : Py_False,
 			"lock", rmap_lock_name(g->lock),
+			"reuse", reuse_rule_name(g->reuse),
 			"sizeof_anon_vma", (int)g->sizeof_anon_vma,
 			"sizeof_avc", (int)g->sizeof_avc,
 			"sizeof_vma", (int)g->sizeof_vma,

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "COW_MODELS"]
+__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "COW_MODELS", "SCENARIOS"]
 
 #: One operation: opcode, three integer arguments, one float argument (24 bytes).
 PROGRAM_DTYPE = np.dtype(
@@ -147,20 +147,92 @@ def aim7(
     interleave round robin (page 0 of every child, then page 1, ...) and the LRU, the scan
     order, alternates owners as reclaim would find it.
     """
+    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    prog = Program()
+    parent = prog.new_mm()
+    vma = prog.mmap(parent, pages_per_vma)
+    prog.touch_all(parent, vma)
+    children = [prog.fork(parent) for _ in range(processes)]
+    if children:
+        prog.cow_interleaved(children[0], len(children), vma, cow_fraction, cow_model)
+    prog.scan(sample)
+    return prog.array
+
+
+def chain(
+    processes: int,
+    pages_per_vma: int,
+    cow_fraction: float = 0.0,
+    cow_model: str = "independent",
+    sample: int | None = None,
+) -> np.ndarray:
+    """The "endless growth" of the anon_vma hierarchy (primer §1f, Daniel Forrest's report).
+
+    p0 maps one VMA of ``pages_per_vma`` pages and touches it; then for g = 1 .. ``processes``,
+    p_g = fork(p_{g-1}), p_g writes ``cow_fraction`` of the VMA, and p_{g-1} exits. Without
+    anon_vma reuse each generation adds a level that the survivor stays linked to (chain length
+    and live anon_vmas grow with the generation count, 2.6.34 to 3.8); with reuse (3.19, 6.0)
+    they stay bounded.
+    """
+    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    prog = Program()
+    prev = prog.new_mm()
+    vma = prog.mmap(prev, pages_per_vma)
+    prog.touch_all(prev, vma)
+    for _ in range(processes):
+        child = prog.fork(prev)
+        if cow_fraction > 0:
+            prog.cow(child, vma, cow_fraction, cow_model)
+        prog.exit(prev)
+        prev = child
+    prog.scan(sample)
+    return prog.array
+
+
+def prefork(
+    processes: int,
+    pages_per_vma: int,
+    cow_fraction: float,
+    cow_model: str = "independent",
+    sample: int | None = None,
+    recycles: int = 3,
+) -> np.ndarray:
+    """A pre-forking server (AIM7's continuous fork/exit churn, Apache's prefork MPM).
+
+    A server parent maps one VMA of ``pages_per_vma`` pages (its shared state) and touches it,
+    forks ``processes`` workers, and the workers COW ``cow_fraction`` of it concurrently. Then,
+    ``recycles`` times, every worker exits and is replaced by a fresh fork of the server, and the
+    new workers COW again. Then the scan.
+    """
+    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    if recycles < 0:
+        raise ValueError(f"recycles must be >= 0, got {recycles}")
+    prog = Program()
+    server = prog.new_mm()
+    vma = prog.mmap(server, pages_per_vma)
+    prog.touch_all(server, vma)
+    workers: list[int] = []
+    for round_ in range(recycles + 1):
+        if round_:
+            for w in workers:
+                prog.exit(w)
+        workers = [prog.fork(server) for _ in range(processes)]
+        if workers:
+            prog.cow_interleaved(workers[0], len(workers), vma, cow_fraction, cow_model)
+    prog.scan(sample)
+    return prog.array
+
+
+def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow_model: str):
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
     if pages_per_vma < 1:
         raise ValueError(f"pages_per_vma must be >= 1, got {pages_per_vma}")
     if not (0.0 <= cow_fraction <= 1.0) or math.isnan(cow_fraction):
         raise ValueError(f"cow_fraction must be in [0, 1], got {cow_fraction}")
-    prog = Program()
-    parent = prog.new_mm()
-    vma = prog.mmap(parent, pages_per_vma)
-    prog.touch_all(parent, vma)
     if cow_model not in COW_MODELS:
         raise ValueError(f"cow_model {cow_model!r} is not one of {', '.join(COW_MODELS)}")
-    children = [prog.fork(parent) for _ in range(processes)]
-    if children:
-        prog.cow_interleaved(children[0], len(children), vma, cow_fraction, cow_model)
-    prog.scan(sample)
-    return prog.array
+
+
+#: Scenario builders by name: (processes, pages_per_vma, cow_fraction, cow_model, sample).
+SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork}

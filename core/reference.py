@@ -5,6 +5,11 @@ kernel object is a Python object, every kernel list a Python list in its real or
 index 0), and every generation a row of data. ``run`` has the signature and the result keys of
 ``core.run``; the differential tests hold the two counter for counter.
 
+The interval tree of 3.7+ is kept just as obviously: a Python list per anon_vma, held sorted by
+(interval start, insertion sequence), which is the in-order traversal of the kernel's augmented
+rbtree (equal starts go right, so a later insertion sorts after an earlier one). A stabbing query
+is that list filtered to the AVCs whose interval contains the page's index.
+
 Kernel facts are cited by the section of ../shared/docs/kernel-primer.md they come from.
 """
 
@@ -42,7 +47,8 @@ class Generation:
 
     name: str
     #: "shared": one anon_vma per fork family, VMAs on its list (<= 2.6.33);
-    #: "chain": anon_vma_chain, AVCs on the lists (2.6.34+).
+    #: "chain": anon_vma_chain, AVCs on the lists (2.6.34-3.6);
+    #: "tree": anon_vma_chain, AVCs in an interval tree per anon_vma (3.7+, primer §1e).
     structure: str
     #: anon_vma_prepare links its first AVC at the head of the anon_vma list (2.6.34/35) or at
     #: the tail (2.6.36 "always add new vmas at the end"). Unused by "shared" (tail).
@@ -53,6 +59,10 @@ class Generation:
     avc_bytes: int
     vma_bytes: int
     lock: str
+    #: anon_vma reuse at fork (primer §1f, §1g): None (no reuse, before 3.19), "degree" (3.19,
+    #: Khlebnikov 7a3ef208e662: one counter of child anon_vmas and VMAs together) or "counters"
+    #: (6.0, Jann Horn 2555283eb40d: num_children and num_active_vmas kept apart).
+    reuse: str | None = None
 
 
 GENERATION_TABLE: tuple[Generation, ...] = (
@@ -61,6 +71,16 @@ GENERATION_TABLE: tuple[Generation, ...] = (
     Generation("2.6.36", "chain", False, True, 40, 48, 184, "root's spinlock"),
     # 3.0: the root's lock becomes a mutex; anon_vma grows to 64 B (mutex 32, primer §2)
     Generation("3.0", "chain", False, True, 64, 48, 184, "root's mutex"),
+    # 3.7: the list becomes an interval tree: anon_vma has rb_root 8 instead of head 16 (56 B),
+    # the AVC has rb 24 + rb_subtree_last 8 instead of same_anon_vma 16 (64 B). Still a mutex.
+    Generation("3.7", "tree", False, True, 56, 64, 184, "root's mutex"),
+    # 3.8: the mutex becomes an rwsem (32 B then), walks take the read side (C-RWSEM-READ).
+    Generation("3.8", "tree", False, True, 56, 64, 184, "root's rwsem, walks read"),
+    # 3.19: degree 4 + parent 8, rwsem 40 (72 B); reuse by degree.
+    Generation("3.19", "tree", False, True, 72, 64, 184, "root's rwsem, walks read", "degree"),
+    # 6.0: num_children 8 + num_active_vmas 8, rb_root_cached 16 (96 B); the VMA is the primer's
+    # unverified ~200 B of 4.x-5.x (docs/core.md).
+    Generation("6.0", "tree", False, True, 96, 64, 200, "root's rwsem, walks read", "counters"),
 )
 
 GENERATIONS: tuple[str, ...] = tuple(g.name for g in GENERATION_TABLE)
@@ -98,10 +118,21 @@ class Pte:
 @dataclass(eq=False)
 class AnonVma:
     serial: int
-    #: shared: the VMAs of the family; chain: AVCs. Head = index 0.
+    #: shared: the VMAs of the family; chain: AVCs, head = index 0; tree: AVCs in tree order,
+    #: i.e. sorted by (interval start, insertion sequence) (3.7+, primer §1e).
     entries: list = field(default_factory=list)
     root: AnonVma | None = None  # only with has_root; a fresh anon_vma is its own root
     refcount: int = 0  # only with has_root: references held by non-root anon_vmas of the tree
+    #: Reuse generations only (3.19, 6.0): the anon_vma of the VMA that forked the one this was
+    #: made for; itself for a root (anon_vma_prepare).
+    parent: AnonVma | None = None
+    #: 3.19: VMAs whose ->anon_vma this is, plus anon_vmas with a non-empty tree whose parent
+    #: this is (itself included for a root): two counts in one number (the 3.19 bug).
+    degree: int = 0
+    #: 6.0: anon_vmas with a non-empty tree whose parent this is (itself included for a root) ...
+    num_children: int = 0
+    #: ... and VMAs whose ->anon_vma this is.
+    num_active_vmas: int = 0
     alive: bool = True
 
 
@@ -122,7 +153,19 @@ class Vma:
 class Avc:
     vma: Vma
     anon_vma: AnonVma
+    #: When it was inserted into its anon_vma (a run-wide counter): the tie-break of tree order.
+    seq: int = 0
     alive: bool = True
+
+    @property
+    def start(self) -> int:
+        """avc_start_pgoff (3.7 mm/interval_tree.c): the first page offset of its VMA."""
+        return self.vma.pgoff
+
+    @property
+    def last(self) -> int:
+        """avc_last_pgoff: the last page offset of its VMA (inclusive)."""
+        return self.vma.pgoff + self.vma.npages - 1
 
 
 @dataclass(eq=False)
@@ -166,7 +209,12 @@ _OP_NAMES = {op.value: op.name.lower() for op in Op}
 class _Sim:
     def __init__(self, gen: Generation, seed: int) -> None:
         self.gen = gen
-        self.chain = gen.structure == "chain"
+        #: anon_vma_chain in any form (2.6.34+): VMAs have chains, anon_vmas hold AVCs.
+        self.chain = gen.structure in ("chain", "tree")
+        #: the AVCs of an anon_vma are an interval tree (3.7+), not a list.
+        self.tree = gen.structure == "tree"
+        self.reuse = gen.reuse
+        self.next_avc_seq = 0
         self.rng = SplitMix64(seed)
         self.mms: list[Mm] = []  # index = process number; exited ones stay, alive=False
         self.pages: dict[int, Page] = {}  # insertion-ordered: the global page list, oldest first
@@ -209,10 +257,15 @@ class _Sim:
     # ---- object lifetimes --------------------------------------------------------------------
 
     def new_anon_vma(self) -> AnonVma:
+        """anon_vma_alloc."""
         av = AnonVma(serial=self.next_anon_vma)
         self.next_anon_vma += 1
         if self.gen.has_root:
             av.root = av  # 2.6.36: a fresh anon_vma is its own root, refcount 0
+        if self.reuse is not None:
+            av.parent = av  # 3.19 and 6.0: a fresh anon_vma is its own parent ...
+        if self.reuse == "degree":
+            av.degree = 1  # ... 3.19: "reference for first vma"; 6.0: both counters stay 0
         self.anon_vmas[av.serial] = av
         return av
 
@@ -233,10 +286,21 @@ class _Sim:
             del self.pages[page.serial]
 
     def avc_link(self, vma: Vma, av: AnonVma, *, list_head: bool) -> None:
-        """anon_vma_chain_link: head of the VMA's chain, head or tail of the anon_vma list."""
-        avc = Avc(vma, av)
+        """anon_vma_chain_link: head of the VMA's chain, and head or tail of the anon_vma list
+        (chain) or its place in the interval tree (tree; ``list_head`` is then unused)."""
+        avc = Avc(vma, av, seq=self.next_avc_seq)
+        self.next_avc_seq += 1
         vma.chain.insert(0, avc)
-        if list_head:
+        if self.tree:
+            # 3.7 anon_vma_interval_tree_insert: ordered by interval start; an equal start goes
+            # right, i.e. after every AVC already there with that start (and its seq is larger).
+            at = len(av.entries)
+            for position, other in enumerate(av.entries):
+                if other.start > avc.start:
+                    at = position
+                    break
+            av.entries.insert(at, avc)
+        elif list_head:
             av.entries.insert(0, avc)
         else:
             av.entries.append(avc)
@@ -252,27 +316,81 @@ class _Sim:
         av = self.new_anon_vma()
         vma.anon_vma = av
         if self.chain:
-            # 2.6.34/35 put the first AVC at the head of the anon_vma list, 2.6.36 at the tail.
+            # 2.6.34/35 put the first AVC at the head of the anon_vma list, 2.6.36 at the tail;
+            # 3.7+ insert it in the (empty) tree.
             self.avc_link(vma, av, list_head=self.gen.prepare_at_head)
         else:
             av.entries.append(vma)  # 2.6.33: the VMA itself, at the tail of the family list
+        if self.reuse == "degree":
+            av.degree += 1  # 3.19: "vma reference or self-parent link for new root": 2
+        elif self.reuse == "counters":
+            av.num_children += 1  # 6.0: a new root is its own child (self-parent) ...
+            av.num_active_vmas += 1  # ... and this VMA is active on it
+
+    def reusable(self, av: AnonVma, src: Vma) -> bool:
+        """anon_vma_clone's reuse test for one anon_vma of src's chain (3.19, 6.0)."""
+        if self.reuse == "degree":
+            # 3.19: "no VMA and at most one child" read off one counter. degree 1 can also mean
+            # one VMA and no child -- a leaf another VMA still uses: the bug Jann Horn fixed.
+            return av is not src.anon_vma and av.degree < 2
+        if self.reuse == "counters":
+            # 6.0: no VMA uses it and it has at most one child (src's own anon_vma has src as
+            # an active VMA, so the old "not src->anon_vma" test is implied).
+            return av.num_children < 2 and av.num_active_vmas == 0
+        return False
+
+    def anon_vma_clone(self, dst: Vma, src: Vma) -> None:
+        """Link dst to every anon_vma of src's chain; reuse generations may also pick one of
+        them as dst->anon_vma. dst has no anon_vma on entry (anon_vma_fork cleared it)."""
+        # The source chain in reverse (oldest first); each link goes at the head of dst's chain,
+        # so dst keeps src's newest->oldest order, and at the tail of each anon_vma's list (or
+        # its place in the tree).
+        for avc in reversed(src.chain):
+            av = avc.anon_vma
+            self.avc_link(dst, av, list_head=False)
+            # 3.19 (7a3ef208e662) / 6.0 (2555283eb40d): the first anon_vma, oldest first, that
+            # passes the test becomes dst's own: no new level for this fork.
+            if self.reuse is not None and dst.anon_vma is None and self.reusable(av, src):
+                dst.anon_vma = av
+        if dst.anon_vma is not None:
+            if self.reuse == "degree":
+                dst.anon_vma.degree += 1  # 3.19: one more VMA on it
+            else:
+                dst.anon_vma.num_active_vmas += 1  # 6.0
 
     def anon_vma_fork(self, child: Vma, parent: Vma) -> None:
-        """2.6.34+: clone the parent's chain, then give the child its own anon_vma."""
+        """2.6.34+: clone the parent's chain, then give the child its own anon_vma (unless a
+        reuse generation's clone already gave it an existing one)."""
         if parent.anon_vma is None:
             return
-        # anon_vma_clone walks the source chain in reverse (oldest first); each link goes at the
-        # head of the child's chain, so the child keeps the parent's newest->oldest order, and at
-        # the tail of each anon_vma's list.
-        for avc in reversed(parent.chain):
-            self.avc_link(child, avc.anon_vma, list_head=False)
+        # 3.19+ anon_vma_fork first clears the pointer dup_mmap copied; here the child VMA is
+        # made without one, so it is already None.
+        child.anon_vma = None
+        self.anon_vma_clone(child, parent)
+        if child.anon_vma is not None:
+            return  # 3.19/6.0: an existing anon_vma was reused: no new anon_vma, no extra AVC
         av = self.new_anon_vma()
         if self.gen.has_root:
             # 2.6.36: the child's anon_vma shares the family root and pins it (get_anon_vma).
             av.root = parent.anon_vma.root
             av.root.refcount += 1
+        if self.reuse is not None:
+            # 3.19/6.0: the new level's parent is the forking VMA's anon_vma, one more child.
+            av.parent = parent.anon_vma
+            if self.reuse == "degree":
+                av.parent.degree += 1  # the new one keeps its 1: the child VMA
+            else:
+                av.parent.num_children += 1
+                av.num_active_vmas += 1  # the child VMA
         self.avc_link(child, av, list_head=False)  # head of the chain: newest
         child.anon_vma = av
+
+    def drop_child(self, parent: AnonVma) -> None:
+        """3.19/6.0 unlink_anon_vmas: a child of ``parent`` has just lost its last AVC."""
+        if self.reuse == "degree":
+            parent.degree -= 1
+        elif self.reuse == "counters":
+            parent.num_children -= 1
 
     def unlink_vma(self, vma: Vma) -> None:
         if not self.chain:
@@ -284,22 +402,40 @@ class _Sim:
                     self.free_anon_vma(av)
             vma.anon_vma = None
             return
-        # unlink_anon_vmas: the chain from head (newest) to tail, so the root goes last.
+        # unlink_anon_vmas, first pass: the chain from head (newest) to tail, so the root goes
+        # last; every AVC leaves its anon_vma's list (tree). An anon_vma left empty is set aside
+        # to be freed after the pass (3.0+ do it outside the root lock; the result is the same).
+        emptied: list[AnonVma] = []
         for avc in list(vma.chain):
             av = avc.anon_vma
             av.entries.remove(avc)
             avc.alive = False
             self.avcs.discard(avc)
-            if not av.entries and av.refcount == 0:
-                root = av.root
-                self.free_anon_vma(av)
-                if self.gen.has_root and root is not av:
-                    # 2.6.36: drop the reference this anon_vma held on its root.
-                    root.refcount -= 1
-                    if not root.entries and root.refcount == 0:
-                        self.free_anon_vma(root)
+            if not av.entries:
+                # 3.19/6.0: an empty tree no longer counts as a child of its parent (for a root:
+                # its self-parent link). The parent is older on the chain, so still alive.
+                if self.reuse is not None:
+                    self.drop_child(av.parent)
+                emptied.append(av)
         vma.chain.clear()
+        if vma.anon_vma is not None:
+            # 3.19/6.0, after the loop: this VMA no longer uses its anon_vma.
+            if self.reuse == "degree":
+                vma.anon_vma.degree -= 1
+            elif self.reuse == "counters":
+                vma.anon_vma.num_active_vmas -= 1
         vma.anon_vma = None
+        # Second pass, in the same order: an empty anon_vma that no child pins as root dies.
+        for av in emptied:
+            if not av.alive or av.refcount != 0:
+                continue  # a root already freed below, or still pinned by a live descendant
+            root = av.root
+            self.free_anon_vma(av)
+            if self.gen.has_root and root is not av:
+                # 2.6.36: drop the reference this anon_vma held on its root.
+                root.refcount -= 1
+                if not root.entries and root.refcount == 0:
+                    self.free_anon_vma(root)
 
     # ---- operations --------------------------------------------------------------------------
 
@@ -439,6 +575,10 @@ class _Sim:
         mapcount = page.mapcount
         entries = calls = hits = 0
         for entry in page.mapping.entries:
+            if self.tree and not entry.start <= page.index <= entry.last:
+                # 3.7+ anon_vma_interval_tree_foreach(pgoff, pgoff): a stabbing query; an AVC
+                # whose interval misses the page is never visited, so it costs no entry.
+                continue
             vma = entry.vma if self.chain else entry
             entries += 1
             offset = page.index - vma.pgoff
@@ -500,9 +640,30 @@ class _Sim:
             avcs=avcs,
             pages=len(self.pages),
             max_chain=max_chain,
+            chain_mismatches=self.chain_mismatches(vmas),
             rmap_bytes=anon_vmas * self.gen.anon_vma_bytes + avcs * self.gen.avc_bytes,
             vma_bytes=len(vmas) * self.gen.vma_bytes,
         )
+
+    def chain_sets(self, vmas: list[Vma]) -> dict[int, list[frozenset[int]]]:
+        """For every anon_vma that is some live VMA's ->anon_vma (by serial): the distinct sets
+        of anon_vmas (serials) that those VMAs' chains link, in first-seen order."""
+        sets: dict[int, list[frozenset[int]]] = {}
+        for vma in vmas:
+            if vma.anon_vma is None:
+                continue
+            linked = frozenset(avc.anon_vma.serial for avc in vma.chain)
+            seen = sets.setdefault(vma.anon_vma.serial, [])
+            if linked not in seen:
+                seen.append(linked)
+        return sets
+
+    def chain_mismatches(self, vmas: list[Vma]) -> int:
+        """docs/core.md §Results: how far invariant 3 is broken. Sum over anon_vmas in use of
+        (distinct chain sets among their VMAs - 1). 0 without chains (2.6.33)."""
+        if not self.chain:
+            return 0
+        return sum(len(seen) - 1 for seen in self.chain_sets(vmas).values())
 
     def results(self) -> dict:
         walks = len(self.walk_entries)
@@ -539,9 +700,13 @@ class _Sim:
         vmas = self.live_vmas()
         self._check_ptes_and_walks(vmas)
         self._check_links(vmas)
-        if self.chain:
+        if self.chain and self.reuse != "degree":
+            # 3.19's degree reuse may break invariant 3: there it is measured
+            # (chain_mismatches), not an error. Every other chain or tree generation keeps it.
             self._check_same_anon_vma_same_chain(vmas)
         self._check_nothing_freed_reachable(vmas)
+        if self.reuse is not None:
+            self._check_reuse_counters(vmas)
         if self.mms and not any(mm.alive for mm in self.mms):
             leftover = dict(
                 vmas=len(vmas),
@@ -604,6 +769,10 @@ class _Sim:
         for av in self.anon_vmas.values():
             if len({id(e) for e in av.entries}) != len(av.entries):
                 self._broken(2, name, f"anon_vma {av.serial} lists an entry twice")
+            if self.tree:
+                keys = [(avc.start, avc.seq) for avc in av.entries]
+                if keys != sorted(keys):
+                    self._broken(2, name, f"anon_vma {av.serial} tree out of order: {keys}")
             for entry in av.entries:
                 vma = entry.vma if self.chain else entry
                 if vma not in live_vmas:
@@ -640,17 +809,53 @@ class _Sim:
             self._broken(2, name, "live AVCs, chain entries and list entries differ")
 
     def _check_same_anon_vma_same_chain(self, vmas: list[Vma]) -> None:
-        by_anon_vma: dict[int, set[int]] = {}
-        for vma in vmas:
-            if vma.anon_vma is None:
-                continue
-            linked = {avc.anon_vma.serial for avc in vma.chain}
-            first = by_anon_vma.setdefault(vma.anon_vma.serial, linked)
-            if first != linked:
+        for serial, seen in self.chain_sets(vmas).items():
+            if len(seen) > 1:
                 self._broken(
                     3,
                     "same anon_vma, same chain",
-                    f"VMAs sharing anon_vma {vma.anon_vma.serial} link {first} and {linked}",
+                    f"VMAs sharing anon_vma {serial} link {sorted(seen[0])} and {sorted(seen[1])}",
+                )
+
+    def _check_reuse_counters(self, vmas: list[Vma]) -> None:
+        """The reuse fields of 3.19/6.0 against what they count (docs/core.md accounting).
+
+        Per live anon_vma X: active = live VMAs whose ->anon_vma is X; children = live anon_vmas
+        with a non-empty tree whose parent is X (X itself for a root: its self-parent link; the
+        accounting drops a child when its tree empties, not when it is freed). Then 6.0 keeps
+        num_active_vmas == active and num_children == children, and 3.19 keeps
+        degree == active + children -- one number for both, which is why its reuse test can
+        mistake "one VMA, no child" for "no VMA, one child".
+        """
+        name = "nothing freed is reachable"
+        active: dict[int, int] = {serial: 0 for serial in self.anon_vmas}
+        children: dict[int, int] = {serial: 0 for serial in self.anon_vmas}
+        for vma in vmas:
+            if vma.anon_vma is not None and vma.anon_vma.serial in active:
+                active[vma.anon_vma.serial] += 1
+        for av in self.anon_vmas.values():
+            parent = av.parent
+            if parent is None or not parent.alive:
+                self._broken(4, name, f"anon_vma {av.serial} has a freed or no parent")
+            if (parent is av) != (av.root is av):
+                self._broken(4, name, f"anon_vma {av.serial}: a root must be its own parent")
+            if parent.root is not av.root:
+                self._broken(4, name, f"anon_vma {av.serial} and its parent have other roots")
+            if av.entries:
+                children[parent.serial] += 1
+        for serial, av in self.anon_vmas.items():
+            counted = f"{active[serial]} VMAs and {children[serial]} children"
+            if self.reuse == "degree":
+                if av.degree != active[serial] + children[serial]:
+                    self._broken(
+                        2, "reuse counters", f"anon_vma {serial} degree {av.degree}, {counted}"
+                    )
+            elif (av.num_active_vmas, av.num_children) != (active[serial], children[serial]):
+                self._broken(
+                    2,
+                    "reuse counters",
+                    f"anon_vma {serial} num_active_vmas {av.num_active_vmas}, "
+                    f"num_children {av.num_children}, {counted}",
                 )
 
     def _check_nothing_freed_reachable(self, vmas: list[Vma]) -> None:
@@ -676,6 +881,10 @@ class _Sim:
                     )
             elif av.root is not None or av.refcount:
                 self._broken(4, name, f"anon_vma {av.serial} has a root before 2.6.36")
+            if self.reuse is None and (
+                av.parent is not None or av.degree or av.num_children or av.num_active_vmas
+            ):
+                self._broken(4, name, f"anon_vma {av.serial} has reuse fields before 3.19")
 
 
 # --------------------------------------------------------------------------------------------

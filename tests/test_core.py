@@ -17,21 +17,30 @@ from core import Op, Program, ProgramError, UnknownGenerationError
 
 def test_generation_table_rows_follow_the_primer():
     rows = {row["name"]: row for row in core.generation_table()}
-    assert list(rows) == ["2.6.33", "2.6.34", "2.6.36", "3.0"]
+    assert list(rows) == ["2.6.33", "2.6.34", "2.6.36", "3.0", "3.7", "3.8", "3.19", "6.0"]
     assert core.GENERATIONS == tuple(rows)
     # primer §2: anon_vma 24 B up to 2.6.35, 40 B in 2.6.36 (root + external_refcount), 64 B
-    # in 3.0 (the mutex); anon_vma_chain 48 B from 2.6.34; VMA 176 B, 184 B with vm_prev.
+    # in 3.0 (the mutex), 56 B with the rb_root (3.7, 3.8), 72 B with degree and parent (3.19),
+    # 96 B with Jann Horn's two counters (6.0); anon_vma_chain 48 B, 64 B with the rb node.
     sizes = {n: (r["sizeof_anon_vma"], r["sizeof_avc"], r["sizeof_vma"]) for n, r in rows.items()}
     assert sizes == {
         "2.6.33": (24, 0, 176),
         "2.6.34": (24, 48, 176),
         "2.6.36": (40, 48, 184),
         "3.0": (64, 48, 184),
+        "3.7": (56, 64, 184),
+        "3.8": (56, 64, 184),
+        "3.19": (72, 64, 184),
+        "6.0": (96, 64, 200),
     }
-    assert [rows[n]["prepare_at_head"] for n in rows] == [False, True, False, False]
-    assert [rows[n]["root"] for n in rows] == [False, False, True, True]
-    assert rows["2.6.33"]["structure"] != rows["2.6.34"]["structure"]
-    assert len({r["lock"] for r in rows.values()}) == 4
+    assert [n for n in rows if rows[n]["prepare_at_head"]] == ["2.6.34"]
+    assert [n for n in rows if not rows[n]["root"]] == ["2.6.33", "2.6.34"]
+    assert [rows[n]["reuse"] for n in ("3.8", "3.19", "6.0")] == [
+        "none", "degree", "num_children/num_active_vmas"
+    ]
+    structures = [rows[n]["structure"] for n in rows]
+    assert len(set(structures)) == 3 and structures[4:] == [structures[4]] * 4
+    assert len({r["lock"] for r in rows.values()}) == 5
 
 
 def bad(*rows) -> np.ndarray:
@@ -65,7 +74,7 @@ def test_bad_programs_raise_program_error_naming_the_op(rows, index, reason, ker
 
 def test_bad_arguments_are_refused_before_the_core_runs():
     prog = core.aim7(2, 4, 0.5)
-    with pytest.raises(UnknownGenerationError, match="known: 2.6.33, 2.6.34, 2.6.36, 3.0"):
+    with pytest.raises(UnknownGenerationError, match="known: 2.6.33, 2.6.34, 2.6.36, 3.0, 3.7"):
         core.run(prog, "2.6.99")
     with pytest.raises(ValueError, match="PROGRAM_DTYPE"):
         core.run(np.zeros(4, dtype=np.int64), "2.6.34")
@@ -167,7 +176,7 @@ def test_a_page_only_one_process_still_maps_is_reused_not_copied():
 def test_struct_sizes_are_reported():
     sizes = core.struct_sizes()
     assert sizes["pte"] == 4 and sizes["slot_index"] == 4
-    assert sizes["page"] == 20 and sizes["anon_vma_chain"] == 24
+    assert sizes["page"] == 20 and sizes["anon_vma_chain"] == 40
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ RESULT_KEYS = {
     "avcs",
     "pages",
     "max_chain",
+    "chain_mismatches",
     "rmap_bytes",
     "vma_bytes",
     "faults",

@@ -17,11 +17,17 @@ from tests.strategies import programs, seeds
 
 GENS = reference.GENERATIONS
 CHAIN_GENS = ("2.6.34", "2.6.36")
+#: anon_vma reuse at fork (primer §1f, §1g): bounded lineage.
+REUSE_GENS = ("3.19", "6.0")
 SIZES = {  # (anon_vma B, AVC B, VMA B), docs/core.md §Generations
     "2.6.33": (24, 0, 176),
     "2.6.34": (24, 48, 176),
     "2.6.36": (40, 48, 184),
     "3.0": (64, 48, 184),
+    "3.7": (56, 64, 184),
+    "3.8": (56, 64, 184),
+    "3.19": (72, 64, 184),
+    "6.0": (96, 64, 200),
 }
 
 
@@ -29,15 +35,30 @@ def run(prog, kernel, seed=0):
     return reference.run(prog, kernel, seed, check=True)
 
 
+def core_run(prog, kernel, seed=0, *, check=True):
+    """core.run, skipped (with the reason) for a generation the C core does not have yet."""
+    if kernel not in core.GENERATIONS:
+        pytest.skip(f"the C core has no generation {kernel} yet")
+    return core.run(prog, kernel, seed, check=check)
+
+
 #: The textbook cases are pinned on both implementations: the C core directly, not only
 #: through the differential tests.
-IMPLS = pytest.mark.parametrize(
-    "impl", [reference.run, core.run], ids=["reference", "core"]
-)
+IMPLS = pytest.mark.parametrize("impl", [reference.run, core_run], ids=["reference", "core"])
 
 
 def test_generation_names():
-    assert reference.GENERATIONS == ("2.6.33", "2.6.34", "2.6.36", "3.0")
+    assert reference.GENERATIONS == (
+        "2.6.33",
+        "2.6.34",
+        "2.6.36",
+        "3.0",
+        "3.7",
+        "3.8",
+        "3.19",
+        "6.0",
+    )
+    assert tuple(SIZES) == reference.GENERATIONS
 
 
 def test_splitmix64_known_values():
@@ -132,7 +153,9 @@ def test_aim7_hits_equal_across_generations(n, p, f):
     assert len({r["walks"] for r in results}) == 1
     # Legacy never iterates fewer entries than the chain design in this scenario.
     assert results[0]["entries_total"] >= results[1]["entries_total"]
-    assert results[1]["entries_total"] == results[2]["entries_total"]
+    # Every chain and tree generation iterates the same entries here: one VMA interval per
+    # anon_vma (the tree's stabbing query visits them all) and no reuse in a flat fork.
+    assert len({r["entries_total"] for r in results[1:]}) == 1
 
 
 def test_percentiles_nearest_rank():
@@ -160,12 +183,14 @@ def test_flat_fork_footprint(kernel, n, impl):
     av_b, avc_b, vma_b = SIZES[kernel]
     assert res["processes"] == n + 1 and res["vmas"] == n + 1
     assert res["vma_bytes"] == (n + 1) * vma_b
+    assert res["chain_mismatches"] == 0
     if kernel == "2.6.33":
         assert (res["anon_vmas"], res["avcs"], res["max_chain"]) == (1, 0, 1)
         assert res["rmap_bytes"] == 24
     else:
+        # Reuse generations too: the live parent's anon_vma is never reusable (primer §1g).
         assert (res["anon_vmas"], res["avcs"], res["max_chain"]) == (n + 1, 2 * n + 1, 2)
-        assert res["rmap_bytes"] == av_b * (n + 1) + 48 * (2 * n + 1)
+        assert res["rmap_bytes"] == av_b * (n + 1) + avc_b * (2 * n + 1)
     if kernel == "2.6.34":
         assert res["rmap_bytes"] == 120 * n + 48 + 24  # primer §2: 120N + 48 (+ 24 for AV0)
 
@@ -193,6 +218,11 @@ def test_linear_chain_endless_growth(kernel, depth):
     assert (res["walks"], res["entries_total"], res["hits_total"]) == (3, 3, 3)
     if kernel == "2.6.33":
         assert (res["anon_vmas"], res["avcs"], res["max_chain"]) == (1, 0, 1)
+    elif kernel in REUSE_GENS:
+        # 3.19/6.0: from depth 2 on the survivor reuses a dead ancestor's anon_vma, alternately
+        # A1 and A2 (worked out in tests/test_lineage.py): never more than R, A1, A2.
+        bound = min(depth + 1, 3)
+        assert (res["anon_vmas"], res["avcs"], res["max_chain"]) == (bound, bound, bound)
     else:
         # No reuse before 3.19: every dead generation's anon_vma stays, linked by the live VMA.
         assert res["max_chain"] == depth + 1
@@ -266,6 +296,7 @@ def test_exit_of_everything_leaves_nothing(prog, seed):
             "avcs",
             "pages",
             "max_chain",
+            "chain_mismatches",
             "rmap_bytes",
             "vma_bytes",
         ):
@@ -529,15 +560,22 @@ def test_random_programs_keep_invariants(prog, seed):
 @settings(max_examples=40, deadline=None)
 @given(prog=programs(), seed=seeds)
 def test_consequences_of_the_current_contract(prog, seed):
-    """Two facts that follow from docs/core.md as it stands (no merge, split or mremap yet).
+    """Facts that follow from docs/core.md as it stands (no merge, split or mremap yet).
 
     Every anon_vma's list only holds copies of one original VMA (same vm_pgoff and npages), so
     vma_address never fails: calls == entries. And a 2.6.36 root is pinned only while one of its
     descendants' anon_vmas lives, whose VMAs are also on the root's list, so the refcount never
-    keeps an anon_vma alive that 2.6.34 would free: the two differ only in struct sizes.
+    keeps an anon_vma alive that 2.6.34 would free: the two differ only in struct sizes. For
+    the same reason the 3.7 tree holds its AVCs in insertion order and its stabbing query visits
+    all of them: 3.0, 3.7 and 3.8 differ from 2.6.36 only in sizes and locks too.
     """
     r34, r36 = run(prog, "2.6.34", seed), run(prog, "2.6.36", seed)
     assert r34["calls_total"] == r34["entries_total"]
+    for other in ("3.0", "3.7", "3.8"):
+        ro = run(prog, other, seed)
+        for key in ("entries_total", "calls_total", "hits_total", "anon_vmas", "avcs"):
+            assert ro[key] == r36[key], (other, key)
+        np.testing.assert_array_equal(ro["entries_hist"], r36["entries_hist"])
     for key in set(r34) - {
         "rmap_bytes",
         "vma_bytes",

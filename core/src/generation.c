@@ -54,6 +54,48 @@ const struct generation sim_generations[] = {
 		.sizeof_vma = 184,
 		.source = "S30 rmap.h, mutex.h (\"mm: Convert anon_vma->lock to a mutex\")",
 	},
+	{
+		.name = "3.7",
+		.structure = RMAP_CHAIN_TREE,
+		.has_root = true,
+		.lock = LOCK_ROOT_MUTEX,
+		.sizeof_anon_vma = 56,   /* root 8, mutex 32, refcount 4 + pad, rb_root 8 */
+		.sizeof_avc = 64,        /* vma 8, anon_vma 8, same_vma 16, rb 24, rb_subtree_last 8 */
+		.sizeof_vma = 184,
+		.source = "S37x rmap.h/rmap.c, mm/interval_tree.c; C-ITREE bf181b9f9d8d",
+	},
+	{
+		.name = "3.8",
+		.structure = RMAP_CHAIN_TREE,
+		.has_root = true,
+		.lock = LOCK_ROOT_RWSEM,
+		.sizeof_anon_vma = 56,   /* rwsem 32 in 3.8 */
+		.sizeof_avc = 64,
+		.sizeof_vma = 184,
+		.source = "S38x rmap.h/rmap.c, rwsem.h; C-RWSEM-READ 4fc3f1d66b1e",
+	},
+	{
+		.name = "3.19",
+		.structure = RMAP_CHAIN_TREE,
+		.has_root = true,
+		.lock = LOCK_ROOT_RWSEM,
+		.reuse = REUSE_DEGREE,
+		.sizeof_anon_vma = 72,   /* root 8, rwsem 40, refcount 4, degree 4, parent 8, rb_root 8 */
+		.sizeof_avc = 64,
+		.sizeof_vma = 184,
+		.source = "S319 rmap.h/rmap.c; C-GROW 7a3ef208e662",
+	},
+	{
+		.name = "6.0",
+		.structure = RMAP_CHAIN_TREE,
+		.has_root = true,
+		.lock = LOCK_ROOT_RWSEM,
+		.reuse = REUSE_COUNTERS,
+		.sizeof_anon_vma = 96,   /* + num_children 8, num_active_vmas 8, rb_root_cached 16 */
+		.sizeof_avc = 64,
+		.sizeof_vma = 200,       /* the primer's unverified ~200 B of 4.x-5.x */
+		.source = "C-JANN 2555283eb40d; MOD-RMAP; primer 2 sizes",
+	},
 };
 
 const size_t sim_nr_generations = sizeof(sim_generations) / sizeof(sim_generations[0]);
@@ -71,6 +113,17 @@ const char *rmap_structure_name(enum rmap_structure s)
 	switch (s) {
 	case RMAP_SHARED_LIST: return "shared anon_vma list";
 	case RMAP_CHAIN_LIST: return "anon_vma_chain list";
+	case RMAP_CHAIN_TREE: return "anon_vma_chain interval tree";
+	}
+	return "?";
+}
+
+const char *reuse_rule_name(enum reuse_rule r)
+{
+	switch (r) {
+	case REUSE_NONE: return "none";
+	case REUSE_DEGREE: return "degree";
+	case REUSE_COUNTERS: return "num_children/num_active_vmas";
 	}
 	return "?";
 }
@@ -82,17 +135,17 @@ const char *rmap_lock_name(enum rmap_lock l)
 	case LOCK_ANON_VMA_SPIN: return "per-anon_vma spinlock";
 	case LOCK_ROOT_SPIN: return "root anon_vma spinlock";
 	case LOCK_ROOT_MUTEX: return "root anon_vma mutex";
+	case LOCK_ROOT_RWSEM: return "root anon_vma rwsem (walks read)";
 	}
 	return "?";
 }
 
 bool rmap_lock_sleeps(enum rmap_lock l)
 {
-	return l == LOCK_ROOT_MUTEX;
+	return l == LOCK_ROOT_MUTEX || l == LOCK_ROOT_RWSEM;
 }
 
 bool rmap_lock_walk_shared(enum rmap_lock l)
 {
-	(void)l;   /* the rwsem of 3.8, whose walks are readers, comes with the interval tree */
-	return false;
+	return l == LOCK_ROOT_RWSEM;
 }

@@ -185,7 +185,7 @@ int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
 		s->op_index = -1;
 		s->op_name = "run";
 		if (!s->snap.taken)
-			sim_take_snapshot(s);
+			err = sim_take_snapshot(s);
 	}
 	s->sim_seconds = sim_now() - t0;
 	return err;

@@ -11,6 +11,11 @@
  *                   (anon_vma_chain_link, anon_vma_unlink: a fork of a VMA linked to N
  *                    anon_vmas takes N locks)
  *   2.6.36-39     anon_vma->root->lock for every anon_vma of the family
+ *   3.0-3.7       anon_vma->root->mutex
+ *   3.8 on        anon_vma->root->rwsem: writers here, walks (rmap_walk) as readers
+ *
+ * From 3.7 an anon_vma's AVCs sit in an interval tree (interval_tree.c) instead of a list; from
+ * 3.19 anon_vma_clone may reuse an ancestor anon_vma instead of anon_vma_fork making a new one.
  */
 #include "sim.h"
 
@@ -22,8 +27,12 @@ static idx_t anon_vma_alloc(struct sim *s)
 	if (i == NIL)
 		return NIL;
 	struct anon_vma *av = anon_vma_at(s, i);
-	/* A fresh anon_vma is its own root (2.6.36 anon_vma_alloc / anon_vma_prepare). */
-	*av = (struct anon_vma){ .root = i, .head = NIL, .tail = NIL, .live = true };
+	/* A fresh anon_vma is its own root and parent (2.6.36, 3.19 anon_vma_alloc); 3.19 counts
+	 * one degree for the VMA it is made for, 6.0 starts both counts at 0. */
+	*av = (struct anon_vma){
+		.root = i, .head = NIL, .tail = NIL, .parent = i,
+		.degree = s->gen->reuse == REUSE_DEGREE, .live = true,
+	};
 	return i;
 }
 
@@ -128,6 +137,10 @@ static void anon_vma_chain_link(struct sim *s, idx_t vma_i, idx_t avc_i, idx_t a
 	vma->chain_head = avc_i;
 	vma->nr_chain++;
 
+	if (s->gen->structure == RMAP_CHAIN_TREE) {
+		anon_vma_interval_tree_insert(s, avc_i, av_i);
+		return;
+	}
 	if (at_head) {
 		avc->same_anon_vma_prev = NIL;
 		avc->same_anon_vma_next = av->head;
@@ -148,10 +161,30 @@ static void anon_vma_chain_link(struct sim *s, idx_t vma_i, idx_t avc_i, idx_t a
 	av->nr_entries++;
 }
 
-/* Takes the AVC off its anon_vma's list only; the caller owns the VMA chain. */
-static void anon_vma_list_del_avc(struct sim *s, idx_t avc_i)
+/* Takes the AVC off its VMA's chain only. */
+static void anon_vma_chain_unlink_from_vma(struct sim *s, idx_t vma_i, idx_t avc_i)
+{
+	struct vma *vma = vma_at(s, vma_i);
+	struct anon_vma_chain *avc = avc_at(s, avc_i);
+	if (avc->same_vma_prev != NIL)
+		avc_at(s, avc->same_vma_prev)->same_vma_next = avc->same_vma_next;
+	else
+		vma->chain_head = avc->same_vma_next;
+	if (avc->same_vma_next != NIL)
+		avc_at(s, avc->same_vma_next)->same_vma_prev = avc->same_vma_prev;
+	else
+		vma->chain_tail = avc->same_vma_prev;
+	vma->nr_chain--;
+}
+
+/* Takes the AVC off its anon_vma's list or tree only; the caller owns the VMA chain. */
+static void anon_vma_del_avc(struct sim *s, idx_t avc_i)
 {
 	struct anon_vma_chain *avc = avc_at(s, avc_i);
+	if (s->gen->structure == RMAP_CHAIN_TREE) {
+		anon_vma_interval_tree_remove(s, avc_i, avc->anon_vma);
+		return;
+	}
 	struct anon_vma *av = anon_vma_at(s, avc->anon_vma);
 	if (avc->same_anon_vma_prev != NIL)
 		avc_at(s, avc->same_anon_vma_prev)->same_anon_vma_next = avc->same_anon_vma_next;
@@ -199,6 +232,13 @@ int anon_vma_prepare(struct sim *s, idx_t vma_i)
 	}
 	vma_at(s, vma_i)->anon_vma = av;
 	anon_vma_chain_link(s, vma_i, avc, av, s->gen->prepare_at_head);
+	/* 3.19: "vma reference or self-parent link for new root"; 6.0 keeps the two apart */
+	if (s->gen->reuse == REUSE_DEGREE) {
+		anon_vma_at(s, av)->degree++;
+	} else if (s->gen->reuse == REUSE_COUNTERS) {
+		anon_vma_at(s, av)->num_children++;
+		anon_vma_at(s, av)->num_active_vmas++;
+	}
 	return SIM_OK;
 }
 
@@ -217,9 +257,32 @@ int anon_vma_link(struct sim *s, idx_t vma_i)
 }
 
 /*
+ * May dst, which has no anon_vma yet, take this ancestor anon_vma instead of a new one?
+ * 3.19: not src's own and degree < 2 ("no VMA and at most one child", which degree cannot tell
+ * from "one VMA and no child": the bug 6.0 fixed); 6.0: no active VMA and fewer than 2 children.
+ */
+static bool anon_vma_reusable(struct sim *s, idx_t av_i, idx_t src)
+{
+	const struct anon_vma *av = anon_vma_at(s, av_i);
+	switch (s->gen->reuse) {
+	case REUSE_NONE:
+		return false;
+	case REUSE_DEGREE:
+		return av_i != vma_at(s, src)->anon_vma && av->degree < 2;
+	case REUSE_COUNTERS:
+		return vma_at(s, src)->anon_vma != NIL && av->num_children < 2 &&
+		       av->num_active_vmas == 0;
+	}
+	return false;
+}
+
+/*
  * anon_vma_clone - link dst to every anon_vma src is linked to.
  * src's chain is walked from the tail (oldest) so that dst, whose links go at the head, ends
- * with src's order. On ENOMEM dst's partial chain is unlinked and the error returned (2.6.34).
+ * with src's order. From 3.19, while dst has no anon_vma, the first reusable ancestor becomes
+ * it. On ENOMEM dst's partial chain is unlinked (after clearing dst->anon_vma, so that the
+ * reuse counts are not dropped for a reference never taken: the 3.19 degree-underflow fix) and
+ * the error returned (2.6.34).
  */
 int anon_vma_clone(struct sim *s, idx_t dst, idx_t src)
 {
@@ -228,11 +291,22 @@ int anon_vma_clone(struct sim *s, idx_t dst, idx_t src)
 		idx_t avc = anon_vma_chain_alloc(s);
 		if (avc == NIL)
 			goto enomem_failure;
-		anon_vma_chain_link(s, dst, avc, avc_at(s, pavc)->anon_vma, false);
+		idx_t av = avc_at(s, pavc)->anon_vma;
+		anon_vma_chain_link(s, dst, avc, av, false);
+		if (vma_at(s, dst)->anon_vma == NIL && anon_vma_reusable(s, av, src))
+			vma_at(s, dst)->anon_vma = av;
+	}
+	idx_t taken = vma_at(s, dst)->anon_vma;
+	if (taken != NIL) {
+		if (s->gen->reuse == REUSE_DEGREE)
+			anon_vma_at(s, taken)->degree++;
+		else if (s->gen->reuse == REUSE_COUNTERS)
+			anon_vma_at(s, taken)->num_active_vmas++;
 	}
 	return SIM_OK;
 
 enomem_failure:
+	vma_at(s, dst)->anon_vma = NIL;
 	unlink_anon_vmas(s, dst);
 	return sim_enomem(s);
 }
@@ -252,6 +326,9 @@ int anon_vma_fork(struct sim *s, idx_t vma_i, idx_t pvma_i)
 	int err = anon_vma_clone(s, vma_i, pvma_i);
 	if (err)
 		return err;
+	/* 3.19: an existing anon_vma was reused; fork is done for this VMA */
+	if (vma_at(s, vma_i)->anon_vma != NIL)
+		return SIM_OK;
 
 	idx_t av = anon_vma_alloc(s);
 	if (av == NIL)
@@ -265,6 +342,13 @@ int anon_vma_fork(struct sim *s, idx_t vma_i, idx_t pvma_i)
 		anon_vma_at(s, av)->root = root;
 		anon_vma_at(s, root)->refcount++;
 	}
+	anon_vma_at(s, av)->parent = pav;
+	if (s->gen->reuse == REUSE_DEGREE) {
+		anon_vma_at(s, pav)->degree++;
+	} else if (s->gen->reuse == REUSE_COUNTERS) {
+		anon_vma_at(s, av)->num_active_vmas++;
+		anon_vma_at(s, pav)->num_children++;
+	}
 	vma_at(s, vma_i)->anon_vma = av;
 	anon_vma_chain_link(s, vma_i, avc, av, false);
 	return SIM_OK;
@@ -277,10 +361,11 @@ out_error:
 }
 
 /*
- * unlink_anon_vmas - take a dying VMA off every list it is on and free what that empties.
- * chain: newest first, so that from 2.6.36 the root, last on every chain, is freed last.
- * shared: anon_vma_unlink of 2.6.33, the family anon_vma freed with its last VMA.
- * Cannot fail.
+ * unlink_anon_vmas - take a dying VMA off every list or tree it is on and free what that empties.
+ * chain: newest first, so that from 2.6.36 the root, last on every chain, is freed last. As in
+ * 3.19, empty anon_vmas are only freed in a second pass, after the reuse counts of the first
+ * pass (a child gone from its parent when its tree empties, the VMA gone from its anon_vma)
+ * were taken on live objects. shared: anon_vma_unlink of 2.6.33. Cannot fail.
  */
 void unlink_anon_vmas(struct sim *s, idx_t vma_i)
 {
@@ -292,15 +377,41 @@ void unlink_anon_vmas(struct sim *s, idx_t vma_i)
 			anon_vma_list_del_vma(s, av, vma_i);
 			anon_vma_put_if_unused(s, av);
 		}
-	} else {
-		idx_t next;
-		for (idx_t avc = vma->chain_head; avc != NIL; avc = next) {
-			next = avc_at(s, avc)->same_vma_next;
-			idx_t av = avc_at(s, avc)->anon_vma;
-			anon_vma_list_del_avc(s, avc);
-			anon_vma_chain_free(s, avc);
-			anon_vma_put_if_unused(s, av);
+		vma->anon_vma = NIL;
+		vma->nr_chain = 0;
+		return;
+	}
+
+	idx_t next;
+	for (idx_t avc = vma->chain_head; avc != NIL; avc = next) {
+		next = avc_at(s, avc)->same_vma_next;
+		idx_t av = avc_at(s, avc)->anon_vma;
+		anon_vma_del_avc(s, avc);
+		if (anon_vma_at(s, av)->nr_entries == 0) {
+			idx_t parent = anon_vma_at(s, av)->parent;
+			if (s->gen->reuse == REUSE_DEGREE)
+				anon_vma_at(s, parent)->degree--;
+			else if (s->gen->reuse == REUSE_COUNTERS)
+				anon_vma_at(s, parent)->num_children--;
+			continue;   /* freed in the second pass */
 		}
+		anon_vma_chain_unlink_from_vma(s, vma_i, avc);
+		anon_vma_chain_free(s, avc);
+	}
+	idx_t own = vma_at(s, vma_i)->anon_vma;
+	if (own != NIL) {
+		if (s->gen->reuse == REUSE_DEGREE)
+			anon_vma_at(s, own)->degree--;
+		else if (s->gen->reuse == REUSE_COUNTERS)
+			anon_vma_at(s, own)->num_active_vmas--;
+	}
+	for (idx_t avc = vma_at(s, vma_i)->chain_head; avc != NIL; avc = next) {
+		next = avc_at(s, avc)->same_vma_next;
+		idx_t av = avc_at(s, avc)->anon_vma;
+		anon_vma_chain_free(s, avc);
+		/* a child freed earlier in this pass may already have freed its root */
+		if (anon_vma_at(s, av)->live)
+			anon_vma_put_if_unused(s, av);
 	}
 	vma = vma_at(s, vma_i);
 	vma->chain_head = vma->chain_tail = NIL;

@@ -39,6 +39,13 @@ typedef uint32_t idx_t;
 enum rmap_structure {
 	RMAP_SHARED_LIST,  /* one anon_vma per fork family, VMAs on its list (<= 2.6.33) */
 	RMAP_CHAIN_LIST,   /* anon_vma_chain, AVCs on a list per anon_vma (2.6.34 - 3.6) */
+	RMAP_CHAIN_TREE,   /* anon_vma_chain, AVCs in an interval tree per anon_vma (3.7 on) */
+};
+
+enum reuse_rule {
+	REUSE_NONE,
+	REUSE_DEGREE,      /* anon_vma_clone reuses by `degree` (3.19, Khlebnikov 7a3ef208e662) */
+	REUSE_COUNTERS,    /* by num_children/num_active_vmas (6.0, Jann Horn 2555283eb40d) */
 };
 
 enum rmap_lock {
@@ -46,6 +53,7 @@ enum rmap_lock {
 	LOCK_ANON_VMA_SPIN,  /* each anon_vma's own spinlock (2.6.34 - 2.6.35) */
 	LOCK_ROOT_SPIN,      /* the root anon_vma's spinlock (2.6.36 - 2.6.39) */
 	LOCK_ROOT_MUTEX,     /* the root's mutex: waiters sleep (3.0 - 3.7) */
+	LOCK_ROOT_RWSEM,     /* the root's rwsem, walks read-locked (3.8 on, 4fc3f1d66b1e) */
 };
 
 /*
@@ -59,6 +67,7 @@ struct generation {
 	bool prepare_at_head;           /* anon_vma_prepare's AVC at the list head (2.6.34-35) */
 	bool has_root;                  /* anon_vma->root, locked and refcounted (2.6.36) */
 	enum rmap_lock lock;
+	enum reuse_rule reuse;
 	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
 	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
 	uint16_t sizeof_vma;            /* §2, NUMA on */
@@ -69,6 +78,7 @@ extern const struct generation sim_generations[];
 extern const size_t sim_nr_generations;
 const struct generation *generation_find(const char *name);
 const char *rmap_structure_name(enum rmap_structure s);
+const char *reuse_rule_name(enum reuse_rule r);
 const char *rmap_lock_name(enum rmap_lock l);
 bool rmap_lock_sleeps(enum rmap_lock l);        /* waiters sleep instead of spinning */
 bool rmap_lock_walk_shared(enum rmap_lock l);   /* walks take it as readers */
@@ -138,21 +148,35 @@ struct vma {
 
 struct anon_vma {
 	idx_t root;           /* itself, or the family's oldest anon_vma (2.6.36) */
-	idx_t head;           /* list of AVCs (chain) or VMAs (shared), walked head to tail */
-	idx_t tail;
+	idx_t head;           /* list of AVCs (chain) or VMAs (shared), walked head to tail; */
+	idx_t tail;           /* tree: head is the root node of the interval tree */
 	uint32_t refcount;    /* child anon_vmas pinning this root (2.6.36 get_anon_vma) */
 	uint32_t nr_entries;
+	/* reuse generations: the anon_vma this one was forked from (itself for a root), and
+	 * 3.19's degree = VMAs using it + child anon_vmas, or 6.0's two counts kept apart */
+	idx_t parent;
+	uint32_t degree;
+	uint32_t num_children;
+	uint32_t num_active_vmas;
 	bool live;
 };
 
-/* The join object (§1b): on its VMA's chain and on its anon_vma's list. */
+/*
+ * The join object (§1b): on its VMA's chain and on its anon_vma's list (2.6.34) or interval
+ * tree (3.7). Tree nodes are keyed by (start, seq): the interval start, then the order of
+ * insertion, so equal starts keep insertion order as the kernel's augmented rbtree does by
+ * sending equal keys right. `start` and `last` cache the VMA's [vm_pgoff, vm_pgoff + npages - 1]
+ * while the AVC is in a tree (anon_vma_interval_tree_pre/post_update_vma re-insert on change).
+ */
 struct anon_vma_chain {
 	idx_t vma;            /* NIL while the slot is free */
 	idx_t anon_vma;
 	idx_t same_vma_prev;
 	idx_t same_vma_next;
-	idx_t same_anon_vma_prev;
-	idx_t same_anon_vma_next;
+	idx_t same_anon_vma_prev;   /* list generations; tree: left child */
+	idx_t same_anon_vma_next;   /* list generations; tree: right child */
+	uint32_t start, last, subtree_last;
+	uint32_t seq;
 };
 
 struct page {
@@ -171,7 +195,7 @@ struct sim_counters {
 };
 
 struct sim_snapshot {   /* live objects at the last scan */
-	uint64_t processes, vmas, anon_vmas, avcs, pages, max_chain;
+	uint64_t processes, vmas, anon_vmas, avcs, pages, max_chain, chain_mismatches;
 	bool taken;
 };
 
@@ -196,6 +220,7 @@ struct sim {
 	const struct generation *gen;
 	struct arena mms, vmas, anon_vmas, avcs, pages;
 	idx_t lru_head, lru_tail;
+	uint32_t avc_seq;                  /* tree insertion order */
 	uint64_t rng;
 	size_t bytes, peak_bytes, limit;   /* limit 0: no limit but malloc's */
 	bool check;
@@ -235,6 +260,14 @@ int page_add_new_anon_rmap(struct sim *s, idx_t vma, uint32_t offset, idx_t *pag
 void page_move_anon_rmap(struct sim *s, idx_t page, idx_t vma);
 void page_remove_rmap(struct sim *s, idx_t page);
 
+/* interval_tree.c: the anon_vma's AVCs by VMA interval (3.7 anon_vma_interval_tree_*) */
+void anon_vma_interval_tree_insert(struct sim *s, idx_t avc, idx_t av);
+void anon_vma_interval_tree_remove(struct sim *s, idx_t avc, idx_t av);
+typedef bool (*avc_visit_fn)(struct sim *s, idx_t avc, void *arg);  /* false: stop */
+void anon_vma_interval_tree_foreach(struct sim *s, idx_t av, uint32_t index, avc_visit_fn fn,
+				    void *arg);
+void anon_vma_interval_tree_inorder(struct sim *s, idx_t av, avc_visit_fn fn, void *arg);
+
 /* mm.c: processes and their address spaces (kernel/fork.c, mm/mmap.c, mm/memory.c) */
 int mm_alloc(struct sim *s, idx_t *mm);
 int do_mmap(struct sim *s, idx_t mm, uint32_t npages, idx_t *vma);
@@ -246,7 +279,8 @@ void exit_mmap(struct sim *s, idx_t mm);
 struct walk_count { uint32_t entries, calls, hits; };
 void page_referenced_anon(struct sim *s, idx_t page, struct walk_count *wc);
 int sim_scan(struct sim *s, uint64_t sample);
-void sim_take_snapshot(struct sim *s);
+int sim_take_snapshot(struct sim *s);
+bool anon_vma_has_vma(struct sim *s, idx_t av, idx_t vma);
 double sim_now(void);
 
 /* contention.c: reclaim on many CPUs against the generation's lock */

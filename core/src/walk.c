@@ -8,6 +8,7 @@
  * finds the pte mapping the page is a hit and spends one of the page's mappings; the walk stops
  * when none is left. This early exit is why list order sets the cost.
  */
+#include <stdlib.h>
 #include <time.h>
 
 #include "sim.h"
@@ -23,6 +24,24 @@ static inline int page_referenced_one(const struct vma *vma, idx_t p, uint32_t i
 		return -1;
 	pte_t pte = vma->pt[off];
 	return pte_present(pte) && pte_page(pte) == p;
+}
+
+struct tree_walk { idx_t page; uint32_t index, mapcount, entries, calls, hits; };
+
+static bool tree_walk_one(struct sim *s, idx_t avc, void *arg)
+{
+	struct tree_walk *tw = arg;
+	tw->entries++;
+	int r = page_referenced_one(vma_at(s, avc_at(s, avc)->vma), tw->page, tw->index);
+	if (r < 0)
+		return true;
+	tw->calls++;
+	if (r) {
+		tw->hits++;
+		if (--tw->mapcount == 0)
+			return false;
+	}
+	return true;
 }
 
 void page_referenced_anon(struct sim *s, idx_t p, struct walk_count *wc)
@@ -43,6 +62,13 @@ void page_referenced_anon(struct sim *s, idx_t p, struct walk_count *wc)
 			if (r && (hits++, --mapcount == 0))
 				break;
 		}
+	} else if (s->gen->structure == RMAP_CHAIN_TREE) {
+		/* 3.7: a stabbing query; every AVC visited covers the index, so calls = entries */
+		struct tree_walk tw = { .page = p, .index = index, .mapcount = mapcount };
+		anon_vma_interval_tree_foreach(s, page->mapping, index, tree_walk_one, &tw);
+		entries = tw.entries;
+		calls = tw.calls;
+		hits = tw.hits;
 	} else {
 		const struct anon_vma_chain *avcs = (const struct anon_vma_chain *)s->avcs.base;
 		for (idx_t c = av->head; c != NIL; c = avcs[c].same_anon_vma_next) {
@@ -109,9 +135,10 @@ int sim_scan(struct sim *s, uint64_t sample)
 {
 	double t0 = now();
 	uint64_t live = s->pages.live;
-	int err = SIM_OK;
 
-	sim_take_snapshot(s);
+	int err = sim_take_snapshot(s);
+	if (err)
+		return err;
 	if (sample == 0 || sample >= live) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
 			err = walk_one(s, p);
@@ -130,8 +157,66 @@ int sim_scan(struct sim *s, uint64_t sample)
 	return err;
 }
 
+/*
+ * A VMA's chain as a set, hashed: the sum and the xor of a mix of each anon_vma slot number
+ * (order-free), with the length. Two chains with equal signatures are the same set except with
+ * probability ~2^-128, far below anything a run can reach.
+ */
+struct chain_sig { idx_t anon_vma; uint32_t len; uint64_t sum, xor; };
+
+static uint64_t mix(uint64_t z)
+{
+	z = (z + 0x9E3779B97F4A7C15ULL) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+static int sig_cmp(const void *a, const void *b)
+{
+	const struct chain_sig *x = a, *y = b;
+	if (x->anon_vma != y->anon_vma)
+		return x->anon_vma < y->anon_vma ? -1 : 1;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	if (x->sum != y->sum)
+		return x->sum < y->sum ? -1 : 1;
+	if (x->xor != y->xor)
+		return x->xor < y->xor ? -1 : 1;
+	return 0;
+}
+
+/* Sum over anon_vmas used as some VMA's ->anon_vma of (distinct chain sets - 1). */
+static int count_chain_mismatches(struct sim *s, uint64_t *out)
+{
+	*out = 0;
+	if (s->gen->structure == RMAP_SHARED_LIST || s->vmas.live == 0)
+		return SIM_OK;
+	size_t bytes = (size_t)s->vmas.live * sizeof(struct chain_sig);
+	struct chain_sig *sig = sim_malloc(s, bytes);
+	if (!sig)
+		return sim_enomem(s);
+	size_t n = 0;
+	for (idx_t i = 0; i < s->vmas.top; i++) {
+		const struct vma *vma = vma_at(s, i);
+		if (vma->mm == NIL || vma->anon_vma == NIL)
+			continue;
+		struct chain_sig x = { .anon_vma = vma->anon_vma, .len = vma->nr_chain };
+		for (idx_t c = vma->chain_head; c != NIL; c = avc_at(s, c)->same_vma_next) {
+			uint64_t h = mix(avc_at(s, c)->anon_vma);
+			x.sum += h;
+			x.xor ^= mix(h);
+		}
+		sig[n++] = x;
+	}
+	qsort(sig, n, sizeof(*sig), sig_cmp);
+	for (size_t i = 1; i < n; i++)
+		*out += sig[i].anon_vma == sig[i - 1].anon_vma && sig_cmp(&sig[i], &sig[i - 1]) != 0;
+	sim_free(s, sig, bytes);
+	return SIM_OK;
+}
+
 /* Live objects now; max_chain is the longest chain of any live VMA. */
-void sim_take_snapshot(struct sim *s)
+int sim_take_snapshot(struct sim *s)
 {
 	struct sim_snapshot *snap = &s->snap;
 	snap->processes = 0;
@@ -148,6 +233,7 @@ void sim_take_snapshot(struct sim *s)
 			snap->max_chain = vma->nr_chain;
 	}
 	snap->taken = true;
+	return count_chain_mismatches(s, &snap->chain_mismatches);
 }
 
 double sim_now(void)
