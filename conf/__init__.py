@@ -1,0 +1,1 @@
+"""Hydra configs of `python -m sweep` (installed as the package sweep.conf)."""

@@ -1,0 +1,1 @@
+"""Grids of `python -m sweep`, selected with +grid=NAME (installed as sweep.conf.grid)."""

@@ -1,0 +1,85 @@
+"""``python -m sweep +grid=NAME [KEY=VALUE ...]``: the command line.
+
+Checks the whole config (Hydra's compose API plus sweep.config) before Hydra's own run starts,
+so a refused config prints one line, exits 2 and creates nothing (not even a run directory).
+Then the Hydra app runs the sweep; its summary and, last, the dataset path go to stdout.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from sweep import config, schema
+
+schema.register()
+
+_result: dict[str, object] = {}
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"sweep: error: {message}", file=sys.stderr)
+    return code
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sweep.conf", config_name="config")
+def _app(cfg: DictConfig) -> None:
+    from sweep import app
+
+    sweep = config.resolve(cfg)
+    run_dir = HydraConfig.get().runtime.output_dir
+    args = [a for a in _result["overrides"] if not a.startswith("resume.path=")]  # type: ignore[union-attr]
+    resume = shlex.join([sys.executable, "-m", "sweep", *args]) + " resume={path}"
+    try:
+        _result["result"] = app.run(sweep, run_dir, resume)
+    except config.ConfigError as exc:
+        _result["error"] = str(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-m", "--multirun") or a.startswith("hydra/sweeper") for a in args):
+        return _fail("--multirun is not supported: a grid's axes are the sweep "
+                     "(e.g. grid.processes=[10,100])")
+    flags = [a for a in args if a.startswith("-")]
+    overrides = config.normalize_overrides([a for a in args if not a.startswith("-")])
+    if not flags:  # --help, --cfg, --info ...: Hydra's own, nothing runs
+        try:
+            sweep = config.resolve(config.compose(overrides))
+            from sweep import app
+
+            if sweep.ray.address is None and not _env_address():
+                app.check_local_memory(sweep)
+        except config.ConfigError as exc:
+            return _fail(str(exc))
+    _result["overrides"] = overrides
+    sys.argv = [sys.argv[0], *flags, *overrides]
+    try:
+        _app()
+    except KeyboardInterrupt:
+        return _fail("interrupted before the sweep started; nothing was written", 130)
+    if "error" in _result:
+        return _fail(str(_result["error"]))
+    result = _result.get("result")
+    if result is None:
+        return 0
+    print(result.summary)
+    if result.message:
+        print(f"sweep: {result.message}", file=sys.stderr)
+    sys.stdout.flush()
+    print(result.path)
+    return result.code
+
+
+def _env_address() -> str | None:
+    import os
+
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

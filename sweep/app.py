@@ -1,0 +1,210 @@
+"""One sweep from start to end: config in, dataset out, exit code back.
+
+Job: order the phases (check, start Ray, store, plan, run, flush, report) and decide the exit
+code; each phase's substance lives in its own module. Called by ``sweep.__main__`` with a
+validated ``Sweep``; never sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from sweep import grid as grid_mod
+from sweep import plan as plan_mod
+from sweep import report, simulate
+from sweep.config import ConfigError, Sweep
+from sweep.store import Store, now
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the CLI shows: exit code, summary table, dataset path, and a closing message."""
+
+    code: int
+    path: str
+    summary: str
+    message: str  # empty on success; otherwise what failed and how to resume
+    failed: int
+    done: int
+    total: int
+
+
+def physical_memory() -> int:
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class MemoryEstimates:
+    """``simulate.estimate_bytes`` per workload, each computed once (it builds a program)."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        g = sweep.grid
+        self.settings = simulate.settings_of(g)
+        self._cache: dict[tuple, int] = {}
+
+    def __call__(self, workload: tuple[int, int, float]) -> int:
+        if workload not in self._cache:
+            self._cache[workload] = simulate.estimate_bytes(self.settings, workload)
+        return self._cache[workload]
+
+
+def check_local_memory(sweep: Sweep, estimates: MemoryEstimates | None = None) -> None:
+    """Refuse a grid too big for this machine (local mode; cluster mode checks after joining)."""
+    estimates = estimates or MemoryEstimates(sweep)
+    largest = estimates(plan_mod.largest_workload(sweep.grid))
+    plan_mod.check_memory(sweep.grid, largest, physical_memory(), "this machine")
+
+
+def provenance() -> dict[str, Any]:
+    """Package version, git commit (when the package sits in a git work tree), core build."""
+    import core
+
+    attrs: dict[str, Any] = {
+        "package_version": metadata.version("anonvma-sweep"),
+        "core_build_id": core.BUILD_ID,
+        "generations": core.generation_table(),
+    }
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", src, "rev-parse", "--verify", "-q", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )
+        if commit.returncode == 0 and commit.stdout.strip():
+            attrs["git_commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "-C", src, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10,
+            )
+            attrs["git_dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git: the attribute is simply absent
+    return attrs
+
+
+def _write_report(path: str) -> None:
+    """The report next to the store (figures, fits, the seed's claims); never fails the sweep."""
+    from sweep.report import write_report
+
+    try:
+        logger.info("report: %s", write_report(path))
+    except Exception as exc:  # a report problem must not turn a finished sweep into a failure
+        logger.warning("report not written: %s: %s", type(exc).__name__, exc)
+
+
+def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
+    """Run a sweep and return what to show. ``resume_command`` is the command to print,
+    with ``{path}`` where the store path goes, if points fail or the sweep is interrupted.
+
+    Raises ConfigError (with a one-line message) for what can only be refused once Ray runs:
+    a point too big for the cluster's largest node, a store that cannot be resumed.
+    """
+    import core
+    from sweep.fanout import Cluster
+    from sweep.store import ResumeError, StoreExistsError
+
+    grid = sweep.grid
+    sims = grid_mod.sims(grid)
+    specs = [(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
+             for i, s in enumerate(sims)]
+    settings = simulate.settings_of(grid)
+    per_sim = len(grid.cpus)  # dataset points per simulation
+    estimates = MemoryEstimates(sweep)
+    largest = estimates(plan_mod.largest_workload(grid))
+    cluster = Cluster(sweep.ray)
+    if cluster.local:
+        plan_mod.check_memory(grid, largest, physical_memory(), "this machine")
+
+    store: Store | None = None
+    if sweep.resume.path:
+        path = os.path.abspath(sweep.resume.path)
+        try:
+            store = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force)
+        except ResumeError as exc:
+            raise ConfigError(str(exc)) from exc
+    else:
+        path = os.path.join(os.path.abspath(run_dir), "results.zarr")
+        if os.path.exists(path):
+            raise ConfigError(
+                f"{path} already exists; continue it with resume={path} or choose another "
+                "hydra.run.dir"
+            )
+
+    interrupted = False
+    with cluster:
+        node_memory = cluster.largest_node_memory()
+        if not cluster.local:
+            plan_mod.check_memory(grid, largest, node_memory, "the cluster's largest node")
+        if store is None:
+            attrs = {
+                "title": f"anonvma-sweep {grid.scenario} grid",
+                "config": sweep.config_yaml,
+                "grid": grid.fingerprint(),
+                **provenance(),
+                "start_time": now(),
+                "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
+                             " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",
+                "cpus_note": "one simulation per point; its walk trace replayed on every cpus "
+                             "value by the contention model (core.contention, README 'CPU "
+                             "contention')",
+            }
+            try:
+                store = Store.create(path, grid, attrs)
+            except StoreExistsError as exc:
+                raise ConfigError(str(exc)) from exc
+        todo = [i for i, s in enumerate(sims) if not store.sim_done(s)]
+        done_sims = len(sims) - len(todo)
+        if sweep.resume.path:
+            logger.info("resume: %d of %d simulations done, running %d",
+                        done_sims, len(sims), len(todo))
+        shared = frozenset(row["name"] for row in core.generation_table()
+                           if "shared" in str(row.get("structure", "")))
+        tasks = plan_mod.plan(sims, todo, grid, sweep.batch, cluster.cpus, estimates,
+                              node_memory or None, shared)
+        from sweep.progress import Progress
+
+        progress = Progress(grid.size, done_sims * per_sim, sweep.progress)
+        failed = 0
+        try:
+            for outcomes in cluster.map_unordered(tasks, specs, settings):
+                for sim_id, values, error in outcomes:
+                    if values is not None:
+                        store.record(sims[sim_id], values)
+                        done_sims += 1
+                    else:
+                        store.record_error(sims[sim_id], error or "unknown error")
+                        failed += 1
+                progress.update(done_sims * per_sim, failed * per_sim)
+                if store.due(sweep.flush_seconds):
+                    store.flush()
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted: cancelling running tasks, keeping finished points")
+        finally:
+            progress.close()
+            store.finish({"end_time": now()})
+
+    if not interrupted and sweep.report:
+        _write_report(path)
+    total = grid.size
+    command = resume_command.format(path=path)
+    if interrupted:
+        code = EXIT_INTERRUPTED
+        message = (f"interrupted: {done_sims * per_sim} of {total} points done and saved; "
+                   f"continue with: {command}")
+    elif failed:
+        code = EXIT_FAILED
+        message = (f"{failed * per_sim} of {total} points failed (their errors are in the "
+                   f"dataset's `errors` attribute); run them again with: {command}")
+    else:
+        code, message = EXIT_OK, ""
+    return Result(code, path, report.summary(store), message, failed * per_sim,
+                  done_sims * per_sim, total)

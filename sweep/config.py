@@ -1,0 +1,375 @@
+"""From the command line to a frozen, validated ``Sweep``: the only module that sees a DictConfig.
+
+Job: compose (Hydra), check what Hydra cannot (values, keys appended with ``+``, the grid name),
+and fold everything into frozen dataclasses. Every refusal is a ``ConfigError`` whose message is
+one line naming the key and what is allowed. Nothing here starts Ray or touches the disk, so a
+refused config never leaves anything behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import schema
+
+#: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
+AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
+#: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
+SCENARIOS = ("aim7", "chain", "prefork")
+PROGRESS_MODES = ("auto", "bar", "log")
+# Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
+SEED_LIMIT = 2**63
+
+
+class ConfigError(ValueError):
+    """A refused configuration; ``str()`` is the one-line message shown to the user."""
+
+
+class NoGridError(ConfigError):
+    """No ``+grid=NAME`` was given (the CLI exits 2 with the list of grids)."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A resolved grid: every axis a tuple of distinct, valid values."""
+
+    scenario: str
+    cow_model: str
+    sample: int | None
+    kernel: tuple[str, ...]
+    processes: tuple[int, ...]
+    pages_per_vma: tuple[int, ...]
+    cow_fraction: tuple[float, ...]
+    cpus: tuple[int, ...]
+    seed: tuple[int, ...]
+    recycles: int = 3
+    timing: tuple = ()  # core.contention.Timing.as_tuple(); () for the defaults
+
+    def axes(self) -> dict[str, tuple]:
+        """The six axes in dimension order (``AXES``)."""
+        return {name: getattr(self, name) for name in AXES}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(getattr(self, name)) for name in AXES)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes results, JSON-ready: two stores mix only if these are equal."""
+        return {
+            "scenario": self.scenario,
+            "cow_model": self.cow_model,
+            "sample": self.sample,
+            **{name: list(values) for name, values in self.axes().items()},
+            **({"recycles": self.recycles} if self.scenario == "prefork" else {}),
+            "timing": list(self.timing_model().as_tuple()),
+        }
+
+    def timing_model(self):
+        """The contention model's costs (core.contention.Timing)."""
+        from core.contention import Timing
+
+        if not self.timing:
+            return Timing()
+        names = [f.name for f in dataclasses.fields(Timing)]
+        return Timing(**dict(zip(names, self.timing, strict=True)))
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str | None
+    num_cpus: int | None
+    ship_core: bool
+    max_retries: int
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    target_seconds: float
+    max_points: int
+    big_bytes: int
+
+
+@dataclass(frozen=True)
+class ResumeSettings:
+    path: str | None
+    force: bool
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a sweep needs, validated. ``config_yaml`` is recorded in the dataset."""
+
+    grid: Grid
+    ray: RaySettings
+    batch: BatchSettings
+    resume: ResumeSettings
+    flush_seconds: float
+    progress: str
+    config_yaml: str
+    report: bool = True
+
+
+def available_grids() -> list[str]:
+    """Names of the grids shipped in conf/grid (found in the installed ``sweep.conf.grid``)."""
+    root = resources.files("sweep.conf.grid")
+    return sorted(
+        entry.name[: -len(".yaml")]
+        for entry in root.iterdir()
+        if entry.name.endswith(".yaml") and not entry.name.startswith("_")
+    )
+
+
+def no_grid_message() -> str:
+    return (
+        "no grid given: choose one with +grid=NAME; available grids: "
+        + ", ".join(available_grids())
+    )
+
+
+_RESUME_SHORTHAND = re.compile(r"^(~|\+\+|\+)?resume=(.*)$")
+
+
+def normalize_overrides(args: list[str]) -> list[str]:
+    """Rewrite the shorthand ``resume=PATH`` to ``resume.path=PATH``; leave the rest alone.
+
+    ``resume`` is a node with ``path`` and ``force``, so Hydra itself would refuse a string
+    there; the shorthand is what users type (and what the failure message tells them to type).
+    """
+    out = []
+    for arg in args:
+        m = _RESUME_SHORTHAND.match(arg)
+        out.append(f"resume.path={m.group(2)}" if m and m.group(1) is None else arg)
+    return out
+
+
+def check_grid_override(overrides: list[str]) -> None:
+    """Refuse ``+grid=NAME`` for a NAME that is not shipped, listing those that are.
+
+    Hydra would refuse it too, but with a multi-line message that also lists the schema.
+    """
+    grids = available_grids()
+    for arg in overrides:
+        m = re.match(r"^(\+\+|\+)?grid=(.*)$", arg)
+        if m and m.group(2) not in grids:
+            raise ConfigError(
+                f"grid: unknown grid {m.group(2)!r}; available grids: {', '.join(grids)}"
+            )
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose the config as ``python -m sweep ARGS`` would (Hydra's compose API).
+
+    Raises ``ConfigError`` with one line for every composition error (bad type, unknown key,
+    unknown grid), naming the override.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+
+    schema.register()
+    overrides = normalize_overrides(overrides)
+    check_grid_override(overrides)
+    try:
+        with initialize_config_module(config_module="sweep.conf", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides)
+    except HydraException as exc:
+        raise ConfigError(composition_message(exc)) from exc
+
+
+def composition_message(exc: BaseException) -> str:
+    """One line from a Hydra composition error: the override, then OmegaConf's reason."""
+    head = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__
+    if cause is None:
+        return head
+    msg = getattr(cause, "msg", None) or str(cause)
+    reason = msg.strip().splitlines()[0]
+    key = getattr(cause, "full_key", None)
+    where = f" (key {key})" if key else ""
+    return f"{head}: {reason}{where}"
+
+
+def _check_keys(node: Any, schema_type: type, prefix: str) -> None:
+    """Refuse keys not in the schema (``+grid.foo=1`` gets past Hydra's struct check)."""
+    allowed = {f.name: f for f in dataclasses.fields(schema_type)}
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        if key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}: unknown key; allowed keys of {prefix.rstrip('.') or 'config'}: "
+                + ", ".join(allowed)
+            )
+        sub = allowed[key].type
+        if isinstance(sub, str):  # postponed annotations
+            sub = getattr(schema, sub, None)
+        if dataclasses.is_dataclass(sub) and key in node and not OmegaConf.is_missing(node, key):
+            _check_keys(node[key], sub, f"{prefix}{key}.")
+
+
+def _axis(values: Any, key: str, kind: type, ok, allowed: str) -> tuple:
+    if values is None or len(values) == 0:
+        raise ConfigError(f"grid.{key}: empty axis; give at least one value ({allowed})")
+    seen: set = set()
+    out = []
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"grid.{key}: {v!r} is not an integer; allowed: {allowed}")
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"grid.{key}: {v!r} is not a number; allowed: {allowed}")
+            v = float(v)
+        if kind is str and not isinstance(v, str):
+            raise ConfigError(f"grid.{key}: {v!r} is not a string; allowed: {allowed}")
+        if not ok(v):
+            raise ConfigError(f"grid.{key}: {v!r} is not allowed; allowed: {allowed}")
+        if v in seen:
+            raise ConfigError(f"grid.{key}: duplicate value {v!r}; each value may appear once")
+        seen.add(v)
+        out.append(v)
+    return tuple(out)
+
+
+def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
+    """Validate a grid (a GridConf or plain mapping) against the known kernel generations."""
+    g = node if isinstance(node, dict) else dataclasses.asdict(node)
+    if g["scenario"] not in SCENARIOS:
+        raise ConfigError(
+            f"grid.scenario: {g['scenario']!r} is not known; allowed: {', '.join(SCENARIOS)}"
+        )
+    from core.program import COW_MODELS  # pure Python, no compiled core needed
+
+    if g["cow_model"] not in COW_MODELS:
+        raise ConfigError(
+            f"grid.cow_model: {g['cow_model']!r} is not known; allowed: {', '.join(COW_MODELS)}"
+        )
+    sample = g["sample"]
+    if sample is not None and (isinstance(sample, bool) or sample < 1):
+        raise ConfigError(
+            f"grid.sample: {sample!r} is not allowed; allowed: null (walk every page) "
+            "or an integer >= 1 (pages sampled per point)"
+        )
+    recycles = g.get("recycles", 3)
+    if isinstance(recycles, bool) or not isinstance(recycles, int) or recycles < 0:
+        raise ConfigError(f"grid.recycles: {recycles!r} is not allowed; allowed: an integer >= 0")
+    from core.contention import Timing
+
+    try:
+        timing = Timing(**dict(g.get("timing") or {})).as_tuple()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"grid.{exc}") from None
+    known = ", ".join(generations)
+    kernels = g["kernel"]
+    if kernels is not None and list(kernels) == ["all"]:
+        # Every generation of this build of the core, oldest first: grids that mean "all"
+        # follow the core as generations are added.
+        kernels = list(generations)
+    return Grid(
+        scenario=g["scenario"],
+        cow_model=g["cow_model"],
+        sample=sample,
+        kernel=_axis(kernels, "kernel", str, lambda v: v in generations,
+                     f"known: {known} (or [all])"),
+        processes=_axis(g["processes"], "processes", int, lambda v: v >= 1, "processes >= 1"),
+        pages_per_vma=_axis(
+            g["pages_per_vma"], "pages_per_vma", int, lambda v: v >= 1, "pages_per_vma >= 1"
+        ),
+        cow_fraction=_axis(
+            g["cow_fraction"], "cow_fraction", float, lambda v: 0.0 <= v <= 1.0,
+            "0 <= cow_fraction <= 1",
+        ),
+        cpus=_axis(g["cpus"], "cpus", int, lambda v: v >= 1, "cpus >= 1"),
+        seed=_axis(g["seed"], "seed", int, lambda v: 0 <= v < SEED_LIMIT, "0 <= seed < 2**63"),
+        recycles=recycles,
+        timing=timing,
+    )
+
+
+def _positive(value: Any, key: str, kind: type = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: a number > 0")
+    return kind(value)
+
+
+def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Sweep:
+    """Check a composed config and fold it into a frozen ``Sweep``.
+
+    Parameters
+    ----------
+    cfg : the composed config (without the ``hydra`` node)
+    generations : known kernel generation names; default ``core.GENERATIONS``
+
+    Raises
+    ------
+    NoGridError : no grid was chosen
+    ConfigError : anything else refused, with a one-line message naming the key
+    """
+    if "grid" not in cfg or OmegaConf.is_missing(cfg, "grid"):
+        raise NoGridError(no_grid_message())
+    cfg = cfg.copy()
+    if "hydra" in cfg:
+        with _open_struct(cfg):
+            del cfg["hydra"]
+    _check_keys(cfg, schema.SweepConf, "")
+    try:
+        obj: schema.SweepConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except Exception as exc:  # MISSING mandatory values surface here
+        key = getattr(exc, "full_key", None) or ""
+        reason = (getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
+        if "Missing mandatory value" in reason:
+            raise ConfigError(f"{key}: missing value; the grid must set it") from exc
+        raise ConfigError(f"{key}: {reason}") from exc
+    if generations is None:
+        import core
+
+        generations = core.GENERATIONS
+    grid = resolve_grid(obj.grid, tuple(generations))
+    r, b = obj.ray, obj.batch
+    if r.num_cpus is not None and r.num_cpus < 1:
+        raise ConfigError(f"ray.num_cpus: {r.num_cpus} is not allowed; allowed: null or >= 1")
+    if r.max_retries < 0:
+        raise ConfigError(f"ray.max_retries: {r.max_retries} is not allowed; allowed: >= 0")
+    if r.address is not None and not r.address.strip():
+        raise ConfigError("ray.address: empty; allowed: null (local Ray) or a cluster address")
+    if b.max_points < 1:
+        raise ConfigError(f"batch.max_points: {b.max_points} is not allowed; allowed: >= 1")
+    if obj.progress not in PROGRESS_MODES:
+        raise ConfigError(
+            f"progress: {obj.progress!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}"
+        )
+    return Sweep(
+        grid=grid,
+        ray=RaySettings(r.address, r.num_cpus, r.ship_core, r.max_retries),
+        batch=BatchSettings(
+            _positive(b.target_seconds, "batch.target_seconds"),
+            b.max_points,
+            _positive(b.big_bytes, "batch.big_bytes", int),
+        ),
+        resume=ResumeSettings(obj.resume.path, obj.resume.force),
+        flush_seconds=_positive(obj.flush_seconds, "flush_seconds"),
+        progress=obj.progress,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        report=bool(obj.report),
+    )
+
+
+class _open_struct:
+    """Temporarily lift struct mode (to drop the ``hydra`` node from a copy)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> None:
+        OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)

@@ -1,0 +1,123 @@
+"""The Hydra schema of ``python -m sweep``: typed dataclasses in Hydra's ConfigStore.
+
+Job: declare every key, its type and its default, so Hydra refuses a wrong type or an unknown
+key (``grid.foo=1``) while composing, before anything starts. Values are checked by
+``sweep.config`` (ranges, known kernels, duplicates), which also catches keys appended with
+``+grid.foo=1`` (the ``+`` bypasses Hydra's struct check). Nothing here is read past
+``sweep.config``: the rest of the package sees only the frozen dataclasses made there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional  # noqa: UP035 - OmegaConf's type parser wants typing forms
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+#: Name of the grid schema in the ConfigStore group ``grid``; grid YAMLs name it in their defaults.
+GRID_SCHEMA = "_grid_schema"
+#: Name of the primary schema; conf/config.yaml names it in its defaults.
+CONFIG_SCHEMA = "_sweep_schema"
+
+
+@dataclass
+class TimingConf:
+    """The contention model's costs in ns (core.contention.Timing: defaults and reasoning)."""
+
+    entry_ns: float = 20.0
+    call_ns: float = 150.0
+    hit_ns: float = 40.0
+    acquire_ns: float = 20.0
+    release_ns: float = 10.0
+    # 0: no fork/exit churn during the scan; otherwise one writer every this many ns
+    writer_interval_ns: float = 0.0
+    writer_hold_ns: float = 500.0
+    batch: int = 32  # pages a CPU isolates from the LRU at a time (SWAP_CLUSTER_MAX)
+
+
+@dataclass
+class GridConf:
+    """One grid: six axes (lists) and the settings shared by every point.
+
+    Axes are MISSING in the schema except ``cpus`` and ``seed``, so a grid file must say what
+    it sweeps.
+    """
+
+    scenario: str = "aim7"
+    cow_model: str = "independent"
+    # None: walk every anonymous page; N: walk N distinct pages chosen at random per point.
+    sample: Optional[int] = None  # noqa: UP045
+    kernel: List[str] = MISSING  # noqa: UP006
+    processes: List[int] = MISSING  # noqa: UP006
+    pages_per_vma: List[int] = MISSING  # noqa: UP006
+    cow_fraction: List[float] = MISSING  # noqa: UP006
+    # CPUs reclaiming at once: one simulation per point, its walk trace replayed by the
+    # contention model on every cpus value (README "CPU contention").
+    cpus: List[int] = field(default_factory=lambda: [1])  # noqa: UP006
+    seed: List[int] = field(default_factory=lambda: [0])  # noqa: UP006
+    # Only with scenario prefork: how many times every worker exits and is re-forked.
+    recycles: int = 3
+    timing: TimingConf = field(default_factory=TimingConf)
+
+
+@dataclass
+class RayConf:
+    """Where the points run. Changes cost, never results: recorded in ``config`` only."""
+
+    # None: start a local Ray instance for this sweep (unless RAY_ADDRESS is set); otherwise
+    # the address of an existing cluster ("auto", "HOST:PORT"), which the sweep never stops.
+    address: Optional[str] = None  # noqa: UP045
+    # Local mode only: CPUs of the local instance (None: all of this machine's).
+    num_cpus: Optional[int] = None  # noqa: UP045
+    # Send the built `core` and this `sweep` package to the workers with runtime_env
+    # py_modules, for clusters whose nodes do not have the package installed.
+    ship_core: bool = False
+    # Ray retries of a task whose worker or node died (a point's own exception is not retried
+    # by Ray: see sweep.simulate).
+    max_retries: int = 3
+
+
+@dataclass
+class BatchConf:
+    """How points are packed into Ray tasks. Changes cost, never results."""
+
+    # Tiny points are packed into one task until its estimated core time reaches this.
+    target_seconds: float = 0.5
+    # ... or it holds this many points.
+    max_points: int = 64
+    # A point whose memory estimate exceeds this runs alone with a Ray `memory` request.
+    big_bytes: int = 256 * 2**20
+
+
+@dataclass
+class ResumeConf:
+    """``resume=PATH`` (shorthand for ``resume.path=PATH``) continues the store at PATH."""
+
+    path: Optional[str] = None  # noqa: UP045
+    # Accept a store written by another build of the core (the grid must still match).
+    force: bool = False
+
+
+@dataclass
+class SweepConf:
+    """The primary config: one grid plus how to run it."""
+
+    grid: GridConf = MISSING
+    ray: RayConf = field(default_factory=RayConf)
+    batch: BatchConf = field(default_factory=BatchConf)
+    resume: ResumeConf = field(default_factory=ResumeConf)
+    # Finished points are written at least this often (seconds); a killed driver loses at most
+    # the points finished since the last flush.
+    flush_seconds: float = 2.0
+    # "auto": a progress bar when stderr is a terminal, log lines otherwise; or "bar" / "log".
+    progress: str = "auto"
+    # Write report.md, figures/ and scaling.zarr next to the store at the end (sweep.report).
+    report: bool = True
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent; called before composing)."""
+    cs = ConfigStore.instance()
+    cs.store(name=CONFIG_SCHEMA, node=SweepConf)
+    cs.store(group="grid", name=GRID_SCHEMA, node=GridConf)

@@ -1,0 +1,61 @@
+"""Shared fixtures of the sweep tests (tests/test_sweep_*.py).
+
+Ray is started once per test module (about 6 s each time), in this process, and the sweep
+reuses that connection instead of starting its own. Every test writes under tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance (2 CPUs, dashboard off, 127.0.0.1) for one test module."""
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    temp_dir = tempfile.mkdtemp(prefix="sweep-test-ray-", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def make_sweep():
+    """Compose and validate a sweep config as `python -m sweep OVERRIDES` would."""
+    from sweep import config
+
+    def make(*overrides: str):
+        return config.resolve(config.compose(list(overrides)))
+
+    return make
+
+
+def core_values(sw, sim) -> dict:
+    """A point's dataset variables computed by the core called directly (the tests' oracle):
+    one array over the grid's cpus axis per variable."""
+    import numpy as np
+
+    import core
+    from sweep import simulate
+
+    scenario, cow_model, sample, recycles, cpus, _ = simulate.settings_of(sw.grid)
+    prog = simulate.program(scenario, *sim.workload, cow_model, sample, recycles)
+    want = core.run(prog, sim.kernel, sim.seed, cpus=list(cpus), timing=sw.grid.timing_model())
+    return {
+        name: np.asarray(want["contention"][name]) if name in simulate.CONTENTION
+        else np.full(len(cpus), float(want[name]))
+        for name in simulate.DETERMINISTIC
+    }

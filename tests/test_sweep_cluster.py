@@ -1,0 +1,138 @@
+"""Sweeps on real multi-node Ray clusters on this machine.
+
+- ``ray.cluster_utils.Cluster`` (a head with no CPUs and two 1-CPU nodes): a node is removed
+  mid-sweep and the dataset is still complete and right.
+- ``ray start`` twice and ``ray job submit`` of a smoke sweep, with absolute output paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from sweep import app, config, grid, simulate
+from tests.conftest import core_values
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def test_node_removed_mid_sweep(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    nodes = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        args = ["+grid=smoke", "grid.kernel=[2.6.33]", "grid.processes=[500,700,900]",
+                "grid.pages_per_vma=[200]", "grid.cow_fraction=[0.5,0.75,1.0]",
+                "grid.cpus=[1,2]", "grid.seed=[0,1]", "batch.max_points=1",
+                "flush_seconds=0.2", f"ray.address={cluster.address}"]
+        sw = config.resolve(config.compose(args))
+        path = str(tmp_path / "results.zarr")
+        removed: list = []
+
+        def remove_when_started() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if zarr.open_group(path, mode="r")["done"][...].sum() >= 4:
+                        cluster.remove_node(nodes[0])
+                        removed.append(nodes[0])
+                        return
+                except Exception:  # store not there yet
+                    pass
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=remove_when_started, daemon=True)
+        thread.start()
+        result = app.run(sw, str(tmp_path), "resume={path}")
+        thread.join()
+        assert removed, "the sweep ended before a node could be removed"
+        assert result.code == 0 and result.failed == 0, result.message
+        ds = xr.open_zarr(path, consolidated=False)
+        assert bool(ds.done.all())
+        for s in grid.sims(sw.grid):
+            want = core_values(sw, s)
+            point = ds.sel(kernel=s.kernel, processes=s.processes, pages_per_vma=s.pages_per_vma,
+                           cow_fraction=s.cow_fraction, seed=s.base_seed)
+            for name in simulate.DETERMINISTIC:
+                np.testing.assert_array_equal(point[name].values, want[name], name)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _pids_with(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture()
+def ray_start_cluster():
+    """A 2-node cluster from `ray start` on this machine, stopped by PID (never `ray stop`)."""
+    if shutil.which("ray", path=VENV_BIN) is None:
+        pytest.skip("the ray CLI is not installed")
+    temp_dir = tempfile.mkdtemp(prefix="sweep-job-ray-", dir="/tmp")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    ray = os.path.join(VENV_BIN, "ray")
+    port = "6391"
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1",
+                        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                        "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield env
+    finally:
+        # Every process of this cluster names its temp dir (or session) on its command line.
+        for _ in range(3):
+            pids = _pids_with(temp_dir) + _pids_with(f"127.0.0.1:{port}")
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_smoke(ray_start_cluster, tmp_path):
+    env = ray_start_cluster
+    run_dir = tmp_path / "job-run"  # absolute: the job's cwd is a temporary working dir
+    proc = subprocess.run(
+        [os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", "http://127.0.0.1:8265",
+         "--", sys.executable, "-m", "sweep", "+grid=smoke", f"hydra.run.dir={run_dir}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = str(run_dir / "results.zarr")
+    assert path in proc.stdout
+    ds = xr.open_zarr(path, consolidated=False)
+    assert bool(ds.done.all()) and ds.attrs["errors"] == {}
+    assert json.dumps(ds.attrs["grid"])  # the store's attributes survived the trip
