@@ -1,0 +1,359 @@
+"""The report's figures: one function per figure, drawn on matplotlib's Agg canvas into PNGs.
+
+Job: draw a results dataset (and its scaling fits) into files; compute nothing the tables do
+not already show, decide nothing about claims. Each kernel keeps one colour, marker and line
+style in every figure (``kernel_style``), so a reader learns the legend once. Figures that a
+dataset cannot feed (no contention variables, not the chain scenario) are skipped with the
+reason, never drawn empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import ScalarFormatter
+
+from sweep import results
+
+logger = logging.getLogger(__name__)
+
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then a few
+# more. Known generations get fixed slots so a kernel has the same colour in every report.
+_PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+            "#8C564B", "#7F7F7F", "#BCBD22")
+_KNOWN = ("2.6.33", "2.6.34", "2.6.36", "3.0", "3.7", "3.8", "3.19", "6.0")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+# Generations with identical walks (2.6.34 and 2.6.36 in aim7) draw on top of each other:
+# different dashes and marker sizes keep every line visible.
+_LINES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)), "-", "--", ":", "-.")
+
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: its file, or why it was not drawn."""
+
+    name: str
+    title: str
+    caption: str
+    path: Path | None
+    skipped: str | None = None
+
+
+def kernel_style(kernels: list[str]) -> dict[str, dict]:
+    """Colour, marker and line style of each kernel (fixed for known generations)."""
+    extra = [k for k in sorted(kernels, key=results.version_key) if k not in _KNOWN]
+    style = {}
+    for k in kernels:
+        i = _KNOWN.index(k) if k in _KNOWN else len(_KNOWN) + extra.index(k)
+        style[k] = dict(color=_PALETTE[i % len(_PALETTE)], marker=_MARKERS[i % len(_MARKERS)],
+                        linestyle=_LINES[i % len(_LINES)], markersize=7 - 0.8 * (i % 3))
+    return style
+
+
+def make_figures(ds: xr.Dataset, scaling: xr.Dataset, out_dir: Path) -> list[Figure]:
+    """Draw every figure the dataset can feed into ``out_dir``; one ``Figure`` per figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style = kernel_style(results.kernels(ds))
+    makers: list[Callable[..., Figure]] = [
+        entries_vs_processes, entries_heatmap, exponents, rmap_bytes, speedup, chain,
+    ]
+    figures = []
+    for make in makers:
+        fig = make(ds, scaling, style, out_dir)
+        if fig.skipped:
+            logger.info("figure %s skipped: %s", fig.name, fig.skipped)
+        figures.append(fig)
+    return figures
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _ordered(ds: xr.Dataset) -> list[str]:
+    return sorted(results.kernels(ds), key=results.version_key)
+
+
+def _pick(values: np.ndarray, most: int) -> list:
+    """At most ``most`` values, evenly spread, always the first and the last."""
+    values = list(np.asarray(values).tolist())
+    if len(values) <= most:
+        return values
+    idx = np.unique(np.round(np.linspace(0, len(values) - 1, most)).astype(int))
+    return [values[i] for i in idx]
+
+
+def _seed_stats(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, min, max) over seeds of a 1-d-after-seed selection; NaN where nothing is done."""
+    v = np.asarray(da.values, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: unfinished points
+        return np.nanmean(v, axis=-1), np.nanmin(v, axis=-1), np.nanmax(v, axis=-1)
+
+
+def _label(ds: xr.Dataset, name: str, fallback: str) -> str:
+    attrs = ds[name].attrs if name in ds.variables else {}
+    units = attrs.get("units")
+    return f"{fallback} [{units}]" if units else fallback
+
+
+def _save(fig: MplFigure, path: Path) -> Path:
+    # "tight" also keeps a title wider than a one-panel figure inside the picture.
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _legend(fig: MplFigure, axes: np.ndarray, extra: str | None = None) -> None:
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    # "outside": constrained layout makes room for it, so no second draw to find the bbox.
+    fig.legend(handles, labels, loc="outside right upper", frameon=False,
+               title=extra or "kernel")
+
+
+def _grid(rows: int, cols: int, width: float = 3.6, height: float = 3.0, **kw):
+    # A bare Figure on an Agg canvas, not pyplot: no global backend switch (a notebook that
+    # imports this module keeps its inline plots) and no figure registry to leak into.
+    # At least 6.5 in wide, so a one-panel figure still has room for its title.
+    fig = MplFigure(figsize=(max(6.5, width * cols), height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _x_label(ds: xr.Dataset) -> str:
+    # The processes axis counts fork-and-exit generations in the chain scenario.
+    if results.scenario(ds) == "chain":
+        return "generations (fork, then the parent exits)"
+    return "processes N (children forked)"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+# -- the figures ------------------------------------------------------------------------------
+def entries_vs_processes(ds, scaling, style, out_dir) -> Figure:
+    name, title = "entries_vs_processes", "Entries per rmap walk against processes"
+    rows = _pick(ds["pages_per_vma"].values, 3)
+    cols = _pick(ds["cow_fraction"].values, 6)
+    n = np.asarray(ds["processes"].values, dtype=float)
+    data = results.finished(ds, "entries_mean").isel(cpus=0)
+    fig, axes = _grid(len(rows), len(cols), sharex=True, sharey=True)
+    for r, ppv in enumerate(rows):
+        for c, f in enumerate(cols):
+            ax = axes[r, c]
+            for k in _ordered(ds):
+                one = data.sel(kernel=k, pages_per_vma=ppv, cow_fraction=f)
+                mean, lo, hi = _seed_stats(one.transpose("processes", "seed"))
+                ax.plot(n, mean, label=k, **style[k])
+                ax.fill_between(n, lo, hi, color=style[k]["color"], alpha=0.15, linewidth=0)
+            ax.plot(n, n + 1, color="0.6", linewidth=1, linestyle=(0, (1, 2)),
+                    label="N + 1 (every VMA)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_title(f"cow_fraction = {_fmt(f)}, {int(ppv)} pages/VMA", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel(_x_label(ds))
+            if c == 0:
+                ax.set_ylabel(_label(ds, "entries_mean", "entries per walk"))
+    fig.suptitle(f"{title}\n(mean over seeds; band: seed min–max)")
+    _legend(fig, axes)
+    caption = ("Log-log: a slope of 1 is O(N), a flat line O(1). Each panel is one cow_fraction "
+               "(columns) and pages per VMA (rows); the dotted grey line is N + 1, a walk of "
+               "every VMA of the family.")
+    if len(cols) < ds.sizes["cow_fraction"] or len(rows) < ds.sizes["pages_per_vma"]:
+        caption += " Only some cow_fraction / pages_per_vma values are shown."
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))
+
+
+def entries_heatmap(ds, scaling, style, out_dir) -> Figure:
+    name, title = "entries_heatmap", "Entries per walk over processes × cow_fraction"
+    ppv = int(np.asarray(ds["pages_per_vma"].values).max())
+    kernels = _ordered(ds)
+    data = results.finished(ds, "entries_mean").isel(cpus=0).sel(pages_per_vma=ppv)
+    grids = {}
+    for k in kernels:
+        one = data.sel(kernel=k).transpose("cow_fraction", "processes", "seed")
+        grids[k] = _seed_stats(one)[0]
+    finite = np.concatenate([g[np.isfinite(g) & (g > 0)] for g in grids.values()] or [[1.0]])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
+    if vmax <= vmin:
+        vmax = vmin * 10
+    norm = LogNorm(vmin=vmin, vmax=vmax)
+    cols = min(4, len(kernels))
+    nrows = math.ceil(len(kernels) / cols)
+    fig, axes = _grid(nrows, cols, width=3.4, height=2.9)
+    procs = [str(int(p)) for p in ds["processes"].values]
+    fracs = [_fmt(f) for f in ds["cow_fraction"].values]
+    image = None
+    for i, k in enumerate(kernels):
+        ax = axes[i // cols, i % cols]
+        g = np.ma.masked_invalid(grids[k])
+        image = ax.imshow(g, origin="lower", aspect="auto", norm=norm, cmap="viridis")
+        ax.set_xticks(range(len(procs)), procs, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(fracs)), fracs, fontsize=8)
+        ax.set_title(k, color=style[k]["color"], fontweight="bold")
+        ax.set_xlabel("processes N")
+        ax.set_ylabel("cow_fraction")
+        if g.size <= 120:
+            for (y, x), v in np.ndenumerate(grids[k]):
+                if np.isfinite(v):
+                    light = norm(v) < 0.6
+                    ax.text(x, y, f"{v:.3g}", ha="center", va="center", fontsize=7,
+                            color="white" if light else "black")
+    for j in range(len(kernels), nrows * cols):
+        axes[j // cols, j % cols].axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes, label=_label(ds, "entries_mean", "entries per walk"),
+                     shrink=0.9)
+    fig.suptitle(f"{title}\n({ppv} pages/VMA, mean over seeds)")
+    caption = ("Colour and number: mean entries per walk (log colour scale, shared by the "
+               "panels); blank cells are points not done.")
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))
+
+
+def exponents(ds, scaling, style, out_dir) -> Figure:
+    name, title = "exponents", "Fitted exponent k of entries per walk ∝ N^k"
+    rows = _pick(scaling["pages_per_vma"].values, 3)
+    f = np.asarray(scaling["cow_fraction"].values, dtype=float)
+    fig, axes = _grid(1, len(rows), width=4.2, height=3.2, sharey=True)
+    kernels = _ordered(ds)
+    width = 0.6 * (np.min(np.diff(f)) if f.size > 1 else 1.0) / max(len(kernels), 1)
+    for c, ppv in enumerate(rows):
+        ax = axes[0, c]
+        for i, k in enumerate(kernels):
+            one = scaling.sel(kernel=k, pages_per_vma=ppv).isel(cpus=0)
+            k_mid = np.asarray(one["k"].values, dtype=float)
+            lo = np.asarray(one["k_lo"].values, dtype=float)
+            hi = np.asarray(one["k_hi"].values, dtype=float)
+            err = np.vstack([np.nan_to_num(k_mid - lo), np.nan_to_num(hi - k_mid)])
+            x = f + (i - (len(kernels) - 1) / 2) * width
+            st = style[k]
+            ax.errorbar(x, k_mid, yerr=err, color=st["color"], marker=st["marker"],
+                        linestyle=st["linestyle"], capsize=3, label=k)
+        logs = np.asarray(scaling["k_log"].sel(pages_per_vma=ppv).values, dtype=float)
+        k_log = float(np.nanmean(logs)) if np.isfinite(logs).any() else math.nan
+        for level, text in ((0.0, "O(1)"), (k_log, "O(log N)"), (1.0, "O(N)")):
+            if np.isfinite(level):
+                ax.axhline(level, color="0.5", linewidth=0.8, linestyle=(0, (2, 2)))
+                ax.text(1.01, level, text, transform=ax.get_yaxis_transform(), fontsize=8,
+                        va="center", color="0.35")
+        ax.set_xlabel("cow_fraction")
+        ax.set_title(f"{int(ppv)} pages/VMA", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if c == 0:
+            ax.set_ylabel("exponent k [1]")
+    fig.suptitle(f"{title}\n(largest decade of N; bars: 95 % interval over seeds)")
+    _legend(fig, axes)
+    caption = ("k near 1 is O(N), near 0 is O(1); dashed guides mark the three reference "
+               "exponents used to classify the fits (sweep/scaling.py).")
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))
+
+
+def rmap_bytes(ds, scaling, style, out_dir) -> Figure:
+    name, title = "rmap_bytes", "rmap memory (anon_vmas + anon_vma_chains) against processes"
+    ppv = int(np.asarray(ds["pages_per_vma"].values).max())
+    f = float(np.asarray(ds["cow_fraction"].values).max())
+    n = np.asarray(ds["processes"].values, dtype=float)
+    data = results.finished(ds, "rmap_bytes").isel(cpus=0).sel(pages_per_vma=ppv, cow_fraction=f)
+    fig, axes = _grid(1, 2, width=4.4, height=3.4)
+    for k in _ordered(ds):
+        mean = _seed_stats(data.sel(kernel=k).transpose("processes", "seed"))[0]
+        axes[0, 0].plot(n, mean, label=k, **style[k])
+        axes[0, 1].plot(n, mean / n, label=k, **style[k])
+    axes[0, 0].set_xscale("log")
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylabel(_label(ds, "rmap_bytes", "rmap bytes"))
+    axes[0, 0].set_title("total", fontsize=9)
+    axes[0, 1].set_xscale("log")
+    axes[0, 1].set_ylabel("rmap bytes per child [bytes/process]")
+    axes[0, 1].set_title("per child (total / N)", fontsize=9)
+    axes[0, 1].set_ylim(bottom=0)
+    for ax in axes[0]:
+        ax.set_xlabel(_x_label(ds))
+        ax.grid(True, which="major", alpha=0.3)
+    fig.suptitle(f"{title}\n({ppv} pages/VMA, cow_fraction = {_fmt(f)})")
+    _legend(fig, axes)
+    caption = ("Kernel memory of the reverse map at scan time, with each generation's x86-64 "
+               "struct sizes (docs/core.md). The right panel divides by the number of children: "
+               "what each fork costs once N is large.")
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))
+
+
+def speedup(ds, scaling, style, out_dir) -> Figure:
+    name, title = "speedup", "Reclaim speedup against CPUs"
+    if "speedup" not in ds.data_vars:
+        return Figure(name, title, "", None,
+                      "no contention variables (speedup) in this dataset (issue 5)")
+    cpus = np.asarray(ds["cpus"].values, dtype=float)
+    ppv = int(np.asarray(ds["pages_per_vma"].values).max())
+    n = int(np.asarray(ds["processes"].values).max())
+    cols = _pick(ds["cow_fraction"].values, 4)
+    data = results.finished(ds, "speedup").sel(pages_per_vma=ppv, processes=n)
+    fig, axes = _grid(1, len(cols), width=3.6, height=3.2, sharey=True)
+    for c, f in enumerate(cols):
+        ax = axes[0, c]
+        for k in _ordered(ds):
+            mean = _seed_stats(data.sel(kernel=k, cow_fraction=f).transpose("cpus", "seed"))[0]
+            ax.plot(cpus, mean, label=k, **style[k])
+        ax.plot(cpus, cpus, color="0.6", linewidth=1, linestyle=(0, (1, 2)), label="ideal")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())  # 1, 2, 4, … rather than 2^k
+        ax.set_xlabel("CPUs reclaiming at once")
+        ax.set_title(f"cow_fraction = {_fmt(f)}", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+        if c == 0:
+            ax.set_ylabel(_label(ds, "speedup", "speedup"))
+    fig.suptitle(f"{title}\n(N = {n}, {ppv} pages/VMA, mean over seeds)")
+    _legend(fig, axes)
+    caption = ("Scan time at 1 CPU over scan time at this many CPUs; the dotted line is "
+               "perfect scaling. A flat line means the CPUs wait on one lock.")
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))
+
+
+def chain(ds, scaling, style, out_dir) -> Figure:
+    name, title = "chain", "Chain length and live anon_vmas against generations"
+    if results.scenario(ds) != "chain":
+        return Figure(name, title, "", None,
+                      f"needs the chain scenario (issue 4); this dataset is "
+                      f"{results.scenario(ds)!r}")
+    missing = [v for v in ("max_chain", "anon_vmas") if v not in ds.data_vars]
+    if missing:
+        return Figure(name, title, "", None, f"lacks {', '.join(missing)}")
+    d = np.asarray(ds["processes"].values, dtype=float)
+    point = dict(pages_per_vma=ds["pages_per_vma"].values[0],
+                 cow_fraction=ds["cow_fraction"].values[0])
+    fig, axes = _grid(1, 2, width=4.4, height=3.4)
+    for i, var in enumerate(("max_chain", "anon_vmas")):
+        ax = axes[0, i]
+        data = results.finished(ds, var).isel(cpus=0).sel(**point)
+        for k in _ordered(ds):
+            mean = _seed_stats(data.sel(kernel=k).transpose("processes", "seed"))[0]
+            ax.plot(d, mean, label=k, **style[k])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("generations (fork, then the parent exits)")
+        ax.set_ylabel(_label(ds, var, "longest chain" if var == "max_chain" else "live anon_vmas"))
+        ax.grid(True, which="major", alpha=0.3)
+    fig.suptitle(title)
+    _legend(fig, axes)
+    caption = ("Without reuse the chain and the anon_vmas grow with every generation "
+               "(the endless growth); with reuse (3.19+) they stay bounded.")
+    return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))

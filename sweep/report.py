@@ -1,0 +1,241 @@
+"""The report of a sweep: figures, scaling fits and the seed's claims, written next to the store.
+
+Job: ``write_report(store_path)`` (run at the end of every sweep, and by
+``python -m sweep.report PATH/results.zarr``) reads a results store, fits, checks, draws, and
+writes ``report.md``, ``figures/*.png`` and ``scaling.zarr`` beside it. Everything is built in
+a temporary directory first and moved into place at the end, so a bad store or a failure
+leaves no half-written report (and an older report stays as it was). ``summary`` is the
+sweep's terminal table, formatted from the store's in-memory arrays.
+
+The computing is elsewhere: ``sweep.scaling`` (fits), ``sweep.claims`` (claims),
+``sweep.figures`` (pictures), ``sweep.results`` (opening and checking the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # the sweep's store; imported lazily so a report needs no Hydra config
+    from sweep.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: What the report writes next to the store (moved into place together).
+ARTEFACTS = ("report.md", "figures", "scaling.zarr")
+
+
+def write_report(store_path: str | os.PathLike) -> Path:
+    """Write the report of a results store next to it; return the path of ``report.md``.
+
+    Raises
+    ------
+    sweep.results.ResultsError : the path is not a results store, or lacks what a report needs
+    """
+    from sweep import claims, figures, results, scaling
+
+    store = Path(store_path).resolve()
+    ds = results.open_results(store).load()  # a sweep's dataset is small: one read
+    fits = scaling.fit_scaling(ds)
+    checked = claims.check_claims(ds)
+    out = store.parent
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        drawn = figures.make_figures(ds, fits, tmp / "figures")
+        fits.to_zarr(tmp / "scaling.zarr", mode="w-", zarr_format=3, consolidated=False)
+        text = render_markdown(ds, store, fits, checked, drawn)
+        (tmp / "report.md").write_text(text, encoding="utf-8")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("report written to %s", out / "report.md")
+    return out / "report.md"
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    # Old artefacts go into the temporary directory (deleted with it), new ones take their
+    # place: renames within one directory, so each artefact is either old or new, never partial.
+    for name in ARTEFACTS:
+        target = out / name
+        if target.exists():
+            target.rename(tmp / f"old-{name}")
+        (tmp / name).rename(target)
+
+
+# -- rendering --------------------------------------------------------------------------------
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """A GitHub-flavoured Markdown table of rows that share their keys."""
+    if not rows:
+        return "(no rows)\n"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(_cell(r[h]) for h in head) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: Sequence[dict[str, str]], widths: dict[str, int] | None = None) -> str:
+    """A plain fixed-width table for the terminal (long cells are cut to ``widths``)."""
+    if not rows:
+        return "(no rows)"
+    head = list(rows[0])
+    limit = widths or {}
+
+    def cut(h: str, v: str) -> str:
+        w = limit.get(h)
+        return v if w is None or len(v) <= w else v[: w - 1] + "…"
+
+    cells = [[cut(h, str(r[h])) for h in head] for r in rows]
+    size = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    line = "  ".join(h.ljust(size[i]) for i, h in enumerate(head))
+    body = ["  ".join(c[i].ljust(size[i]) for i in range(len(head))) for c in cells]
+    return "\n".join([line, "  ".join("-" * s for s in size), *body])
+
+
+def claim_rows(checked) -> list[dict[str, str]]:
+    return [
+        {"#": c.key, "claim": c.claim, "source": c.source, "expected": c.expected,
+         "measured": c.measured, "verdict": c.verdict}
+        for c in checked
+    ]
+
+
+def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
+    """The text of report.md."""
+    from sweep import results, scaling
+
+    grid = results.grid_attr(ds)
+    done, total = results.done_fraction(ds)
+    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in results.DIMS)
+    out = [
+        f"# Report: {ds.attrs.get('title', store.name)}",
+        "",
+        f"Store `{store.name}` (open it with `xr.open_zarr(..., consolidated=False)`; "
+        "every variable is described in docs/dataset.md).",
+        "",
+        f"- scenario `{results.scenario(ds)}`, cow model `{grid.get('cow_model', '?')}`, "
+        f"sample `{grid.get('sample', '?')}`",
+        f"- kernels: {', '.join(results.kernels(ds))}",
+        f"- axes: {sizes}",
+        f"- points done: {done} of {total}",
+        "",
+        "## The 2010 claims, checked",
+        "",
+        markdown_table(claim_rows(checked)),
+        "How each row was measured, or why it cannot be answered here:",
+        "",
+    ]
+    out += [f"- **{c.key}** ({c.verdict}): {c.note}" for c in checked]
+    answered = [c.key for c in checked if c.holds is not None]
+    unanswered = [c.key for c in checked if c.holds is None]
+    out += [
+        "",
+        f"This dataset answers rows {', '.join(answered) or 'none'}"
+        + (f"; it cannot answer {', '.join(unanswered)}." if unanswered else "."),
+        "",
+        "## Scaling of entries per walk",
+        "",
+        "Exponent k of entries per walk ∝ N^k over the largest decade of processes, per "
+        "kernel and slice, with its 95 % interval over seeds; the class is the nearest of the "
+        "reference exponents of 1, ln N and N over that window (sweep/scaling.py). "
+        "`?` marks a class whose interval is unknown or reaches into another class. "
+        "The fits are also stored in `scaling.zarr`.",
+        "",
+    ]
+    if not scaling.cpus_matter(fits) and fits.sizes["cpus"] > 1:
+        out += ["The fits are the same for every cpus value, so cpus is not a column.", ""]
+    out += [markdown_table(scaling.table_rows(fits)), "## Figures", ""]
+    for fig in drawn:
+        if fig.path is None:
+            continue
+        out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.path.name})", "",
+                fig.caption, ""]
+    skipped = [f for f in drawn if f.path is None]
+    if skipped:
+        out += ["### Not drawn for this dataset", ""]
+        out += [f"- {f.title}: {f.skipped}" for f in skipped]
+        out.append("")
+    return "\n".join(out)
+
+
+# -- the sweep's end-of-run summary -----------------------------------------------------------
+def summary(store: Store) -> str:
+    """Entries per walk and rmap memory at the largest process count, one row per kernel.
+
+    Means are over pages_per_vma, cow_fraction and seed (and cpus, whose values repeat); a
+    kernel whose points there are not done shows ``-``.
+    """
+    grid = store.grid
+    p = int(np.argmax(grid.processes))
+    n = grid.processes[p]
+    cols = ("entries_mean", "entries_p99", "entries_max", "calls_mean", "rmap_bytes")
+    head = f"{'kernel':<10}" + "".join(f"{c:>14}" for c in cols) + f"{'done':>12}"
+    lines = [
+        f"at processes={n} (mean over pages_per_vma, cow_fraction, seed):",
+        head,
+    ]
+    for k, kernel in enumerate(grid.kernel):
+        done = store.done[k, p]
+        row = f"{kernel:<10}"
+        for c in cols:
+            values = store.data[c][k, p]
+            with warnings.catch_warnings():  # all-NaN slices: not run yet
+                warnings.simplefilter("ignore", RuntimeWarning)
+                v = np.nanmax(values) if c == "entries_max" else np.nanmean(values)
+            row += f"{'-':>14}" if np.isnan(v) else f"{v:>14.6g}"
+        row += f"{f'{int(done.sum())}/{done.size}':>12}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sweep.report PATH/results.zarr``: write the report, print its tables."""
+    from sweep import claims, results, scaling
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.report",
+        description="Write report.md, figures/ and scaling.zarr next to a results store.",
+    )
+    parser.add_argument("store", help="a results store, e.g. outputs/DATE/TIME/results.zarr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the report path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = write_report(args.store)
+    except results.ResultsError as exc:
+        print(f"sweep.report: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        ds = results.open_results(args.store).load()
+        rows = claim_rows(claims.check_claims(ds))
+        print(text_table([{k: r[k] for k in ("#", "measured", "verdict")} for r in rows],
+                         {"measured": 70}))
+        print()
+        print(text_table(scaling.table_rows(xr_open(path.parent / "scaling.zarr"))))
+        print()
+    print(path)
+    return 0
+
+
+def xr_open(path: Path):
+    import xarray as xr
+
+    return xr.open_zarr(path, consolidated=False).load()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
