@@ -173,30 +173,36 @@ def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
 
 # -- the sweep's end-of-run summary -----------------------------------------------------------
 def summary(store: Store) -> str:
-    """Entries per walk and rmap memory at the largest process count, one row per kernel.
+    """The headline at the largest point: one row per kernel.
 
-    Means are over pages_per_vma, cow_fraction and seed (and cpus, whose values repeat); a
-    kernel whose points there are not done shows ``-``.
+    At the largest process count, COW fraction and pages per VMA (Rik's case: many children
+    each COWing their whole VMA), means over seeds: entries per walk, its 99th percentile,
+    page_referenced_one calls, rmap bytes, and the contention model's speedup at the largest
+    CPU count. A kernel whose points there are not done shows ``-``.
     """
     grid = store.grid
     p = int(np.argmax(grid.processes))
-    n = grid.processes[p]
-    cols = ("entries_mean", "entries_p99", "entries_max", "calls_mean", "rmap_bytes")
-    head = f"{'kernel':<10}" + "".join(f"{c:>14}" for c in cols) + f"{'done':>12}"
+    v = int(np.argmax(grid.pages_per_vma))
+    c = int(np.argmax(grid.cow_fraction))
+    u = int(np.argmax(grid.cpus))
+    cols = ("entries_mean", "entries_p99", "calls_mean", "rmap_bytes", "speedup")
+    names = {"speedup": f"speedup@{grid.cpus[u]}cpu"}
+    head = f"{'kernel':<10}" + "".join(f"{names.get(x, x):>15}" for x in cols) + f"{'done':>8}"
     lines = [
-        f"at processes={n} (mean over pages_per_vma, cow_fraction, seed):",
+        f"at processes={grid.processes[p]}, pages_per_vma={grid.pages_per_vma[v]}, "
+        f"cow_fraction={grid.cow_fraction[c]:g} (mean over seeds):",
         head,
     ]
     for k, kernel in enumerate(grid.kernel):
-        done = store.done[k, p]
+        done = store.done[k, p, v, c]
         row = f"{kernel:<10}"
-        for c in cols:
-            values = store.data[c][k, p]
+        for col in cols:
+            values = store.data[col][k, p, v, c, u if col == "speedup" else 0]
             with warnings.catch_warnings():  # all-NaN slices: not run yet
                 warnings.simplefilter("ignore", RuntimeWarning)
-                v = np.nanmax(values) if c == "entries_max" else np.nanmean(values)
-            row += f"{'-':>14}" if np.isnan(v) else f"{v:>14.6g}"
-        row += f"{f'{int(done.sum())}/{done.size}':>12}"
+                x = np.nanmean(values)
+            row += f"{'-':>15}" if np.isnan(x) else f"{x:>15.6g}"
+        row += f"{f'{int(done.sum())}/{done.size}':>8}"
         lines.append(row)
     return "\n".join(lines)
 
