@@ -76,17 +76,24 @@ static int cow_interleaved(struct sim *s, const struct prog_op *op, bool random)
 					"process %d's", (int)op->c, (int)p, vma_at(s, vma)->npages, n,
 					(int)op->a);
 	}
+	/* The processes' VMAs, looked up once: the loop below visits them page by page. */
+	size_t bytes = (size_t)op->b * sizeof(idx_t);
+	idx_t *vmas = sim_malloc(s, bytes);
+	if (!vmas)
+		return sim_enomem(s);
+	for (int32_t j = 0; j < op->b; j++)
+		vmas[j] = mm_at(s, (idx_t)(op->a + j))->vmas[op->c];
 	uint32_t k = random ? n : (uint32_t)floor(op->x * (double)n);
-	for (uint32_t i = 0; i < k; i++) {
-		for (int32_t p = op->a; p < op->a + op->b; p++) {
-			if (random && !(sim_uniform(s) < op->x))
+	uint64_t below = sim_threshold(op->x);
+	for (uint32_t i = 0; i < k && !err; i++) {
+		for (int32_t j = 0; j < op->b && !err; j++) {
+			if (random && !sim_draw_below(s, below))
 				continue;
-			vma = mm_at(s, (idx_t)p)->vmas[op->c];
-			if ((err = handle_mm_fault(s, vma, i)))
-				return err;
+			err = handle_mm_fault(s, vmas[j], i);
 		}
 	}
-	return SIM_OK;
+	sim_free(s, vmas, bytes);
+	return err;
 }
 
 static int run_op(struct sim *s, const struct prog_op *op)
@@ -122,14 +129,16 @@ static int run_op(struct sim *s, const struct prog_op *op)
 				return err;
 		return SIM_OK;
 
-	case OP_COW_RANDOM:
+	case OP_COW_RANDOM: {
 		if ((err = lookup_vma(s, op->a, op->b, &vma)) || (err = check_fraction(s, op->x)))
 			return err;
 		/* One draw per page whatever f is, so the stream does not depend on f. */
+		uint64_t below = sim_threshold(op->x);
 		for (uint32_t i = 0, n = vma_at(s, vma)->npages; i < n; i++)
-			if (sim_uniform(s) < op->x && (err = handle_mm_fault(s, vma, i)))
+			if (sim_draw_below(s, below) && (err = handle_mm_fault(s, vma, i)))
 				return err;
 		return SIM_OK;
+	}
 
 	case OP_COW_FIRST: {
 		if ((err = lookup_vma(s, op->a, op->b, &vma)) || (err = check_fraction(s, op->x)))

@@ -73,17 +73,3 @@ int sim_enomem(struct sim *s)
 				"the limit of %zu bytes (%zu in use)", s->limit, s->bytes);
 	return sim_fail(s, SIM_ENOMEM, "out of memory (%zu bytes in use)", s->bytes);
 }
-
-/* splitmix64 (docs/core.md "Random numbers"); the reference model implements the same. */
-static uint64_t splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
-double sim_uniform(struct sim *s)
-{
-	return (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
-}

@@ -248,7 +248,38 @@ void sim_destroy(struct sim *s);
 int sim_fail(struct sim *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int sim_enomem(struct sim *s);
-double sim_uniform(struct sim *s);
+
+/* splitmix64 (docs/core.md "Random numbers"); the reference model implements the same. Inline:
+ * it is drawn once per page of every cow_random. */
+static inline uint64_t sim_next(struct sim *s)
+{
+	uint64_t z = (s->rng += 0x9E3779B97F4A7C15ULL);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* u in [0, 1): the top 53 bits; they fit a signed conversion, which is one instruction. */
+static inline double sim_uniform(struct sim *s)
+{
+	return (double)(int64_t)(sim_next(s) >> 11) * 0x1.0p-53;
+}
+
+/*
+ * "u < f" without floating point: u = m * 2^-53 with m the top 53 bits, and m * 2^-53 < f
+ * exactly when m < ceil(f * 2^53) (scaling by 2^53 is exact). sim_threshold(f) is that bound.
+ */
+static inline uint64_t sim_threshold(double f)
+{
+	double t = f * 0x1.0p53;
+	uint64_t u = (uint64_t)t;
+	return u + ((double)u < t);
+}
+
+static inline bool sim_draw_below(struct sim *s, uint64_t threshold)
+{
+	return (sim_next(s) >> 11) < threshold;
+}
 
 /* rmap.c: anon_vma, anon_vma_chain and the page's rmap (mm/rmap.c) */
 int anon_vma_prepare(struct sim *s, idx_t vma);
