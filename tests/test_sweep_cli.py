@@ -102,3 +102,34 @@ def test_sigkilled_driver_then_resume(tmp_path):
                           cow_fraction=s.cow_fraction, seed=s.base_seed)
         for name in simulate.DETERMINISTIC:
             np.testing.assert_array_equal(point[name].values, want[name], (name, s.label()))
+
+
+def test_ctrl_c_stops_cleanly_with_everything_finished_flushed(tmp_path):
+    run = tmp_path / "run"
+    path = str(run / "results.zarr")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *ARGS, f"hydra.run.dir={run}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if int(zarr.open_group(path, mode="r")["done"][...].sum()) >= 2:
+                break
+        except Exception:  # not created yet, or the template is being written
+            pass
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the driver only
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted:" in err and f"resume={path}" in err
+    assert out.strip().splitlines()[-1] == path  # the dataset path is still the last line
+    ds = xr.open_zarr(path, consolidated=False).load()
+    done = ds.done.values
+    assert 0 < done.sum() < done.size
+    # every point marked done has its data; nothing unfinished pretends to be
+    assert np.isfinite(ds.entries_mean.values[done]).all()
+    assert np.isnan(ds.entries_mean.values[~done]).all()
+    temp_dir = (run / "__main__.log").read_text().split("temp dir ")[1].split(")")[0]
+    assert not _ray_processes(temp_dir), "Ray kept running after Ctrl-C"

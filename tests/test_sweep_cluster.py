@@ -90,7 +90,7 @@ def _pids_with(marker: str) -> list[int]:
     return pids
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def ray_start_cluster():
     """A 2-node cluster from `ray start` on this machine, stopped by PID (never `ray stop`)."""
     if shutil.which("ray", path=VENV_BIN) is None:
@@ -108,7 +108,7 @@ def ray_start_cluster():
         subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
                         "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=120)
-        yield env
+        yield env, temp_dir
     finally:
         # Every process of this cluster names its temp dir (or session) on its command line.
         for _ in range(3):
@@ -123,7 +123,7 @@ def ray_start_cluster():
 
 
 def test_ray_job_submit_smoke(ray_start_cluster, tmp_path):
-    env = ray_start_cluster
+    env, _ = ray_start_cluster
     run_dir = tmp_path / "job-run"  # absolute: the job's cwd is a temporary working dir
     proc = subprocess.run(
         [os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", "http://127.0.0.1:8265",
@@ -136,3 +136,26 @@ def test_ray_job_submit_smoke(ray_start_cluster, tmp_path):
     ds = xr.open_zarr(path, consolidated=False)
     assert bool(ds.done.all()) and ds.attrs["errors"] == {}
     assert json.dumps(ds.attrs["grid"])  # the store's attributes survived the trip
+
+
+def test_ship_core_sends_the_built_core_to_the_workers(ray_start_cluster, tmp_path):
+    # ray.ship_core=true: the built core (its .so included) and sweep go to every worker with
+    # runtime_env py_modules, unpacked under the session's runtime_resources; no pip runs.
+    env, temp_dir = ray_start_cluster
+    run_dir = tmp_path / "shipped"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep", "+grid=smoke", "grid.processes=[1,10]",
+         "ray.address=127.0.0.1:6391", "ray.ship_core=true", "report=false",
+         f"hydra.run.dir={run_dir}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ds = xr.open_zarr(str(run_dir / "results.zarr"), consolidated=False)
+    assert bool(ds.done.all())
+    shipped = [
+        os.path.join(root, name)
+        for root, _, files in os.walk(temp_dir)
+        for name in files
+        if "runtime_resources" in root and name.startswith("_core") and name.endswith(".so")
+    ]
+    assert shipped, "no core/_core*.so under the cluster's runtime_resources"
