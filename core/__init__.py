@@ -8,6 +8,7 @@ signature and results; the tests hold one against the other. docs/core.md is the
 from __future__ import annotations
 
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
+from core.inject import Injection
 from core.program import COW_MODELS, PROGRAM_DTYPE, SCENARIOS, Op, Program, aim7, chain, prefork
 
 try:
@@ -30,6 +31,7 @@ __all__ = [
     "BUILD_ID",
     "COW_MODELS",
     "GENERATIONS",
+    "Injection",
     "InvariantError",
     "Op",
     "PROGRAM_DTYPE",

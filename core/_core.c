@@ -1,7 +1,7 @@
 /*
  * _core.c - the CPython binding of the anon_vma core: three functions, no state.
  *
- *   run(program_bytes, kernel, seed, check, memory_limit[, cpus, timing]) -> dict
+ *   run(program_bytes, kernel, seed, check, memory_limit[, cpus, timing, inject]) -> dict
  *       (GIL released while it runs; with cpus, the walk trace is replayed on each CPU count)
  *   generations() -> list of dicts, one per row of the generation table
  *   struct_sizes() -> dict of the simulator's own object sizes (for memory estimates)
@@ -19,7 +19,7 @@
 
 #include "sim.h"
 
-_Static_assert(sizeof(struct prog_op) == 24, "struct prog_op must match core.PROGRAM_DTYPE");
+_Static_assert(sizeof(struct prog_op) == 32, "struct prog_op must match core.PROGRAM_DTYPE");
 
 static PyObject *program_error;
 static PyObject *invariant_error;
@@ -106,6 +106,9 @@ static PyObject *results_dict(const struct sim *s)
 	    set_int(d, "faults", c->faults) || set_int(d, "cows", c->cows) ||
 	    set_int(d, "reuses", c->reuses) || set_int(d, "forks", c->forks) ||
 	    set_int(d, "exits", c->exits) || set_int(d, "peak_bytes", s->peak_bytes) ||
+	    set_int(d, "injected", c->injected) || set_int(d, "faults_failed", c->faults_failed) ||
+	    set_int(d, "forks_failed", c->forks_failed) ||
+	    set_int(d, "ops_failed", c->ops_failed) || set_int(d, "ops_skipped", c->ops_skipped) ||
 	    set_float(d, "sim_seconds", s->sim_seconds) ||
 	    set_float(d, "scan_seconds", s->scan_seconds))
 		goto fail;
@@ -210,9 +213,12 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 	PyObject *cpus_obj = Py_None;
 	struct timing tm = { 0 };
 	unsigned int batch = 32;
-	if (!PyArg_ParseTuple(args, "y*sKpK|O(dddddddI)", &view, &kernel, &seed, &check, &limit,
-			      &cpus_obj, &tm.entry_ns, &tm.call_ns, &tm.hit_ns, &tm.acquire_ns,
-			      &tm.release_ns, &tm.writer_interval_ns, &tm.writer_hold_ns, &batch))
+	double fail_probability = 0.0;
+	unsigned long long fail_at = 0, fail_seed = 0;
+	if (!PyArg_ParseTuple(args, "y*sKpK|O(dddddddI)(dKK)", &view, &kernel, &seed, &check,
+			      &limit, &cpus_obj, &tm.entry_ns, &tm.call_ns, &tm.hit_ns,
+			      &tm.acquire_ns, &tm.release_ns, &tm.writer_interval_ns,
+			      &tm.writer_hold_ns, &batch, &fail_probability, &fail_at, &fail_seed))
 		return NULL;
 	tm.batch = batch;
 
@@ -245,6 +251,9 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 
 	sim_init(s, gen, seed, check, (size_t)limit);
 	s->record_trace = cpus != NULL;
+	s->inject.probability = fail_probability;
+	s->inject.at = fail_at;
+	s->inject.rng = fail_seed;
 	int err;
 	Py_BEGIN_ALLOW_THREADS
 	err = sim_run_program(s, ops, nr_ops);

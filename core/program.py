@@ -12,11 +12,13 @@ import math
 
 import numpy as np
 
-__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "COW_MODELS", "SCENARIOS"]
+__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "mprotect", "COW_MODELS",
+           "SCENARIOS"]
 
-#: One operation: opcode, three integer arguments, one float argument (24 bytes).
+#: One operation: opcode, four integer arguments, one float argument (32 bytes, C-aligned).
 PROGRAM_DTYPE = np.dtype(
-    [("op", "<i4"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("x", "<f8")], align=True
+    [("op", "<i4"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("d", "<i4"), ("x", "<f8")],
+    align=True,
 )
 
 
@@ -34,6 +36,9 @@ class Op(enum.IntEnum):
     SCAN = 9  # (a=S): walk every page (S = 0) or a sample of S distinct pages
     COW_RANDOM_RR = 10  # (a=first process, b=count, c=vma, x=f): cow_random, round robin
     COW_FIRST_RR = 11  # (a=first process, b=count, c=vma, x=f): cow_first, round robin
+    MPROTECT = 12  # (a=process, b=vma, c=offset, d=len): toggle exec on the range, splitting
+    MUNMAP = 13  # (a=process, b=vma, c=offset, d=len): unmap the range, splitting
+    MREMAP = 14  # (a=process, b=vma, c=offset, d=len): move the range to a new address
 
 
 #: COW models of the grids, each the name of the builder's write pattern.
@@ -48,12 +53,13 @@ class Program:
     """
 
     def __init__(self) -> None:
-        self._rows: list[tuple[int, int, int, int, float]] = []
+        self._rows: list[tuple[int, int, int, int, int, float]] = []
         self._next_mm = 0
         self._vmas: dict[int, int] = {}
 
-    def _emit(self, op: Op, a: int = 0, b: int = 0, c: int = 0, x: float = 0.0) -> None:
-        self._rows.append((int(op), a, b, c, x))
+    def _emit(self, op: Op, a: int = 0, b: int = 0, c: int = 0, x: float = 0.0,
+              d: int = 0) -> None:
+        self._rows.append((int(op), a, b, c, d, x))
 
     def new_mm(self) -> int:
         self._emit(Op.NEW_MM)
@@ -109,6 +115,23 @@ class Program:
             self.cow_first(p, v, f)
         else:
             raise ValueError(f"cow_model {model!r} is not one of {', '.join(COW_MODELS)}")
+
+    def _range_op(self, op: Op, p: int, v: int, off: int, length: int, pieces: int) -> None:
+        self._emit(op, p, v, off, d=length)
+        # the VMA count of p after the op: the range's splits add up to two VMAs
+        self._vmas[p] = self._vmas.get(p, 0) + pieces
+
+    def mprotect(self, p: int, v: int, off: int, length: int, npages: int) -> None:
+        """Toggle exec on pages off..off+length-1 of VMA v (``npages`` long): up to 2 splits."""
+        self._range_op(Op.MPROTECT, p, v, off, length, (off > 0) + (off + length < npages))
+
+    def munmap(self, p: int, v: int, off: int, length: int, npages: int) -> None:
+        """Unmap pages off..off+length-1 of VMA v (``npages`` long)."""
+        self._range_op(Op.MUNMAP, p, v, off, length, (off > 0) + (off + length < npages) - 1)
+
+    def mremap(self, p: int, v: int, off: int, length: int, npages: int) -> None:
+        """Move pages off..off+length-1 of VMA v (``npages`` long) to a new last VMA."""
+        self._range_op(Op.MREMAP, p, v, off, length, (off > 0) + (off + length < npages))
 
     def fork(self, p: int) -> int:
         self._emit(Op.FORK, p)
@@ -223,6 +246,42 @@ def prefork(
     return prog.array
 
 
+def mprotect(
+    processes: int,
+    pages_per_vma: int,
+    cow_fraction: float,
+    cow_model: str = "independent",
+    sample: int | None = None,
+    pieces: int = 16,
+) -> np.ndarray:
+    """One large VMA cut into pieces by mprotect, then a fork storm (Michel Lespinasse's 3.7 case).
+
+    A parent maps one VMA of ``pages_per_vma`` pages and touches it, then toggles PROT_EXEC on
+    every other run of ``pages_per_vma // pieces`` pages, splitting it into ``pieces`` VMAs that
+    all share its anon_vma; it forks ``processes`` children, which COW ``cow_fraction`` of every
+    piece. Before 3.7 a walk iterates every piece on the anon_vma's list and skips those that
+    cannot map the page (entries > calls); the 3.7 interval tree only visits the one that can.
+    """
+    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    if not 1 <= pieces <= pages_per_vma:
+        raise ValueError(f"pieces must be in 1..pages_per_vma ({pages_per_vma}), got {pieces}")
+    prog = Program()
+    parent = prog.new_mm()
+    prog.touch_all(parent, prog.mmap(parent, pages_per_vma))
+    # piece i covers [i*c, (i+1)*c), the last one the remainder; toggling the odd pieces in
+    # address order splits the VMA that starts at piece i-1 and runs to the end
+    c = pages_per_vma // pieces
+    for i in range(1, pieces, 2):
+        length = c if i < pieces - 1 else pages_per_vma - i * c
+        prog.mprotect(parent, i - 1, c, length, pages_per_vma - (i - 1) * c)
+    children = [prog.fork(parent) for _ in range(processes)]
+    if children:
+        for v in range(pieces):
+            prog.cow_interleaved(children[0], len(children), v, cow_fraction, cow_model)
+    prog.scan(sample)
+    return prog.array
+
+
 def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow_model: str):
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
@@ -235,4 +294,4 @@ def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow
 
 
 #: Scenario builders by name: (processes, pages_per_vma, cow_fraction, cow_model, sample).
-SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork}
+SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork, "mprotect": mprotect}

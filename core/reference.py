@@ -146,6 +146,9 @@ class Vma:
     anon_vma: AnonVma | None = None
     #: chain only: the VMA's anon_vma_chain, head (index 0) = newest, tail = oldest (root last).
     chain: list[Avc] = field(default_factory=list)
+    #: VM_EXEC: clear at mmap, copied by fork, split and mremap, toggled by mprotect. Nothing
+    #: modelled depends on it (find_mergeable_anon_vma ignores VM_READ/WRITE/EXEC).
+    exec: bool = False
     alive: bool = True
 
 
@@ -288,40 +291,82 @@ class _Sim:
     def avc_link(self, vma: Vma, av: AnonVma, *, list_head: bool) -> None:
         """anon_vma_chain_link: head of the VMA's chain, and head or tail of the anon_vma list
         (chain) or its place in the interval tree (tree; ``list_head`` is then unused)."""
-        avc = Avc(vma, av, seq=self.next_avc_seq)
-        self.next_avc_seq += 1
+        avc = Avc(vma, av)
         vma.chain.insert(0, avc)
         if self.tree:
-            # 3.7 anon_vma_interval_tree_insert: ordered by interval start; an equal start goes
-            # right, i.e. after every AVC already there with that start (and its seq is larger).
-            at = len(av.entries)
-            for position, other in enumerate(av.entries):
-                if other.start > avc.start:
-                    at = position
-                    break
-            av.entries.insert(at, avc)
+            self.tree_insert(avc)
         elif list_head:
             av.entries.insert(0, avc)
         else:
             av.entries.append(avc)
         self.avcs.add(avc)
 
+    def tree_insert(self, avc: Avc) -> None:
+        """3.7 anon_vma_interval_tree_insert: ordered by interval start (the VMA's vm_pgoff as
+        it is now); an equal start goes right, i.e. after every AVC already there with that start.
+        The insertion sequence number makes that order checkable: (start, seq) is sorted."""
+        avc.seq = self.next_avc_seq
+        self.next_avc_seq += 1
+        entries = avc.anon_vma.entries
+        at = len(entries)
+        for position, other in enumerate(entries):
+            if other.start > avc.start:
+                at = position
+                break
+        entries.insert(at, avc)
+
     # ---- rmap operations ---------------------------------------------------------------------
+
+    def mergeable_neighbour(self, vma: Vma, near: Vma, near_is_next: bool) -> AnonVma | None:
+        """reusable_anon_vma / the 2.6.33 test inside find_mergeable_anon_vma for one neighbour:
+        adjacent, vm_pgoff contiguous, has an anon_vma, and from 2.6.34 list_is_singular on its
+        chain (a forked VMA, linked to its parent's anon_vmas too, never lends). Flags are
+        compared ignoring VM_READ/WRITE/EXEC, so ``exec`` does not matter."""
+        lo, hi = (vma, near) if near_is_next else (near, vma)
+        if lo.start + lo.npages != hi.start or lo.pgoff + lo.npages != hi.pgoff:
+            return None
+        if near.anon_vma is None:
+            return None
+        if self.chain and len(near.chain) != 1:
+            return None
+        return near.anon_vma
+
+    def find_mergeable_anon_vma(self, vma: Vma) -> AnonVma | None:
+        """mm/mmap.c find_mergeable_anon_vma (2.6.33, 2.6.34+): the next VMA, then the previous
+        one; the first that passes lends its anon_vma (primer §1a, §1b)."""
+        vmas = vma.mm.vmas
+        at = next(i for i, v in enumerate(vmas) if v is vma)
+        if at + 1 < len(vmas):
+            found = self.mergeable_neighbour(vma, vmas[at + 1], near_is_next=True)
+            if found is not None:
+                return found
+        if at > 0:
+            return self.mergeable_neighbour(vma, vmas[at - 1], near_is_next=False)
+        return None
 
     def anon_vma_prepare(self, vma: Vma) -> None:
         if vma.anon_vma is not None:
             return
-        # No two VMAs are ever adjacent (a guard page between mmaps), so
-        # find_mergeable_anon_vma never finds anything: always allocate.
-        av = self.new_anon_vma()
+        # find_mergeable_anon_vma first: a neighbour left by a split (mprotect, munmap, mremap)
+        # may lend its anon_vma; mmaps are never adjacent (a guard page), so only split pieces.
+        av = self.find_mergeable_anon_vma(vma)
+        borrowed = av is not None
+        if av is None:
+            av = self.new_anon_vma()
         vma.anon_vma = av
         if self.chain:
             # 2.6.34/35 put the first AVC at the head of the anon_vma list, 2.6.36 at the tail;
-            # 3.7+ insert it in the (empty) tree.
+            # 3.7+ insert it in the tree (in interval order).
             self.avc_link(vma, av, list_head=self.gen.prepare_at_head)
         else:
             av.entries.append(vma)  # 2.6.33: the VMA itself, at the tail of the family list
-        if self.reuse == "degree":
+        if borrowed:
+            # 3.19/6.0 anon_vma_prepare of a borrowed anon_vma: one more VMA uses it.
+            if self.reuse == "degree":
+                av.degree += 1
+            elif self.reuse == "counters":
+                av.num_active_vmas += 1
+        elif self.reuse == "degree":
             av.degree += 1  # 3.19: "vma reference or self-parent link for new root": 2
         elif self.reuse == "counters":
             av.num_children += 1  # 6.0: a new root is its own child (self-parent) ...
@@ -341,7 +386,9 @@ class _Sim:
 
     def anon_vma_clone(self, dst: Vma, src: Vma) -> None:
         """Link dst to every anon_vma of src's chain; reuse generations may also pick one of
-        them as dst->anon_vma. dst has no anon_vma on entry (anon_vma_fork cleared it)."""
+        them as dst->anon_vma when dst has none on entry (anon_vma_fork cleared it). __split_vma
+        and copy_vma call it with dst->anon_vma already set (a copy of src): nothing is reused
+        then, and 3.19/6.0 count one more VMA on it."""
         # The source chain in reverse (oldest first); each link goes at the head of dst's chain,
         # so dst keeps src's newest->oldest order, and at the tail of each anon_vma's list (or
         # its place in the tree).
@@ -355,7 +402,7 @@ class _Sim:
         if dst.anon_vma is not None:
             if self.reuse == "degree":
                 dst.anon_vma.degree += 1  # 3.19: one more VMA on it
-            else:
+            elif self.reuse == "counters":
                 dst.anon_vma.num_active_vmas += 1  # 6.0
 
     def anon_vma_fork(self, child: Vma, parent: Vma) -> None:
@@ -450,7 +497,7 @@ class _Sim:
         # An anonymous mapping's pgoff is its address (in pages).
         vma = Vma(mm=mm, start=start, npages=npages, pgoff=start, ptes=[None] * npages)
         mm.vmas.append(vma)
-        mm.next_free = start + npages + 1  # one guard page: mmaps never touch, never merge
+        mm.next_free = start + npages + 1  # one guard page: mmaps are never adjacent
 
     def fault(self, vma: Vma, i: int) -> None:
         pte = vma.ptes[i]
@@ -533,7 +580,12 @@ class _Sim:
         self.mms.append(child)
         for pv in parent.vmas:
             cv = Vma(
-                mm=child, start=pv.start, npages=pv.npages, pgoff=pv.pgoff, ptes=[None] * pv.npages
+                mm=child,
+                start=pv.start,
+                npages=pv.npages,
+                pgoff=pv.pgoff,
+                ptes=[None] * pv.npages,
+                exec=pv.exec,
             )
             child.vmas.append(cv)
             if self.chain:
@@ -552,21 +604,137 @@ class _Sim:
                     pte.page.mapcount += 1
         self.counters["forks"] += 1
 
+    def zap(self, vma: Vma) -> None:
+        """zap_page_range / unmap_vmas over one VMA: every present PTE cleared, its page put."""
+        for i, pte in enumerate(vma.ptes):
+            if pte is not None:
+                vma.ptes[i] = None
+                self.put_page(pte.page)
+
     def op_exit(self, p: int) -> None:
         mm = self.process(p)
         # exit_mmap: unmap_vmas zaps every page table first, then free_pgtables/remove_vma
         # unlinks and frees the VMAs, each in address order.
         for vma in mm.vmas:
-            for i, pte in enumerate(vma.ptes):
-                if pte is not None:
-                    vma.ptes[i] = None
-                    self.put_page(pte.page)
+            self.zap(vma)
         for vma in mm.vmas:
             self.unlink_vma(vma)
             vma.alive = False
         mm.vmas = []
         mm.alive = False
         self.counters["exits"] += 1
+
+    # ---- VMA operations: split, mprotect, munmap, mremap (docs/core.md §Operations) ----------
+
+    def range_vma(self, p: int, v: int, off: int, length: int) -> Vma:
+        """The VMA a range op names, after checking the range lies inside it."""
+        vma = self.vma(p, v)
+        if length < 1:
+            self._raise(f"len must be >= 1, got {length}")
+        if off < 0:
+            self._raise(f"offset must be >= 0, got {off}")
+        if off + length > vma.npages:
+            self._raise(f"range {off}+{length} outside VMA {v} of process {p} ({vma.npages} pages)")
+        return vma
+
+    def split(self, vma: Vma, k: int, new_below: bool) -> Vma:
+        """__split_vma(mm, vma, addr, new_below) at page k (0 < k < npages); returns the new VMA.
+
+        The kernel's order: the new VMA is a copy of the old one with its part of the range; it
+        is linked to the rmap first (shared: anon_vma_link, the tail of the family list; chain:
+        anon_vma_clone(new, old)); then vma_adjust shrinks the old VMA, and from 3.7
+        (anon_vma_interval_tree_pre/post_update_vma) takes each of its AVCs out of its tree and
+        inserts it again, head of the chain first; then the new VMA is inserted in the process's
+        list (address order).
+        """
+        assert 0 < k < vma.npages, (k, vma.npages)
+        mm = vma.mm
+        if new_below:
+            new = Vma(mm, vma.start, k, vma.pgoff, vma.ptes[:k], vma.anon_vma, exec=vma.exec)
+            rest = (vma.start + k, vma.npages - k, vma.pgoff + k, vma.ptes[k:])
+        else:
+            new = Vma(
+                mm,
+                vma.start + k,
+                vma.npages - k,
+                vma.pgoff + k,
+                vma.ptes[k:],
+                vma.anon_vma,
+                exec=vma.exec,
+            )
+            rest = (vma.start, k, vma.pgoff, vma.ptes[:k])
+        # 1. link the new VMA while the old one still has its old interval.
+        if self.chain:
+            self.anon_vma_clone(new, vma)  # ->anon_vma already set: no reuse, one more VMA
+        elif new.anon_vma is not None:
+            new.anon_vma.entries.append(new)  # 2.6.33 anon_vma_link: tail of the family list
+        # 2. vma_adjust: the old VMA shrinks to the other part (the PTEs of the new VMA's pages
+        #    moved to it unchanged: same pages, mapcounts, indexes and writable bits).
+        if self.tree:
+            for avc in vma.chain:  # pre_update_vma: out of every tree
+                avc.anon_vma.entries.remove(avc)
+        vma.start, vma.npages, vma.pgoff, vma.ptes = rest
+        if self.tree:
+            for avc in vma.chain:  # post_update_vma: back in, head to tail, after equal starts
+                self.tree_insert(avc)
+        # 3. __insert_vm_struct: the new VMA enters the process's list in address order.
+        at = next(i for i, v in enumerate(mm.vmas) if v is vma)
+        mm.vmas.insert(at if new_below else at + 1, new)
+        return new
+
+    def op_mprotect(self, p: int, v: int, off: int, length: int) -> None:
+        """mprotect_fixup: split off the part below the range (new_below), then the part above
+        (not new_below); the old VMA, now exactly the range, toggles VM_EXEC."""
+        vma = self.range_vma(p, v, off, length)
+        if off > 0:
+            self.split(vma, off, new_below=True)
+        if length < vma.npages:
+            self.split(vma, length, new_below=False)
+        vma.exec = not vma.exec
+
+    def unmap_range(self, vma: Vma, off: int, length: int) -> None:
+        """do_munmap of pages off..off+length-1 of vma: the splits (the first one not new_below,
+        the second new_below), then the target VMA is zapped (unmap_region), unlinked
+        (free_pgtables -> unlink_anon_vmas / anon_vma_unlink), freed, and leaves the list."""
+        target = vma
+        if off > 0:
+            target = self.split(vma, off, new_below=False)
+        if length < target.npages:
+            target = self.split(target, length, new_below=True)
+        self.zap(target)
+        self.unlink_vma(target)
+        target.alive = False
+        target.mm.vmas.remove(target)
+
+    def op_munmap(self, p: int, v: int, off: int, length: int) -> None:
+        vma = self.range_vma(p, v, off, length)
+        self.unmap_range(vma, off, length)
+
+    def op_mremap(self, p: int, v: int, off: int, length: int) -> None:
+        """move_vma: copy_vma makes the new VMA (next free address, vm_pgoff = the old pgoff of
+        the range, so page->index stays valid) and anon_vma_clone()s it; move_page_tables moves
+        the PTEs unchanged (no COW, same mapcounts); then do_munmap of the old range."""
+        vma = self.range_vma(p, v, off, length)
+        mm = vma.mm
+        start = mm.next_free
+        new = Vma(
+            mm,
+            start,
+            length,
+            vma.pgoff + off,
+            [None] * length,
+            vma.anon_vma,
+            exec=vma.exec,
+        )
+        if self.chain:
+            self.anon_vma_clone(new, vma)  # ->anon_vma already set: no reuse, one more VMA
+        elif new.anon_vma is not None:
+            new.anon_vma.entries.append(new)  # 2.6.33: anon_vma_link, the family list's tail
+        mm.vmas.append(new)  # the highest address: last in the list
+        mm.next_free = start + length + 1
+        new.ptes = vma.ptes[off : off + length]  # move_page_tables
+        vma.ptes[off : off + length] = [None] * length
+        self.unmap_range(vma, off, length)
 
     # ---- the walk and scans ------------------------------------------------------------------
 
@@ -950,7 +1118,7 @@ def run(
     started = time.perf_counter()
     sim = _Sim(gen, int(seed))
     for index, row in enumerate(arr):
-        code, a, b, c = (int(row[name]) for name in ("op", "a", "b", "c"))
+        code, a, b, c, d = (int(row[name]) for name in ("op", "a", "b", "c", "d"))
         x = float(row["x"])
         sim.op_index = index
         if code not in _OP_NAMES:
@@ -979,6 +1147,12 @@ def run(
             sim.op_cow_rr(a, b, c, x, random=True)
         elif op is Op.COW_FIRST_RR:
             sim.op_cow_rr(a, b, c, x, random=False)
+        elif op is Op.MPROTECT:
+            sim.op_mprotect(a, b, c, d)
+        elif op is Op.MUNMAP:
+            sim.op_munmap(a, b, c, d)
+        elif op is Op.MREMAP:
+            sim.op_mremap(a, b, c, d)
         if check:
             sim.check()
     out = sim.results()

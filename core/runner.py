@@ -17,6 +17,7 @@ import numpy as np
 from core import _core
 from core.contention import Timing, contention_metrics
 from core.errors import UnknownGenerationError
+from core.inject import Injection
 from core.program import PROGRAM_DTYPE
 
 #: Generation names in chronological order, as the C table lists them.
@@ -82,6 +83,7 @@ def run(
     memory_limit: int | None = None,
     cpus=None,
     timing: Timing | None = None,
+    inject: Injection | None = None,
 ) -> dict:
     """Run a workload program under one kernel generation; return the results dict.
 
@@ -96,6 +98,8 @@ def run(
     cpus : CPU counts (each >= 1) to replay the scans' walk trace on; the result then has a
         ``contention`` dict of arrays aligned with ``cpus`` (see ``core.contention.METRICS``)
     timing : the contention model's costs (``core.contention.Timing()`` by default)
+    inject : allocation failures to inject (``core.inject.Injection``); the result counts
+        ``injected``, ``faults_failed``, ``forks_failed``, ``ops_failed`` and ``ops_skipped``
 
     Raises
     ------
@@ -111,17 +115,17 @@ def run(
     limit = _default_memory_limit() if memory_limit is None else int(memory_limit)
     if limit < 0:
         raise ValueError(f"memory_limit must be >= 0 bytes (0 = no limit), got {memory_limit}")
-    if cpus is None:
-        result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit)
-    else:
+    timing = Timing() if timing is None else timing
+    inject = Injection() if inject is None else inject
+    replay = None
+    if cpus is not None:
         wanted = [int(c) for c in np.atleast_1d(cpus)]
         if not wanted or min(wanted) < 1 or len(set(wanted)) != len(wanted):
             raise ValueError(f"cpus must be distinct integers >= 1, got {list(wanted)}")
-        timing = Timing() if timing is None else timing
         replay = sorted(set(wanted) | {1})  # 1 CPU: the speedup's baseline
-        result = _core.run(
-            arr.view(np.uint8), kernel, int(seed), bool(check), limit, replay, timing.as_tuple()
-        )
+    result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit, replay,
+                       timing.as_tuple(), inject.as_tuple())
+    if cpus is not None:
         result["contention"] = contention_metrics(result["contention"], wanted)
         result["contention"]["cpus"] = np.asarray(wanted, dtype=np.int64)
     result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
@@ -166,7 +170,7 @@ def estimate_bytes(program) -> int:
     def cow_random_bound(n: int, f: float) -> float:
         return n * f + 4 * math.sqrt(n * f * (1 - f)) + 1
 
-    for op, a, b, c, x in arr.tolist():
+    for op, a, b, c, d, x in arr.tolist():
         if op == 1:  # new_mm
             procs.append([])
             depth.append(0)
@@ -184,6 +188,22 @@ def estimate_bytes(program) -> int:
             vmas -= len(procs[a])
             links -= len(procs[a]) * (depth[a] + 1)
             procs[a] = None
+        elif op in (12, 13, 14) and alive(a) and 0 <= b < len(procs[a]) and d > 0:
+            # mprotect / munmap / mremap: the VMA becomes its pieces (each split one more VMA,
+            # linked like the original); munmap drops the range, mremap re-adds it at the end
+            n = procs[a][b]
+            rest = n - c - d
+            if c < 0 or rest < 0:
+                continue
+            before = len(procs[a])
+            procs[a][b:b + 1] = [x for x in (c, d if op == 12 else 0, rest) if x > 0]
+            if op == 14:
+                procs[a].append(d)
+            added = len(procs[a]) - before
+            vmas += added
+            links += added * (depth[a] + 1)
+            if op == 13:
+                ptes -= d
         elif op == 3:  # fault
             created += 1
         elif op == 4:  # touch_all

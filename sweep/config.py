@@ -22,7 +22,7 @@ from sweep import schema
 #: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
 AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
-SCENARIOS = ("aim7", "chain", "prefork")
+SCENARIOS = ("aim7", "chain", "prefork", "mprotect")
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
@@ -50,6 +50,7 @@ class Grid:
     cpus: tuple[int, ...]
     seed: tuple[int, ...]
     recycles: int = 3
+    pieces: int = 16
     timing: tuple = ()  # core.contention.Timing.as_tuple(); () for the defaults
 
     def axes(self) -> dict[str, tuple]:
@@ -72,6 +73,7 @@ class Grid:
             "sample": self.sample,
             **{name: list(values) for name, values in self.axes().items()},
             **({"recycles": self.recycles} if self.scenario == "prefork" else {}),
+            **({"pieces": self.pieces} if self.scenario == "mprotect" else {}),
             "timing": list(self.timing_model().as_tuple()),
         }
 
@@ -261,6 +263,9 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
     recycles = g.get("recycles", 3)
     if isinstance(recycles, bool) or not isinstance(recycles, int) or recycles < 0:
         raise ConfigError(f"grid.recycles: {recycles!r} is not allowed; allowed: an integer >= 0")
+    pieces = g.get("pieces", 16)
+    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+        raise ConfigError(f"grid.pieces: {pieces!r} is not allowed; allowed: an integer >= 1")
     from core.contention import Timing
 
     try:
@@ -290,6 +295,7 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         cpus=_axis(g["cpus"], "cpus", int, lambda v: v >= 1, "cpus >= 1"),
         seed=_axis(g["seed"], "seed", int, lambda v: 0 <= v < SEED_LIMIT, "0 <= seed < 2**63"),
         recycles=recycles,
+        pieces=pieces,
         timing=timing,
     )
 

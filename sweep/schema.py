@@ -15,25 +15,30 @@ from typing import List, Optional  # noqa: UP035 - OmegaConf's type parser wants
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from core.contention import Timing
+
 #: Name of the grid schema in the ConfigStore group ``grid``; grid YAMLs name it in their defaults.
 GRID_SCHEMA = "_grid_schema"
 #: Name of the primary schema; conf/config.yaml names it in its defaults.
 CONFIG_SCHEMA = "_sweep_schema"
 
 
+_TIMING = Timing()  # the defaults live with the model, with the reasoning behind each
+
+
 @dataclass
 class TimingConf:
     """The contention model's costs in ns (core.contention.Timing: defaults and reasoning)."""
 
-    entry_ns: float = 20.0
-    call_ns: float = 150.0
-    hit_ns: float = 40.0
-    acquire_ns: float = 20.0
-    release_ns: float = 10.0
+    entry_ns: float = _TIMING.entry_ns
+    call_ns: float = _TIMING.call_ns
+    hit_ns: float = _TIMING.hit_ns
+    acquire_ns: float = _TIMING.acquire_ns
+    release_ns: float = _TIMING.release_ns
     # 0: no fork/exit churn during the scan; otherwise one writer every this many ns
-    writer_interval_ns: float = 0.0
-    writer_hold_ns: float = 500.0
-    batch: int = 32  # pages a CPU isolates from the LRU at a time (SWAP_CLUSTER_MAX)
+    writer_interval_ns: float = _TIMING.writer_interval_ns
+    writer_hold_ns: float = _TIMING.writer_hold_ns
+    batch: int = _TIMING.batch  # pages a CPU isolates from the LRU at a time (SWAP_CLUSTER_MAX)
 
 
 @dataclass
@@ -58,6 +63,8 @@ class GridConf:
     seed: List[int] = field(default_factory=lambda: [0])  # noqa: UP006
     # Only with scenario prefork: how many times every worker exits and is re-forked.
     recycles: int = 3
+    # Only with scenario mprotect: VMAs the parent's mapping is cut into (<= pages_per_vma).
+    pieces: int = 16
     timing: TimingConf = field(default_factory=TimingConf)
 
 

@@ -64,20 +64,21 @@ ATTEMPTS = 3
 
 
 def program(scenario: str, processes: int, pages_per_vma: int, cow_fraction: float,
-            cow_model: str, sample: int | None, recycles: int = 3):
+            cow_model: str, sample: int | None, recycles: int = 3, pieces: int = 16):
     """The workload program of a point (``scenario`` is validated by sweep.config)."""
     from core.program import SCENARIOS
 
-    if scenario == "prefork":
-        return SCENARIOS[scenario](processes, pages_per_vma, cow_fraction, cow_model, sample,
-                                   recycles)
-    return SCENARIOS[scenario](processes, pages_per_vma, cow_fraction, cow_model, sample)
+    extra = {"prefork": {"recycles": recycles},
+             "mprotect": {"pieces": min(pieces, pages_per_vma)}}.get(scenario, {})
+    return SCENARIOS[scenario](processes, pages_per_vma, cow_fraction, cow_model, sample,
+                               **extra)
 
 
 def settings_of(grid) -> tuple:
-    """What every point of a grid shares: (scenario, cow_model, sample, recycles, cpus, timing)."""
+    """What every point of a grid shares:
+    (scenario, cow_model, sample, recycles, cpus, timing, pieces)."""
     return (grid.scenario, grid.cow_model, grid.sample, grid.recycles, tuple(grid.cpus),
-            tuple(grid.timing_model().as_tuple()))
+            tuple(grid.timing_model().as_tuple()), grid.pieces)
 
 
 def run_point(settings: tuple, spec: tuple) -> dict:
@@ -90,9 +91,10 @@ def run_point(settings: tuple, spec: tuple) -> dict:
     import core
     from core.contention import Timing
 
-    scenario, cow_model, sample, recycles, cpus, timing = settings
+    scenario, cow_model, sample, recycles, cpus, timing, pieces = settings
     _, kernel, processes, pages_per_vma, cow_fraction, seed = spec
-    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles)
+    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
+                   pieces)
     result = core.run(prog, kernel, seed, cpus=list(cpus), timing=Timing(*timing))
     values: dict = {name: float(result[name]) for name in VARIABLES if name not in CONTENTION}
     for name in CONTENTION:
@@ -136,11 +138,13 @@ def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, i
 
     scenario, cow_model, sample = settings[:3]
     recycles = settings[3] if len(settings) > 3 else 3
+    pieces = settings[6] if len(settings) > 6 else 16
     processes, pages_per_vma, cow_fraction = workload
     exact = getattr(core, "estimate_bytes", None)
     if exact is None or (2 * processes + 8) * PROGRAM_ROW_BYTES > _physical_memory() / 8:
         return formula_bytes(workload)
-    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles)
+    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
+                   pieces)
     return int(exact(prog))
 
 

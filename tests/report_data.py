@@ -15,26 +15,14 @@ import numpy as np
 import xarray as xr
 
 import core
+from sweep.config import AXES
+from sweep.simulate import CONTENTION
+from sweep.simulate import VARIABLES as SWEEP_VARIABLES
 
-AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
-
-VARIABLES: dict[str, tuple[str, str]] = {
-    "entries_mean": ("entries/walk", "rmap list or tree entries iterated per walk, mean"),
-    "entries_p50": ("entries/walk", "rmap list or tree entries iterated per walk, median"),
-    "entries_p99": ("entries/walk", "rmap list or tree entries iterated per walk, 99th pct"),
-    "entries_max": ("entries/walk", "rmap list or tree entries iterated per walk, maximum"),
-    "calls_mean": ("calls/walk", "page_referenced_one calls per walk, mean"),
-    "hits_mean": ("mappings/walk", "mappings found per walk, mean"),
-    "walks": ("walks", "walks measured"),
-    "pages": ("pages", "anonymous pages at scan time"),
-    "vmas": ("VMAs", "live VMAs at scan time"),
-    "anon_vmas": ("anon_vmas", "live anon_vmas at scan time"),
-    "avcs": ("anon_vma_chains", "live anon_vma_chains at scan time"),
-    "max_chain": ("anon_vmas", "longest anon_vma chain of a live VMA"),
-    "rmap_bytes": ("bytes", "kernel memory of anon_vmas and anon_vma_chains at scan time"),
-    "sim_seconds": ("s", "wall seconds in the core for the point (not deterministic)"),
-    "scan_seconds": ("s", "wall seconds in the scan, part of sim_seconds (not deterministic)"),
-}
+#: The sweep's variables but the contention model's: these datasets are built from core.run
+#: without cpus (their cpus axis has one value); figures that need contention are tested with
+#: variables added on purpose.
+VARIABLES = {k: v for k, v in SWEEP_VARIABLES.items() if k not in CONTENTION}
 
 
 def _dataset(axes: dict[str, Sequence], data: dict[str, np.ndarray], scenario: str,

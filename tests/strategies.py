@@ -1,7 +1,8 @@
 """Hypothesis strategies for workload programs (core.program), valid and invalid.
 
 ``programs()`` builds small random programs that are valid at every op: the builder tracks which
-processes are alive and how many pages each VMA has, so every process, VMA and page offset it
+processes are alive and how many pages each VMA has (in address order, updated by mprotect,
+munmap and mremap exactly as their splits do), so every process, VMA, page offset and range it
 names exists at that point. ``invalid_programs()`` corrupts one op of a valid program so that it,
 and no earlier op, is invalid, and reports that op's index.
 """
@@ -24,7 +25,8 @@ fractions = st.one_of(
 seeds = st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))
 
 MAX_LIVE = 8  # live processes at once: forks copy every page, so keep the state small
-MAX_VMAS = 3  # VMAs per process
+MAX_VMAS = 3  # VMAs per process made by mmap
+MAX_SPLIT_VMAS = 6  # range ops (up to two more VMAs each) only below this many VMAs
 
 
 @dataclass
@@ -34,6 +36,8 @@ class _Builder:
     prog: Program = field(default_factory=Program)
     vmas: dict[int, list[int]] = field(default_factory=dict)  # live pid -> npages per VMA
     exited: list[int] = field(default_factory=list)
+    #: op index of every range op (mprotect, munmap, mremap) -> npages of the VMA it named
+    range_npages: dict[int, int] = field(default_factory=dict)
 
     def new_mm(self) -> int:
         pid = self.prog.new_mm()
@@ -52,8 +56,37 @@ class _Builder:
         del self.vmas[p]
         self.exited.append(p)
 
+    def range_op(self, kind: str, p: int, v: int, off: int, length: int) -> None:
+        """mprotect/munmap/mremap of pages off..off+length-1 of VMA v, with the VMA list of p
+        updated as docs/core.md splits it (positions are address order; mremap's VMA is last)."""
+        npages = self.vmas[p][v]
+        assert length >= 1 and 0 <= off and off + length <= npages
+        self.range_npages[len(self.prog)] = npages
+        getattr(self.prog, kind)(p, v, off, length, npages)
+        rest = npages - off - length
+        if kind == "mprotect":
+            pieces = [off, length, rest]
+        else:  # munmap, mremap: the range leaves this VMA
+            pieces = [off, rest]
+        self.vmas[p][v : v + 1] = [n for n in pieces if n]
+        if kind == "mremap":
+            self.vmas[p].append(length)
+
     def with_vmas(self) -> list[int]:
         return sorted(p for p, v in self.vmas.items() if v)
+
+
+RANGE_KINDS = ("mprotect", "munmap", "mremap")
+
+
+def _range_op(draw, bld: _Builder, p: int, v: int, kind: str | None = None) -> None:
+    """A valid mprotect/munmap/mremap of VMA v of p: any range, edges and whole VMA included."""
+    if kind is None:
+        kind = draw(st.sampled_from(RANGE_KINDS))
+    npages = bld.vmas[p][v]
+    off = draw(st.integers(0, npages - 1))
+    length = draw(st.integers(1, npages - off))
+    bld.range_op(kind, p, v, off, length)
 
 
 @st.composite
@@ -63,8 +96,12 @@ def _build(draw, max_ops: int = 60) -> _Builder:
         root = bld.new_mm()
         for _ in range(draw(st.integers(0, 2))):
             bld.mmap(root, draw(st.integers(1, 12)))
-            if draw(st.integers(0, 3)):  # mostly faulted in before any fork
-                bld.prog.touch_all(root, len(bld.vmas[root]) - 1)
+            v = len(bld.vmas[root]) - 1
+            if draw(st.integers(0, 3)) == 0:  # sometimes split before the first fault
+                _range_op(draw, bld, root, v)
+            if draw(st.integers(0, 3)):  # mostly faulted in before any fork (every piece)
+                for piece in range(v, len(bld.vmas[root])):
+                    bld.prog.touch_all(root, piece)
 
     # Repeats weight the draw towards what makes rmap state interesting: forks, then writes.
     kinds = [
@@ -83,6 +120,10 @@ def _build(draw, max_ops: int = 60) -> _Builder:
         "exit",
         "exit",
         "scan",
+        "mprotect",
+        "mprotect",
+        "munmap",
+        "mremap",
     ]
     target = draw(st.integers(0, max_ops - 12))
     while len(bld.prog) < target:
@@ -96,6 +137,7 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             or (k in ("fault", "touch_all", "cow_random", "cow_first", "cow_rr") and with_vmas)
             or (k == "fork" and live and len(live) < MAX_LIVE)
             or (k in ("exit", "scan"))
+            or (k in RANGE_KINDS and any(0 < len(v) < MAX_SPLIT_VMAS for v in bld.vmas.values()))
         ]
         if not live:
             possible = ["new_mm", "scan"]
@@ -112,6 +154,9 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             bld.exit(draw(st.sampled_from(live)))
         elif kind == "scan":
             bld.prog.scan(draw(st.one_of(st.none(), st.integers(1, 20))))
+        elif kind in RANGE_KINDS:
+            p = draw(st.sampled_from([p for p in live if 0 < len(bld.vmas[p]) < MAX_SPLIT_VMAS]))
+            _range_op(draw, bld, p, draw(st.integers(0, len(bld.vmas[p]) - 1)), kind)
         else:
             p = draw(st.sampled_from(with_vmas))
             v = draw(st.integers(0, len(bld.vmas[p]) - 1))
@@ -148,6 +193,9 @@ def programs(max_ops: int = 60) -> st.SearchStrategy[np.ndarray]:
     return _build(max_ops).map(lambda bld: bld.prog.array)
 
 
+RANGE_OPS = (Op.MPROTECT, Op.MUNMAP, Op.MREMAP)
+
+
 @st.composite
 def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
     """A valid program with one op made invalid; returns (program, index of the bad op)."""
@@ -156,9 +204,12 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
     if bld.exited and draw(st.booleans()):
         # Name a process after it has exited: append an op on it.
         p = draw(st.sampled_from(bld.exited))
-        op = draw(st.sampled_from([Op.FORK, Op.EXIT, Op.MMAP, Op.TOUCH_ALL]))
+        op = draw(
+            st.sampled_from([Op.FORK, Op.EXIT, Op.MMAP, Op.TOUCH_ALL, Op.MPROTECT, Op.MREMAP])
+        )
         bad = np.zeros(1, dtype=arr.dtype)
         bad["op"], bad["a"], bad["b"] = int(op), p, 1 if op is Op.MMAP else 0
+        bad["d"] = 1  # a valid length for the range ops: the process is what is wrong
         return np.concatenate([arr, bad]), len(arr)
     if len(arr) == 0:
         arr = np.zeros(1, dtype=arr.dtype)
@@ -169,8 +220,10 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
     choices = ["opcode"]
     if op not in (Op.NEW_MM, Op.SCAN):
         choices.append("process")
-    if op in (Op.FAULT, Op.TOUCH_ALL, Op.COW_RANDOM, Op.COW_FIRST):
+    if op in (Op.FAULT, Op.TOUCH_ALL, Op.COW_RANDOM, Op.COW_FIRST, *RANGE_OPS):
         choices.append("vma")
+    if op in RANGE_OPS:
+        choices += ["range_off", "range_len"]
     if op in (Op.COW_RANDOM_RR, Op.COW_FIRST_RR):
         choices += ["count", "rr_vma", "fraction"]
     if op == Op.FAULT:
@@ -186,7 +239,14 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
         choices.append("sample")
     what = draw(st.sampled_from(choices))
     if what == "opcode":
-        arr[index]["op"] = draw(st.sampled_from([0, 12, 42, -1]))
+        arr[index]["op"] = draw(st.sampled_from([0, 15, 42, -1]))
+    elif what == "range_off":
+        # negative, or just past the end: off + len = npages + 1 (or the offset is npages)
+        npages, length = bld.range_npages[index], int(row["d"])
+        arr[index]["c"] = draw(st.sampled_from([-1, npages - length + 1, npages]))
+    elif what == "range_len":
+        npages, off = bld.range_npages[index], int(row["c"])
+        arr[index]["d"] = draw(st.sampled_from([0, -1, npages - off + 1]))
     elif what == "count":
         arr[index]["b"] = draw(st.sampled_from([0, -3, 1000]))
     elif what == "rr_vma":

@@ -44,9 +44,11 @@ def test_generation_table_rows_follow_the_primer():
 
 
 def bad(*rows) -> np.ndarray:
+    """Rows of (op, a, b, c, x); d is 0."""
     prog = np.zeros(len(rows), dtype=core.PROGRAM_DTYPE)
     for i, row in enumerate(rows):
-        prog[i] = tuple(row) + (0,) * (5 - len(row))
+        op, a, b, c, x = tuple(row) + (0,) * (5 - len(row))
+        prog[i] = (op, a, b, c, 0, x)
     return prog
 
 

@@ -17,6 +17,7 @@
 
 #define MAX_OPS 160
 #define MAX_PROCS 64
+#define MAX_VMAS 16
 
 static uint64_t rng_state;
 
@@ -36,12 +37,49 @@ struct builder {
 	int nr_procs;
 	int alive[MAX_PROCS];
 	int nr_vmas[MAX_PROCS];
-	int npages[MAX_PROCS][8];
+	int npages[MAX_PROCS][MAX_VMAS];
 };
 
 static void emit(struct builder *b, int op, int a, int bb, int c, double x)
 {
 	b->ops[b->n++] = (struct prog_op){ .op = op, .a = a, .b = bb, .c = c, .x = x };
+}
+
+static void vmas_insert(struct builder *b, int p, int at, int n)
+{
+	for (int j = b->nr_vmas[p]; j > at; j--)
+		b->npages[p][j] = b->npages[p][j - 1];
+	b->npages[p][at] = n;
+	b->nr_vmas[p]++;
+}
+
+static void vmas_remove(struct builder *b, int p, int at)
+{
+	for (int j = at; j + 1 < b->nr_vmas[p]; j++)
+		b->npages[p][j] = b->npages[p][j + 1];
+	b->nr_vmas[p]--;
+}
+
+/* mprotect, munmap or mremap of a random range, tracking the VMA list as the core changes it */
+static void range_op(struct builder *b, int p, int v)
+{
+	int n = b->npages[p][v], off = below(n), len = 1 + below(n - off);
+	int kind = below(3);
+	if (b->nr_vmas[p] + 3 > MAX_VMAS)
+		kind = 1;   /* munmap never adds more than one VMA */
+	emit(b, kind == 0 ? OP_MPROTECT : kind == 1 ? OP_MUNMAP : OP_MREMAP, p, v, off, 0);
+	b->ops[b->n - 1].d = len;
+	int rest = n - off - len;
+	b->npages[p][v] = off ? off : (kind == 0 ? len : rest);
+	int at = v + 1;
+	if (off && kind == 0)
+		vmas_insert(b, p, at++, len);
+	if (rest && (off || kind == 0))
+		vmas_insert(b, p, at, rest);
+	if (!off && kind != 0 && !rest)
+		vmas_remove(b, p, v);
+	if (kind == 2)
+		b->npages[p][b->nr_vmas[p]++] = len;
 }
 
 static int pick_alive(struct builder *b)
@@ -65,7 +103,7 @@ static void build(struct builder *b)
 			b->nr_vmas[b->nr_procs++] = 0;
 			continue;
 		}
-		if (r < 15 && b->nr_vmas[p] < 8) {
+		if (r < 15 && b->nr_vmas[p] < MAX_VMAS) {
 			int np = 1 + below(12);
 			emit(b, OP_MMAP, p, np, 0, 0);
 			b->npages[p][b->nr_vmas[p]++] = np;
@@ -89,7 +127,10 @@ static void build(struct builder *b)
 			while (p + run < b->nr_procs && b->alive[p + run] && b->nr_vmas[p + run] > v &&
 			       b->npages[p + run][v] == b->npages[p][v])
 				run++;
-			switch (below(5)) {
+			switch (below(6)) {
+			case 5:
+				range_op(b, p, v);
+				break;
 			case 4:
 				emit(b, below(2) ? OP_COW_RANDOM_RR : OP_COW_FIRST_RR, p, 1 + below(run), v,
 				     fs[below(5)]);
@@ -108,6 +149,56 @@ static void build(struct builder *b)
 }
 
 static int nr_enomem;
+static uint64_t nr_injected;
+
+/*
+ * ENOMEM injection: the program again with the k-th kernel-object allocation failing, for
+ * every k the program reaches (as the kernel's fail-nth fault injection does), then with a
+ * probability; the invariants are checked after every op and the run must end cleanly.
+ */
+static int run_injected(const struct generation *g, const struct builder *b, uint64_t seed)
+{
+	int bad = 0;
+	struct sim s;
+	sim_init(&s, g, seed, false, 0);
+	int err = sim_run_program(&s, b->ops, b->n);
+	uint64_t allocations = s.inject.allocations;
+	sim_destroy(&s);
+	if (err)
+		return 1;
+	for (uint64_t k = 1; k <= allocations + 1; k++) {
+		for (int mode = 0; mode < 2; mode++) {
+			sim_init(&s, g, seed, true, 0);
+			if (mode == 0)
+				s.inject.at = k;
+			else {
+				s.inject.probability = 0.02 * (double)(k % 10);
+				s.inject.rng = k;
+			}
+			err = sim_run_program(&s, b->ops, b->n);
+			nr_injected += s.count.injected;
+			/* after a failed mprotect/munmap/mremap the VMAs are not those the program was
+			 * written for, so a later op may name one that is not there: refused, as it
+			 * should be, after every op until then was checked */
+			if (err == SIM_EINVAL && s.count.ops_failed)
+				err = SIM_OK;
+			if (err) {
+				fprintf(stderr, "%s seed %llu inject %s %llu: error %d: %s\n", g->name,
+					(unsigned long long)seed, mode ? "p" : "at", (unsigned long long)k,
+					err, s.err.msg);
+				bad = 1;
+			}
+			sim_destroy(&s);
+			if (s.bytes) {
+				fprintf(stderr, "%s: %zu bytes leaked under injection\n", g->name, s.bytes);
+				bad = 1;
+			}
+			if (bad)
+				return bad;
+		}
+	}
+	return bad;
+}
 
 static int run_one(const struct generation *g, const struct builder *b, uint64_t seed,
 		   size_t limit, int want_ok)
@@ -171,7 +262,13 @@ int main(int argc, char **argv)
 			size_t limit = 2048 + (size_t)below(65536);
 			failures += run_one(&sim_generations[g], &b, seed, limit, 0);
 			enomem_runs++;
+			if (i < 12)
+				failures += run_injected(&sim_generations[g], &b, seed);
 		}
+	}
+	if (programs >= 12 && !nr_injected) {
+		fprintf(stderr, "no allocation failure was injected\n");
+		failures++;
 	}
 
 	/* Invalid programs are refused, not crashed on. */
@@ -195,8 +292,9 @@ int main(int argc, char **argv)
 		failures++;
 	}
 	int runs = 2 * enomem_runs + (int)sim_nr_generations;
-	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs hit ENOMEM\n",
-	       programs, sim_nr_generations, nr_enomem, enomem_runs);
+	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs hit ENOMEM, "
+	       "%llu allocation failures injected\n", programs, sim_nr_generations, nr_enomem,
+	       enomem_runs, (unsigned long long)nr_injected);
 	printf("%d passed, %d failed\n", runs - failures, failures);
 	return failures != 0;
 }

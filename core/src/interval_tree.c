@@ -173,3 +173,17 @@ void anon_vma_interval_tree_inorder(struct sim *s, idx_t av, avc_visit_fn fn, vo
 {
 	inorder(s, anon_vma_at(s, av)->head, fn, arg);
 }
+
+/*
+ * A VMA's interval changed (split, mremap): each of its AVCs, in chain order, leaves its tree and
+ * comes back under the new key (3.7 anon_vma_interval_tree_pre_update_vma / post_update_vma),
+ * so it now sorts after every AVC of equal start.
+ */
+void anon_vma_interval_tree_update_vma(struct sim *s, idx_t vma)
+{
+	for (idx_t c = vma_at(s, vma)->chain_head; c != NIL; c = avc_at(s, c)->same_vma_next) {
+		idx_t av = avc_at(s, c)->anon_vma;
+		anon_vma_interval_tree_remove(s, c, av);
+		anon_vma_interval_tree_insert(s, c, av);
+	}
+}

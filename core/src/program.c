@@ -15,16 +15,49 @@ static const char *const op_names[] = {
 	[OP_TOUCH_ALL] = "touch_all", [OP_COW_RANDOM] = "cow_random",
 	[OP_COW_FIRST] = "cow_first", [OP_FORK] = "fork", [OP_EXIT] = "exit", [OP_SCAN] = "scan",
 	[OP_COW_RANDOM_RR] = "cow_random_rr", [OP_COW_FIRST_RR] = "cow_first_rr",
+	[OP_MPROTECT] = "mprotect", [OP_MUNMAP] = "munmap", [OP_MREMAP] = "mremap",
 };
+
+static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out);
+
+/* The range ops name pages off .. off+len-1 of a VMA; returns its position in the process. */
+static int lookup_range(struct sim *s, const struct prog_op *op, uint32_t *pos)
+{
+	idx_t vma;
+	int err = lookup_vma(s, op->a, op->b, &vma);
+	if (err)
+		return err;
+	uint32_t n = vma_at(s, vma)->npages;
+	if (op->d < 1)
+		return sim_fail(s, SIM_EINVAL, "len must be >= 1, got %d", (int)op->d);
+	if (op->c < 0 || (int64_t)op->c + op->d > n)
+		return sim_fail(s, SIM_EINVAL, "pages %d..%lld outside VMA %d of process %d (0..%u)",
+				(int)op->c, (long long)op->c + op->d - 1, (int)op->b, (int)op->a, n - 1);
+	*pos = (uint32_t)op->b;
+	return SIM_OK;
+}
 
 static int live_mm(struct sim *s, int32_t p)
 {
 	if (p < 0 || (uint32_t)p >= s->mms.top)
 		return sim_fail(s, SIM_EINVAL, "process %d does not exist (processes 0..%d so far)",
 				(int)p, (int)s->mms.top - 1);
+	if (mm_at(s, (idx_t)p)->stillborn)
+		return SIM_ESKIP;   /* its fork failed under ENOMEM injection: skip, don't refuse */
 	if (!mm_at(s, (idx_t)p)->alive)
 		return sim_fail(s, SIM_EINVAL, "process %d has exited", (int)p);
 	return SIM_OK;
+}
+
+/* One write fault of a bulk op; an injected -ENOMEM fails only this fault (VM_FAULT_OOM). */
+static int fault_page(struct sim *s, idx_t vma, uint32_t i)
+{
+	int err = handle_mm_fault(s, vma, i);
+	if (err == SIM_EKERNEL) {
+		s->count.faults_failed++;
+		return SIM_OK;
+	}
+	return err;
 }
 
 static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out)
@@ -65,31 +98,41 @@ static int cow_interleaved(struct sim *s, const struct prog_op *op, bool random)
 		return sim_fail(s, SIM_EINVAL, "process count must be >= 1, got %d", (int)op->b);
 	if ((int64_t)op->a + op->b > INT32_MAX)
 		return sim_fail(s, SIM_EINVAL, "processes %d.. +%d overflow", (int)op->a, (int)op->b);
-	if ((err = check_fraction(s, op->x)) || (err = lookup_vma(s, op->a, op->c, &vma)))
+	if ((err = check_fraction(s, op->x)))
 		return err;
-	uint32_t n = vma_at(s, vma)->npages;
-	for (int32_t p = op->a + 1; p < op->a + op->b; p++) {
-		if ((err = lookup_vma(s, p, op->c, &vma)))
+	/* Every process must have VMA c with the same size, except those whose fork failed under
+	 * injection, which are left out. */
+	int64_t n = -1;
+	for (int32_t p = op->a; p < op->a + op->b; p++) {
+		if ((err = lookup_vma(s, p, op->c, &vma)) == SIM_ESKIP)
+			continue;
+		if (err)
 			return err;
-		if (vma_at(s, vma)->npages != n)
-			return sim_fail(s, SIM_EINVAL, "VMA %d of process %d has %u pages, not %u like "
-					"process %d's", (int)op->c, (int)p, vma_at(s, vma)->npages, n,
-					(int)op->a);
+		if (n < 0)
+			n = vma_at(s, vma)->npages;
+		else if (vma_at(s, vma)->npages != n)
+			return sim_fail(s, SIM_EINVAL, "VMA %d of process %d has %u pages, not %lld like "
+					"the others'", (int)op->c, (int)p, vma_at(s, vma)->npages,
+					(long long)n);
 	}
+	if (n < 0)
+		return SIM_ESKIP;
 	/* The processes' VMAs, looked up once: the loop below visits them page by page. */
 	size_t bytes = (size_t)op->b * sizeof(idx_t);
 	idx_t *vmas = sim_malloc(s, bytes);
 	if (!vmas)
 		return sim_enomem(s);
 	for (int32_t j = 0; j < op->b; j++)
-		vmas[j] = mm_at(s, (idx_t)(op->a + j))->vmas[op->c];
+		vmas[j] = mm_at(s, (idx_t)(op->a + j))->stillborn ? NIL
+			  : mm_at(s, (idx_t)(op->a + j))->vmas[op->c];
 	uint32_t k = random ? n : (uint32_t)floor(op->x * (double)n);
 	uint64_t below = sim_threshold(op->x);
 	for (uint32_t i = 0; i < k && !err; i++) {
 		for (int32_t j = 0; j < op->b && !err; j++) {
 			if (random && !sim_draw_below(s, below))
 				continue;
-			err = handle_mm_fault(s, vmas[j], i);
+			if (vmas[j] != NIL)
+				err = fault_page(s, vmas[j], i);
 		}
 	}
 	sim_free(s, vmas, bytes);
@@ -119,13 +162,13 @@ static int run_op(struct sim *s, const struct prog_op *op)
 			return sim_fail(s, SIM_EINVAL, "page offset %d outside VMA %d of process %d "
 					"(0..%u)", (int)op->c, (int)op->b, (int)op->a,
 					vma_at(s, vma)->npages - 1);
-		return handle_mm_fault(s, vma, (uint32_t)op->c);
+		return fault_page(s, vma, (uint32_t)op->c);
 
 	case OP_TOUCH_ALL:
 		if ((err = lookup_vma(s, op->a, op->b, &vma)))
 			return err;
 		for (uint32_t i = 0, n = vma_at(s, vma)->npages; i < n; i++)
-			if ((err = handle_mm_fault(s, vma, i)))
+			if ((err = fault_page(s, vma, i)))
 				return err;
 		return SIM_OK;
 
@@ -135,7 +178,7 @@ static int run_op(struct sim *s, const struct prog_op *op)
 		/* One draw per page whatever f is, so the stream does not depend on f. */
 		uint64_t below = sim_threshold(op->x);
 		for (uint32_t i = 0, n = vma_at(s, vma)->npages; i < n; i++)
-			if (sim_draw_below(s, below) && (err = handle_mm_fault(s, vma, i)))
+			if (sim_draw_below(s, below) && (err = fault_page(s, vma, i)))
 				return err;
 		return SIM_OK;
 	}
@@ -146,15 +189,25 @@ static int run_op(struct sim *s, const struct prog_op *op)
 		uint32_t n = vma_at(s, vma)->npages;
 		uint32_t k = (uint32_t)floor(op->x * (double)n);
 		for (uint32_t i = 0; i < k; i++)
-			if ((err = handle_mm_fault(s, vma, i)))
+			if ((err = fault_page(s, vma, i)))
 				return err;
 		return SIM_OK;
 	}
 
 	case OP_FORK:
-		if ((err = live_mm(s, op->a)))
+		if ((err = live_mm(s, op->a)) == SIM_ESKIP) {
+			/* the child of a process that never came to life never does either; its
+			 * number is used all the same, so later numbers stay as the program expects */
+			if ((err = mm_alloc(s, &mm)))
+				return err;
+			mm_at(s, mm)->alive = false;
+			mm_at(s, mm)->stillborn = true;
+			return SIM_ESKIP;
+		}
+		if (err)
 			return err;
-		return dup_mmap(s, (idx_t)op->a, &mm);
+		err = dup_mmap(s, (idx_t)op->a, &mm);
+		return err == SIM_EKERNEL ? SIM_OK : err;   /* counted as forks_failed */
 
 	case OP_EXIT:
 		if ((err = live_mm(s, op->a)))
@@ -167,6 +220,20 @@ static int run_op(struct sim *s, const struct prog_op *op)
 			return sim_fail(s, SIM_EINVAL, "sample must be 0 (every page) or >= 1, got %d",
 					(int)op->a);
 		return sim_scan(s, (uint64_t)op->a);
+
+	case OP_MPROTECT:
+	case OP_MUNMAP:
+	case OP_MREMAP: {
+		uint32_t pos;
+		if ((err = lookup_range(s, op, &pos)))
+			return err;
+		uint32_t off = (uint32_t)op->c, len = (uint32_t)op->d;
+		if (op->op == OP_MPROTECT)
+			return mprotect_fixup(s, (idx_t)op->a, pos, off, len);
+		if (op->op == OP_MUNMAP)
+			return do_munmap(s, (idx_t)op->a, pos, off, len);
+		return move_vma(s, (idx_t)op->a, pos, off, len);
+	}
 
 	case OP_COW_RANDOM_RR:
 		return cow_interleaved(s, op, true);
@@ -187,6 +254,13 @@ int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
 		int32_t code = ops[i].op;
 		s->op_name = (code >= OP_NEW_MM && code <= OP_LAST) ? op_names[code] : "?";
 		err = run_op(s, &ops[i]);
+		if (err == SIM_EKERNEL) {   /* mprotect, munmap: -ENOMEM, state as the kernel leaves it */
+			s->count.ops_failed++;
+			err = SIM_OK;
+		} else if (err == SIM_ESKIP) {
+			s->count.ops_skipped++;
+			err = SIM_OK;
+		}
 		if (!err && s->check)
 			err = sim_check(s);
 	}

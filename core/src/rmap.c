@@ -23,6 +23,8 @@
 
 static idx_t anon_vma_alloc(struct sim *s)
 {
+	if (sim_inject_failure(s))
+		return NIL;
 	idx_t i = arena_alloc(s, &s->anon_vmas);
 	if (i == NIL)
 		return NIL;
@@ -44,6 +46,8 @@ static void anon_vma_free(struct sim *s, idx_t i)
 
 static idx_t anon_vma_chain_alloc(struct sim *s)
 {
+	if (sim_inject_failure(s))
+		return NIL;
 	idx_t i = arena_alloc(s, &s->avcs);
 	if (i == NIL)
 		return NIL;
@@ -199,47 +203,101 @@ static void anon_vma_del_avc(struct sim *s, idx_t avc_i)
 
 /* ---------------------------------------------------------------- the kernel operations */
 
+/* The VMA's position in its process's address-ordered list. */
+static uint32_t vma_position(struct sim *s, idx_t vma_i)
+{
+	const struct mm *mm = mm_at(s, vma_at(s, vma_i)->mm);
+	uint32_t pos = 0;
+	while (mm->vmas[pos] != vma_i)
+		pos++;
+	return pos;
+}
+
 /*
- * anon_vma_prepare - give a VMA an anon_vma before its first anonymous page.
- * Both designs: nothing to do if vma->anon_vma is set. Until VMA splits and merges exist no VMA
- * is adjacent to another, so find_mergeable_anon_vma never finds one and a new anon_vma is
- * always allocated. chain: the AVC is allocated first, as in 2.6.34, so that a failure leaves
- * nothing behind.
- * Returns 0, or SIM_ENOMEM with the VMA unchanged.
+ * find_mergeable_anon_vma - an adjacent VMA's anon_vma that this VMA could share, next first,
+ * then prev: adjacent, vm_pgoff contiguous, flags equal ignoring VM_READ|WRITE|EXEC (every
+ * anonymous VMA here qualifies), and from 2.6.34 the neighbour's chain singular
+ * (reusable_anon_vma: a forked VMA never lends its anon_vma, so VMAs sharing ->anon_vma keep
+ * identical chains). NIL when there is none.
+ */
+static idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
+{
+	const struct vma *vma = vma_at(s, vma_i);
+	const struct mm *mm = mm_at(s, vma->mm);
+	uint32_t pos = vma_position(s, vma_i);
+	bool chain = s->gen->structure != RMAP_SHARED_LIST;
+
+	if (pos + 1 < mm->nr_vmas) {
+		const struct vma *next = vma_at(s, mm->vmas[pos + 1]);
+		if (vma->start + vma->npages == next->start && vma->pgoff + vma->npages == next->pgoff &&
+		    next->anon_vma != NIL && (!chain || next->nr_chain == 1))
+			return next->anon_vma;
+	}
+	if (pos > 0) {
+		const struct vma *prev = vma_at(s, mm->vmas[pos - 1]);
+		if (prev->start + prev->npages == vma->start && prev->pgoff + prev->npages == vma->pgoff &&
+		    prev->anon_vma != NIL && (!chain || prev->nr_chain == 1))
+			return prev->anon_vma;
+	}
+	return NIL;
+}
+
+/*
+ * anon_vma_prepare - give a VMA an anon_vma before its first anonymous page: an adjacent VMA's
+ * (find_mergeable_anon_vma) or a new one. chain: the AVC is allocated first, as in 2.6.34, so a
+ * failure leaves nothing behind. Returns 0, or SIM_ENOMEM with the VMA unchanged.
  */
 int anon_vma_prepare(struct sim *s, idx_t vma_i)
 {
 	if (vma_at(s, vma_i)->anon_vma != NIL)
 		return SIM_OK;
 
-	if (s->gen->structure == RMAP_SHARED_LIST) {
-		idx_t av = anon_vma_alloc(s);
-		if (av == NIL)
+	idx_t avc = NIL;
+	if (s->gen->structure != RMAP_SHARED_LIST) {
+		avc = anon_vma_chain_alloc(s);
+		if (avc == NIL)
 			return sim_enomem(s);
-		vma_at(s, vma_i)->anon_vma = av;
+	}
+	idx_t av = find_mergeable_anon_vma(s, vma_i);
+	bool borrowed = av != NIL;
+	if (!borrowed) {
+		av = anon_vma_alloc(s);
+		if (av == NIL) {
+			if (avc != NIL)
+				anon_vma_chain_free(s, avc);
+			return sim_enomem(s);
+		}
+	}
+	vma_at(s, vma_i)->anon_vma = av;
+	if (s->gen->structure == RMAP_SHARED_LIST) {
 		vma_at(s, vma_i)->nr_chain = 1;
 		anon_vma_list_add_vma_tail(s, av, vma_i);
 		return SIM_OK;
 	}
-
-	idx_t avc = anon_vma_chain_alloc(s);
-	if (avc == NIL)
-		return sim_enomem(s);
-	idx_t av = anon_vma_alloc(s);
-	if (av == NIL) {
-		anon_vma_chain_free(s, avc);
-		return sim_enomem(s);
-	}
-	vma_at(s, vma_i)->anon_vma = av;
 	anon_vma_chain_link(s, vma_i, avc, av, s->gen->prepare_at_head);
-	/* 3.19: "vma reference or self-parent link for new root"; 6.0 keeps the two apart */
+	/* 3.19: one degree, "vma reference or self-parent link for new root" (a new anon_vma was
+	 * born with its VMA's reference); 6.0 keeps the two apart */
 	if (s->gen->reuse == REUSE_DEGREE) {
 		anon_vma_at(s, av)->degree++;
 	} else if (s->gen->reuse == REUSE_COUNTERS) {
-		anon_vma_at(s, av)->num_children++;
+		if (!borrowed)
+			anon_vma_at(s, av)->num_children++;
 		anon_vma_at(s, av)->num_active_vmas++;
 	}
 	return SIM_OK;
+}
+
+/*
+ * A VMA made by splitting or moving `src` (it already holds src's ->anon_vma) joins src's
+ * anon_vmas: shared, at the family list's tail (__vma_link -> __anon_vma_link); chain and tree,
+ * by anon_vma_clone, which for reuse generations counts it as one more VMA of ->anon_vma.
+ * Returns 0 or SIM_ENOMEM (the new VMA then has no links and no anon_vma).
+ */
+int anon_vma_link_new(struct sim *s, idx_t vma_i, idx_t src)
+{
+	if (s->gen->structure == RMAP_SHARED_LIST)
+		return anon_vma_link(s, vma_i);
+	return anon_vma_clone(s, vma_i, src);
 }
 
 /*

@@ -66,8 +66,38 @@ int sim_fail(struct sim *s, int err, const char *fmt, ...)
 	return err;
 }
 
+/*
+ * Called by the allocators of kernel objects (anon_vma, anon_vma_chain, VMA) before they
+ * allocate. The failure it decides is reported by the allocator as a NIL slot, like a real one;
+ * sim_enomem then tells the two apart.
+ */
+bool sim_inject_failure(struct sim *s)
+{
+	struct inject *in = &s->inject;
+	in->allocations++;
+	bool fail = in->at && in->allocations == in->at;
+	if (in->probability > 0) {
+		uint64_t z = (in->rng += 0x9E3779B97F4A7C15ULL);
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+		z ^= z >> 31;
+		fail |= (double)(int64_t)(z >> 11) * 0x1.0p-53 < in->probability;
+	}
+	if (fail) {
+		in->pending = true;
+		s->count.injected++;
+	}
+	return fail;
+}
+
+/* An allocation failed: an injected one is the kernel's -ENOMEM (SIM_EKERNEL, survivable), a
+ * real one the end of the run (SIM_ENOMEM, MemoryError). */
 int sim_enomem(struct sim *s)
 {
+	if (s->inject.pending) {
+		s->inject.pending = false;
+		return SIM_EKERNEL;
+	}
 	if (s->limit)
 		return sim_fail(s, SIM_ENOMEM, "out of memory: the simulated state needs more than "
 				"the limit of %zu bytes (%zu in use)", s->limit, s->bytes);

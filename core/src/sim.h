@@ -33,6 +33,9 @@ typedef uint32_t idx_t;
 #define SIM_EINVAL (-22)  /* the program asked for something impossible */
 #define SIM_ENOMEM (-12)  /* the memory limit (or malloc) refused an allocation */
 #define SIM_EBUG (-5)     /* an invariant broke: a simulator bug */
+#define SIM_EKERNEL (-1012) /* an injected allocation failure: the kernel's -ENOMEM, which the
+			     * path unwinds and the program survives (the op failed cleanly) */
+#define SIM_ESKIP (-1013)  /* the op names a process whose fork failed: skipped */
 
 /* ---------------------------------------------------------------- generations */
 
@@ -128,6 +131,7 @@ struct mm {
 	uint32_t cap_vmas;
 	uint32_t next_addr;   /* first free page number for the next mmap */
 	bool alive;
+	bool stillborn;       /* its fork failed (injected -ENOMEM): ops naming it are skipped */
 };
 
 struct vma {
@@ -144,6 +148,7 @@ struct vma {
 	idx_t av_prev;
 	idx_t av_next;
 	pte_t *pt;            /* one entry per page offset */
+	bool exec;            /* VM_EXEC: what mprotect toggles, so pieces differ in flags */
 };
 
 struct anon_vma {
@@ -192,6 +197,22 @@ struct page {
 struct sim_counters {
 	uint64_t walks, entries, calls, hits;
 	uint64_t faults, cows, reuses, forks, exits;
+	/* ENOMEM injection: failures injected, and what failed cleanly because of them */
+	uint64_t injected, faults_failed, forks_failed, ops_failed, ops_skipped;
+};
+
+/*
+ * Allocation-failure injection (the kernel's -ENOMEM paths, tools/testing/vma's fail_prealloc
+ * generalised): every allocation of an anon_vma, an anon_vma_chain or a VMA may fail, with a
+ * seeded probability or at the k-th such allocation. Its own random stream, so injecting does
+ * not change the workload's draws.
+ */
+struct inject {
+	double probability;
+	uint64_t at;          /* 1-based; 0: never by count */
+	uint64_t rng;
+	uint64_t allocations;
+	bool pending;         /* the last allocation failure was injected, not real */
 };
 
 struct sim_snapshot {   /* live objects at the last scan */
@@ -225,6 +246,7 @@ struct sim {
 	size_t bytes, peak_bytes, limit;   /* limit 0: no limit but malloc's */
 	bool check;
 	struct sim_counters count;
+	struct inject inject;
 	struct sim_snapshot snap;
 	uint64_t *hist;                    /* hist[e]: walks that iterated e entries */
 	size_t hist_len;
@@ -248,6 +270,7 @@ void sim_destroy(struct sim *s);
 int sim_fail(struct sim *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int sim_enomem(struct sim *s);
+bool sim_inject_failure(struct sim *s);   /* true: fail this kernel-object allocation */
 
 /* splitmix64 (docs/core.md "Random numbers"); the reference model implements the same. Inline:
  * it is drawn once per page of every cow_random. */
@@ -283,6 +306,7 @@ static inline bool sim_draw_below(struct sim *s, uint64_t threshold)
 
 /* rmap.c: anon_vma, anon_vma_chain and the page's rmap (mm/rmap.c) */
 int anon_vma_prepare(struct sim *s, idx_t vma);
+int anon_vma_link_new(struct sim *s, idx_t vma, idx_t src);  /* a split or moved VMA's links */
 int anon_vma_link(struct sim *s, idx_t vma);                  /* shared: fork */
 int anon_vma_fork(struct sim *s, idx_t vma, idx_t pvma);     /* chain: fork */
 int anon_vma_clone(struct sim *s, idx_t dst, idx_t src);
@@ -298,6 +322,7 @@ typedef bool (*avc_visit_fn)(struct sim *s, idx_t avc, void *arg);  /* false: st
 void anon_vma_interval_tree_foreach(struct sim *s, idx_t av, uint32_t index, avc_visit_fn fn,
 				    void *arg);
 void anon_vma_interval_tree_inorder(struct sim *s, idx_t av, avc_visit_fn fn, void *arg);
+void anon_vma_interval_tree_update_vma(struct sim *s, idx_t vma);
 
 /* mm.c: processes and their address spaces (kernel/fork.c, mm/mmap.c, mm/memory.c) */
 int mm_alloc(struct sim *s, idx_t *mm);
@@ -305,6 +330,10 @@ int do_mmap(struct sim *s, idx_t mm, uint32_t npages, idx_t *vma);
 int handle_mm_fault(struct sim *s, idx_t vma, uint32_t offset);
 int dup_mmap(struct sim *s, idx_t parent, idx_t *child);
 void exit_mmap(struct sim *s, idx_t mm);
+int split_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t k, bool new_below);
+int mprotect_fixup(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
+int do_munmap(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
+int move_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 
 /* walk.c: measurement */
 struct walk_count { uint32_t entries, calls, hits; };
@@ -338,12 +367,13 @@ int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct ti
 int sim_check(struct sim *s);
 
 /* program.c: the interpreter */
-struct prog_op { int32_t op, a, b, c; double x; };
+struct prog_op { int32_t op, a, b, c, d; double x; };
 enum prog_opcode {
 	OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST,
 	OP_FORK, OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR,
+	OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
 };
-#define OP_LAST OP_COW_FIRST_RR
+#define OP_LAST OP_MREMAP
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
 
 #endif /* ANONVMA_SIM_H */
