@@ -246,7 +246,7 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
         arr[index]["c"] = draw(st.sampled_from([-1, npages - length + 1, npages]))
     elif what == "range_len":
         npages, off = bld.range_npages[index], int(row["c"])
-        arr[index]["d"] = draw(st.sampled_from([0, -1, npages - off + 1]))
+        arr[index]["d"] = draw(st.sampled_from([0, -1, npages - off + 1, 2**31 - 1]))
     elif what == "count":
         arr[index]["b"] = draw(st.sampled_from([0, -3, 1000]))
     elif what == "rr_vma":

@@ -76,7 +76,8 @@ def assert_same(c: dict, ref: dict, context: str) -> None:
 def listing(prog: np.ndarray) -> str:
     names = {op.value: op.name.lower() for op in core.Op}
     return "; ".join(
-        f"{names.get(int(r['op']), r['op'])}({r['a']},{r['b']},{r['c']},{r['x']!r})" for r in prog
+        f"{names.get(int(r['op']), r['op'])}({r['a']},{r['b']},{r['c']},{r['d']},{r['x']!r})"
+        for r in prog
     )
 
 

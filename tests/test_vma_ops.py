@@ -498,6 +498,9 @@ def after_base(op: Op, a: int, b: int, c: int, d: int) -> np.ndarray:
         (0, 0, 3, 2),  # off + len = 5 > 4
         (0, 0, 0, 5),
         (0, 0, 4, 1),
+        (0, 0, 2, 2**31 - 1),  # off + len overflows 32 bits
+        (0, 0, 2**31 - 1, 2**31 - 1),
+        (0, 0, -(2**31), 2**31 - 1),
     ],
 )
 def test_invalid_range_ops(impl, op, a, b, c, d):
@@ -517,3 +520,31 @@ def test_whole_vma_range_ops_are_valid(impl, op):
     # off 0, len npages: no split at all (mremap: a move of the whole VMA).
     res = run_on(impl, after_base(op, 0, 0, 0, 4), "2.6.36")
     assert res["vmas"] == (0 if op is Op.MUNMAP else 1)
+
+
+def test_exec_flag_white_box():
+    # Not observable in the results (find_mergeable_anon_vma ignores VM_EXEC), so checked on
+    # the reference's objects: clear at mmap, toggled on exactly the range, copied by fork,
+    # split and mremap.
+    sim = reference._Sim(reference._generation("3.7"), 0)
+    sim.op_new_mm()
+    sim.op_mmap(0, 6)
+    sim.op_touch_all(0, 0)
+    sim.op_mprotect(0, 0, 2, 2)  # [2, 2, 2]: the middle one toggled
+    assert [(v.start, v.npages, v.pgoff, v.exec) for v in sim.mms[0].vmas] == [
+        (16, 2, 16, False),
+        (18, 2, 18, True),
+        (20, 2, 20, False),
+    ]
+    sim.op_mprotect(0, 1, 0, 1)  # the first page of the middle piece back: split above
+    assert [v.exec for v in sim.mms[0].vmas] == [False, False, True, False]
+    sim.op_fork(0)
+    assert [v.exec for v in sim.mms[1].vmas] == [False, False, True, False]
+    sim.op_mremap(1, 2, 0, 1)  # the exec page moves to a new last VMA
+    assert [(v.start, v.npages, v.pgoff, v.exec) for v in sim.mms[1].vmas] == [
+        (16, 2, 16, False),
+        (18, 1, 18, False),
+        (20, 2, 20, False),
+        (23, 1, 19, True),
+    ]
+    sim.check()
