@@ -132,16 +132,19 @@ def run(
     return result
 
 
-def _arena_bytes(rows: int, row_bytes: int) -> int:
-    # arena.c grows 64, 128, 256, ... rows; each row also has a free-stack slot
-    cap = 64
+def _arena_bytes(rows: int, row_bytes: int, first: int = 64) -> int:
+    # arena.c grows 64, 128, 256, ... rows (the walk trace 1024, 2048, ...)
+    cap = first
     while cap < rows:
         cap *= 2
     return cap * row_bytes
 
 
-def estimate_bytes(program) -> int:
+def estimate_bytes(program, *, trace: bool = False) -> int:
     """An upper bound of the core's peak memory for a program, in bytes, under any generation.
+
+    ``trace``: the run records its walks for the contention model (``run(..., cpus=...)``, as
+    every sweep point does), 16 bytes per walk.
 
     Follows the program's shape without simulating it. Page tables are exact: one 4-byte entry
     per page of every live VMA. Live pages are bounded by live page-table entries (every page is
@@ -156,7 +159,7 @@ def estimate_bytes(program) -> int:
     slot = sz["slot_index"]
     procs: list[list[int] | None] = []  # per process: its VMAs' page counts (None: exited)
     depth: list[int] = []
-    ptes = vmas = links = 0
+    ptes = vmas = links = walks = 0
     created = 0.0
     peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
 
@@ -213,9 +216,13 @@ def estimate_bytes(program) -> int:
         elif op == 6 and 0.0 <= x <= 1.0:  # cow_first
             created += math.floor(x * npages(a, b))
         elif op == 10 and 0.0 <= x <= 1.0 and b > 0:  # cow_random_rr: b processes from a
-            created += b * cow_random_bound(npages(a, c), x)
+            # the b processes draw independently: one bound on their total, not b bounds
+            created += cow_random_bound(b * npages(a, c), x)
         elif op == 11 and 0.0 <= x <= 1.0 and b > 0:  # cow_first_rr
             created += b * math.floor(x * npages(a, c))
+        elif op == 9:  # scan: the walks it can record (every live page, or the sample)
+            live = min(ptes, math.ceil(created))
+            walks += live if a <= 0 else min(a, live)
         for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)
@@ -229,4 +236,7 @@ def estimate_bytes(program) -> int:
         + len(procs) * 4 * slot  # each process's VMA index array
         + arr.nbytes  # the core's copy of the program
         + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
+        + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
+        + (_arena_bytes(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
+        + (4 * peak["links"] if trace else 0)  # the trace's lock renumbering map
     )

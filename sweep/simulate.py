@@ -145,7 +145,7 @@ def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, i
         return formula_bytes(workload)
     prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
                    pieces)
-    return int(exact(prog))
+    return int(exact(prog, trace=True))  # sweep points record a walk trace (run_point: cpus)
 
 
 def _physical_memory() -> int:
