@@ -23,6 +23,8 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from bench_core import cpu_model  # noqa: E402 - this directory is on sys.path as a script
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PACKAGES = ("anonvma-sweep", "numpy", "ray", "xarray", "zarr", "hydra-core",
@@ -38,14 +40,7 @@ class Bench:
 
 
 def machine() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     versions = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)

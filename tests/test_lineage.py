@@ -21,22 +21,13 @@ import core
 from core import reference
 from core.errors import InvariantError
 from core.program import Op, Program, aim7, chain, prefork
+from tests.primer import SIZES
 from tests.strategies import programs, seeds
 
 #: Generations without anon_vma reuse, with anon_vma_chain (list or tree).
 GROWING = ("2.6.34", "2.6.36", "3.0", "3.7", "3.8")
 REUSING = ("3.19", "6.0")
 TREE = ("3.7", "3.8", "3.19", "6.0")
-SIZES = {  # (anon_vma B, AVC B, VMA B), docs/core.md §Generations
-    "2.6.33": (24, 0, 176),
-    "2.6.34": (24, 48, 176),
-    "2.6.36": (40, 48, 184),
-    "3.0": (64, 48, 184),
-    "3.7": (56, 64, 184),
-    "3.8": (56, 64, 184),
-    "3.19": (72, 64, 184),
-    "6.0": (96, 64, 200),
-}
 
 
 def run_on(impl: str, prog: np.ndarray, kernel: str, seed: int = 0) -> dict:

@@ -13,22 +13,13 @@ import core
 from core import reference
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.program import PROGRAM_DTYPE, Op, Program, aim7
+from tests.primer import SIZES
 from tests.strategies import programs, seeds
 
 GENS = reference.GENERATIONS
 CHAIN_GENS = ("2.6.34", "2.6.36")
 #: anon_vma reuse at fork (primer §1f, §1g): bounded lineage.
 REUSE_GENS = ("3.19", "6.0")
-SIZES = {  # (anon_vma B, AVC B, VMA B), docs/core.md §Generations
-    "2.6.33": (24, 0, 176),
-    "2.6.34": (24, 48, 176),
-    "2.6.36": (40, 48, 184),
-    "3.0": (64, 48, 184),
-    "3.7": (56, 64, 184),
-    "3.8": (56, 64, 184),
-    "3.19": (72, 64, 184),
-    "6.0": (96, 64, 200),
-}
 
 
 def run(prog, kernel, seed=0):
