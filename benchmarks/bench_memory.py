@@ -4,7 +4,7 @@
 
 For aim7 points from a few hundred KiB to about 1 GiB, three figures:
 
-- estimate: ``core.estimate_bytes(program)``, what sweep/plan.py asks Ray for;
+- estimate: ``core.estimate_bytes(program, trace=True)``, what sweep/plan.py asks Ray for;
 - core peak: the core's own ``peak_bytes`` result (its arenas' allocated capacity at the peak);
 - RSS growth: a fresh subprocess imports core, builds the program, reads its peak RSS
   (``ru_maxrss``), runs the point as a sweep worker does (``cpus=[1]``), and reads it again.
@@ -53,7 +53,7 @@ import json, resource, sys
 import core
 n, pages, f, kernel, sample = json.loads(sys.argv[1])
 prog = core.aim7(n, pages, f, "independent", sample)
-estimate = core.estimate_bytes(prog)
+estimate = core.estimate_bytes(prog, trace=True)  # as the sweep asks: its points record a trace
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 r = core.run(prog, kernel, 0, cpus=[1])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
