@@ -4,7 +4,8 @@
 
 For aim7 points from a few hundred KiB to about 1 GiB, three figures:
 
-- estimate: ``core.estimate_bytes(program, trace=True)``, what sweep/plan.py asks Ray for;
+- estimate: ``core.estimate_bytes(program, trace=True, resident=True)``, what sweep/plan.py asks
+  Ray for;
 - core peak: the core's own ``peak_bytes`` result (its arenas' allocated capacity at the peak);
 - RSS growth: a fresh subprocess imports core, builds the program, reads its peak RSS
   (``ru_maxrss``), runs the point as a sweep worker does (``cpus=[1]``), and reads it again.
@@ -53,7 +54,7 @@ import json, resource, sys
 import core
 n, pages, f, kernel, sample = json.loads(sys.argv[1])
 prog = core.aim7(n, pages, f, "independent", sample)
-estimate = core.estimate_bytes(prog, trace=True)  # as the sweep asks: its points record a trace
+estimate = core.estimate_bytes(prog, trace=True, resident=True)  # what the sweep asks Ray for
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 r = core.run(prog, kernel, 0, cpus=[1])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

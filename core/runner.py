@@ -140,11 +140,16 @@ def _arena_bytes(rows: int, row_bytes: int, first: int = 64) -> int:
     return cap * row_bytes
 
 
-def estimate_bytes(program, *, trace: bool = False) -> int:
+def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> int:
     """An upper bound of the core's peak memory for a program, in bytes, under any generation.
 
     ``trace``: the run records its walks for the contention model (``run(..., cpus=...)``, as
     every sweep point does), 16 bytes per walk.
+
+    ``resident``: estimate the memory the process will actually hold (what Ray's ``memory``
+    request is for) rather than what the core allocates: arenas double, but Linux backs only the
+    pages a program touches, so objects are charged by their peak count, not by the arena's
+    capacity, with a 10 % margin. Not an upper bound of ``peak_bytes``, which counts capacity.
 
     Follows the program's shape without simulating it. Page tables are exact: one 4-byte entry
     per page of every live VMA. Live pages are bounded by live page-table entries (every page is
@@ -226,17 +231,21 @@ def estimate_bytes(program, *, trace: bool = False) -> int:
         for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)
-    return (
+    def arena(rows: int, row_bytes: int, first: int = 64) -> int:
+        return rows * row_bytes if resident else _arena_bytes(rows, row_bytes, first)
+
+    total = (
         peak["ptes"] * sz["pte"]
-        + _arena_bytes(peak["pages"], sz["page"] + slot)
-        + _arena_bytes(peak["vmas"], sz["vma"] + slot)
-        + _arena_bytes(peak["links"], sz["anon_vma_chain"] + slot)
-        + _arena_bytes(peak["links"] + peak["vmas"], sz["anon_vma"] + slot)
-        + _arena_bytes(len(procs), sz["mm"] + slot)
+        + arena(peak["pages"], sz["page"] + slot)
+        + arena(peak["vmas"], sz["vma"] + slot)
+        + arena(peak["links"], sz["anon_vma_chain"] + slot)
+        + arena(peak["links"] + peak["vmas"], sz["anon_vma"] + slot)
+        + arena(len(procs), sz["mm"] + slot)
         + len(procs) * 4 * slot  # each process's VMA index array
         + arr.nbytes  # the core's copy of the program
         + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
-        + (_arena_bytes(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
+        + (arena(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
         + (4 * peak["links"] if trace else 0)  # the trace's lock renumbering map
     )
+    return int(total * 1.1) if resident else total

@@ -145,7 +145,9 @@ def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, i
         return formula_bytes(workload)
     prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
                    pieces)
-    return int(exact(prog, trace=True))  # sweep points record a walk trace (run_point: cpus)
+    # sweep points record a walk trace (run_point passes cpus); Ray and the machine check want
+    # what the worker will hold, not the arenas' doubled capacity (docs/performance.md)
+    return int(exact(prog, trace=True, resident=True))
 
 
 def _physical_memory() -> int:

@@ -28,3 +28,15 @@ def test_a_full_scan_with_its_trace_is_bounded(sample):
     for kernel in ("2.6.33", "6.0"):
         peak = core.run(prog, kernel, cpus=[1, 8])["peak_bytes"]
         assert peak <= est <= 2 * peak, kernel
+
+
+@pytest.mark.parametrize("n,p,f", [(1000, 1000, 1.0), (3000, 300, 0.5), (200, 2000, 0.1)])
+def test_the_resident_estimate_covers_the_live_objects_and_stays_under_capacity(n, p, f):
+    prog = core.aim7(n, p, f, "independent", sample=1000)
+    resident = core.estimate_bytes(prog, trace=True, resident=True)
+    capacity = core.estimate_bytes(prog, trace=True)
+    r = core.run(prog, "3.8", cpus=[1])
+    sz = core.struct_sizes()
+    live = (r["pages"] * sz["page"] + (n + 1) * p * sz["pte"]
+            + r["anon_vmas"] * sz["anon_vma"] + r["avcs"] * sz["anon_vma_chain"])
+    assert live <= resident <= 1.1 * capacity  # the margin can pass a just-doubled arena
