@@ -155,6 +155,27 @@ def normalize_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def _bool_keys(node: type = schema.SweepConf, prefix: str = "") -> set[str]:
+    """Dotted names of the schema's bool keys (``resume.force``, ``ray.ship_core``, ...)."""
+    keys = set()
+    for f in dataclasses.fields(node):
+        sub = getattr(schema, f.type, None) if isinstance(f.type, str) else f.type
+        if f.type in (bool, "bool"):
+            keys.add(prefix + f.name)
+        elif dataclasses.is_dataclass(sub):
+            keys |= _bool_keys(sub, f"{prefix}{f.name}.")
+    return keys
+
+
+def check_bool_overrides(overrides: list[str]) -> None:
+    """Refuse ``resume.force=3``: OmegaConf would quietly turn the 3 into ``true``."""
+    keys = _bool_keys()
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in keys and value.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: true or false")
+
+
 def check_grid_override(overrides: list[str]) -> None:
     """Refuse ``+grid=NAME`` for a NAME that is not shipped, listing those that are.
 
@@ -182,6 +203,7 @@ def compose(overrides: list[str]) -> DictConfig:
     schema.register()
     overrides = normalize_overrides(overrides)
     check_grid_override(overrides)
+    check_bool_overrides(overrides)
     try:
         with initialize_config_module(config_module="sweep.conf", version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides)

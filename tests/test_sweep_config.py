@@ -170,3 +170,12 @@ def test_chunk_shape():
     assert store.chunk_shape((4, 12, 3, 7, 4, 4)) == (1, 12, 3, 7, 4, 4)
     assert store.chunk_shape((4, 40, 3, 7, 4, 4)) == (1, 12, 3, 7, 4, 4)
     assert math.prod(store.chunk_shape((4, 12, 3, 7, 4, 4))) <= store.CHUNK_POINTS
+
+
+@pytest.mark.parametrize("override", ["resume.force=3", "ray.ship_core=yes", "report=0"])
+def test_a_bool_key_takes_only_true_or_false(override):
+    key, value = override.split("=")
+    with pytest.raises(config.ConfigError, match=rf"^{key}: '{value}' is not allowed; allowed: "
+                                                 "true or false$"):
+        config.compose(["+grid=smoke", override])
+    config.compose(["+grid=smoke", f"{key}=true"])  # the real values still pass
