@@ -1,7 +1,7 @@
-"""Kernel facts the tests check against, each from ../shared/docs/kernel-primer.md (§2 sizes).
+"""What the tests hold both implementations to: the primer's numbers and docs/core.md's keys.
 
-One place for the expected values, so the core's table, the reference's and the footprint tests
-are all held to the same numbers.
+One place for them, so the core's table, the reference's and the footprint, lineage and
+differential tests all use the same values.
 """
 
 #: (anon_vma B, anon_vma_chain B, vm_area_struct B) on x86-64 with KSM, MIGRATION and NUMA on,
@@ -16,3 +16,20 @@ SIZES = {
     "3.19": (72, 64, 184),
     "6.0": (96, 64, 200),
 }
+
+
+#: Live objects at the last scan and the bytes they take (docs/core.md "Results"): all 0 once
+#: every process has exited.
+FOOTPRINT_KEYS = (
+    "processes", "vmas", "anon_vmas", "avcs", "pages", "max_chain", "chain_mismatches",
+    "rmap_bytes", "vma_bytes",
+)
+#: Counts over the whole run.
+COUNTER_KEYS = ("faults", "cows", "reuses", "forks", "exits")
+#: Walk sums and statistics.
+WALK_KEYS = (
+    "walks", "entries_total", "calls_total", "hits_total", "entries_mean", "calls_mean",
+    "hits_mean", "entries_p50", "entries_p99", "entries_max", "entries_hist",
+)
+#: Every key of the results contract (docs/core.md), the two wall times included.
+RESULT_KEYS = {*WALK_KEYS, *FOOTPRINT_KEYS, *COUNTER_KEYS, "sim_seconds", "scan_seconds"}

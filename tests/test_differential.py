@@ -13,38 +13,10 @@ import core
 from core import reference
 from core.errors import ProgramError
 from core.program import aim7
+from tests.primer import RESULT_KEYS
 from tests.strategies import invalid_programs, programs, seeds
 
 #: Every result key of docs/core.md §Results; the *_seconds are wall time, not compared.
-RESULT_KEYS = {
-    "walks",
-    "entries_total",
-    "calls_total",
-    "hits_total",
-    "entries_mean",
-    "calls_mean",
-    "hits_mean",
-    "entries_p50",
-    "entries_p99",
-    "entries_max",
-    "entries_hist",
-    "processes",
-    "vmas",
-    "anon_vmas",
-    "avcs",
-    "pages",
-    "max_chain",
-    "chain_mismatches",
-    "rmap_bytes",
-    "vma_bytes",
-    "faults",
-    "cows",
-    "reuses",
-    "forks",
-    "exits",
-    "sim_seconds",
-    "scan_seconds",
-}
 #: Keys the C core adds beyond the contract: the simulator's own memory, which only the C side
 #: can measure (not a property of the simulated kernel, so the reference has no twin for it).
 C_ONLY_KEYS = {"peak_bytes"}

@@ -21,7 +21,7 @@ import core
 from core import reference
 from core.errors import InvariantError
 from core.program import Op, Program, aim7, chain, prefork
-from tests.primer import SIZES
+from tests.primer import COUNTER_KEYS, FOOTPRINT_KEYS, SIZES, WALK_KEYS
 from tests.strategies import programs, seeds
 
 #: Generations without anon_vma reuse, with anon_vma_chain (list or tree).
@@ -407,25 +407,7 @@ def test_prefork_recycles(impl, kernel, workers, recycles):
 # rarely makes (the shortest 3.19 mismatch takes 8 of them). Here: one or two touched VMAs, then
 # forks, exits and a few writes only, compared counter for counter between the two sides.
 
-LINEAGE_KEYS = (
-    "walks",
-    "entries_total",
-    "calls_total",
-    "hits_total",
-    "processes",
-    "vmas",
-    "anon_vmas",
-    "avcs",
-    "pages",
-    "max_chain",
-    "chain_mismatches",
-    "rmap_bytes",
-    "faults",
-    "cows",
-    "reuses",
-    "forks",
-    "exits",
-)
+LINEAGE_KEYS = (*WALK_KEYS[:4], *FOOTPRINT_KEYS[:-1], *COUNTER_KEYS)
 
 
 @st.composite

@@ -13,7 +13,7 @@ import core
 from core import reference
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.program import PROGRAM_DTYPE, Op, Program, aim7
-from tests.primer import SIZES
+from tests.primer import FOOTPRINT_KEYS, SIZES
 from tests.strategies import programs, seeds
 
 GENS = reference.GENERATIONS
@@ -280,17 +280,7 @@ def test_exit_of_everything_leaves_nothing(prog, seed):
     tail["op"][-1] = int(Op.SCAN)  # the counts are those of the last scan: after every exit
     for kernel in GENS:
         res = run(np.concatenate([prog, tail]), kernel, seed)  # check=True: invariant 5 too
-        for key in (
-            "processes",
-            "vmas",
-            "anon_vmas",
-            "avcs",
-            "pages",
-            "max_chain",
-            "chain_mismatches",
-            "rmap_bytes",
-            "vma_bytes",
-        ):
+        for key in FOOTPRINT_KEYS:
             assert res[key] == 0, key
         assert res["exits"] == nprocs
 
