@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
+from core.contention import METRICS
+
 logger = logging.getLogger(__name__)
 
 #: The dataset's data variables taken from ``core.run``'s results, with (units, long_name).
@@ -40,19 +42,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
 }
 
 #: Variables of the contention model, one value per ``cpus`` coordinate (core.contention).
-CONTENTION: dict[str, tuple[str, str]] = {
-    "scan_ns": ("ns", "simulated time to walk every sampled page on this many CPUs"),
-    "throughput": ("walks/s", "rmap walks per simulated second"),
-    "speedup": ("1", "scan time on 1 CPU over scan time on this many CPUs"),
-    "spin_frac": ("1", "share of CPU time spinning on an anon_vma lock"),
-    "sleep_frac": ("1", "share of CPU time asleep on an anon_vma lock (mutex, rwsem)"),
-    "busy_frac": ("1", "share of CPU time walking with the lock held"),
-    "idle_frac": ("1", "share of CPU time with no page left to walk"),
-    "lock_wait_mean_ns": ("ns", "mean wait for the lock per walk"),
-    "lock_wait_max_ns": ("ns", "longest wait for the lock of any walk"),
-    "lock_hold_mean_ns": ("ns", "mean time a walk holds the lock"),
-    "writer_wait_mean_ns": ("ns", "mean wait of a fork/exit for the lock (NaN without churn)"),
-}
+CONTENTION: dict[str, tuple[str, str]] = dict(METRICS)
 VARIABLES.update(CONTENTION)
 
 #: Variables that are a pure function of the point (everything but wall times).

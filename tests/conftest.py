@@ -59,3 +59,18 @@ def core_values(sw, sim) -> dict:
         else np.full(len(cpus), float(want[name]))
         for name in simulate.DETERMINISTIC
     }
+
+
+def pids_with(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (a Ray temp dir or address): the ones a
+    test started, to be checked or ended by PID (never `ray stop`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids

@@ -19,26 +19,13 @@ import xarray as xr
 import zarr
 
 from sweep import grid, simulate
-from tests.conftest import core_values
+from tests.conftest import core_values, pids_with
 
 ARGS = [
     "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[600,800,1000]",
     "grid.pages_per_vma=[200]", "grid.cow_fraction=[0.5,1.0]", "grid.cpus=[1]",
     "grid.seed=[0,1,2]", "batch.max_points=1", "flush_seconds=0.3", "progress=log",
 ]
-
-
-def _ray_processes(temp_dir: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if temp_dir.encode() in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 def test_sigkilled_driver_then_resume(tmp_path):
@@ -66,7 +53,7 @@ def test_sigkilled_driver_then_resume(tmp_path):
     log = (run1 / "__main__.log").read_text()
     temp_dir = log.split("temp dir ")[1].split(")")[0]
     time.sleep(3)  # Ray's reaper stops what the dead driver started
-    leftovers = _ray_processes(temp_dir)
+    leftovers = pids_with(temp_dir)
     for pid in leftovers:  # don't leave Ray running if the reaper did not
         os.kill(pid, signal.SIGKILL)
     shutil.rmtree(temp_dir, ignore_errors=True)  # a killed driver cannot remove it itself
@@ -132,4 +119,4 @@ def test_ctrl_c_stops_cleanly_with_everything_finished_flushed(tmp_path):
     assert np.isfinite(ds.entries_mean.values[done]).all()
     assert np.isnan(ds.entries_mean.values[~done]).all()
     temp_dir = (run / "__main__.log").read_text().split("temp dir ")[1].split(")")[0]
-    assert not _ray_processes(temp_dir), "Ray kept running after Ctrl-C"
+    assert not pids_with(temp_dir), "Ray kept running after Ctrl-C"

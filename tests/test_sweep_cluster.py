@@ -23,7 +23,7 @@ import xarray as xr
 import zarr
 
 from sweep import app, config, grid, simulate
-from tests.conftest import core_values
+from tests.conftest import core_values, pids_with
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -77,19 +77,6 @@ def test_node_removed_mid_sweep(tmp_path):
         cluster.shutdown()
 
 
-def _pids_with(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.fixture(scope="module")
 def ray_start_cluster():
     """A 2-node cluster from `ray start` on this machine, stopped by PID (never `ray stop`)."""
@@ -112,7 +99,7 @@ def ray_start_cluster():
     finally:
         # Every process of this cluster names its temp dir (or session) on its command line.
         for _ in range(3):
-            pids = _pids_with(temp_dir) + _pids_with(f"127.0.0.1:{port}")
+            pids = pids_with(temp_dir) + pids_with(f"127.0.0.1:{port}")
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
