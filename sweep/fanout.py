@@ -54,6 +54,7 @@ class Cluster:
         # False when this process was already connected to Ray (a notebook or test that called
         # ray.init itself): the sweep then uses that connection and leaves it open.
         self._owned = True
+        self._pending: set[Any] = set()
 
     # -- lifetime -----------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
@@ -104,10 +105,26 @@ class Cluster:
         self._remote = ray.remote(run_batch)
 
     def stop(self, failed: bool = False) -> None:
-        """Shut down a local instance, or only disconnect from a cluster."""
+        """Shut down a local instance, or only disconnect from a cluster.
+
+        Tasks still running (Ctrl-C) end with the connection: Ray kills a job's workers when
+        its driver disconnects. Only on a borrowed connection, which stays up, are they
+        cancelled. Never ``force=True``: a forced cancel that crosses a task's own reply
+        trips a check in Ray's task manager (seen with ray 2.60) and aborts the driver, after
+        the store was finished but before the exit code and message.
+        """
         ray = _ray()
-        if self._owned and ray.is_initialized():
+        pending, self._pending = self._pending, set()
+        if not ray.is_initialized():
+            pass
+        elif self._owned:
             ray.shutdown()
+        else:
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception as exc:  # noqa: BLE001 - best effort on a connection we leave up
+                    logger.debug("cancel failed: %s", exc)
         if self._temp_dir is not None:
             if failed:
                 logger.info("Ray logs kept in %s", self._temp_dir)
@@ -156,7 +173,8 @@ class Cluster:
         gave up on (its retries spent on dead workers or lost nodes) is split into one task
         per simulation, so a point that crashes its worker does not take its batch with it; a
         lone simulation that still fails is yielded with its error. Tasks still running when
-        the consumer stops (Ctrl-C) are cancelled.
+        the consumer stops (Ctrl-C) are left to ``stop``, which runs after the caller has
+        saved what finished.
         """
         ray = _ray()
         queue: deque[Task] = deque(tasks)
@@ -193,8 +211,7 @@ class Cluster:
                             out.append((task.sim_ids[0], None, error))
                 yield out
         finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            self._pending.update(pending)
 
     def _submit(self, task: Task, specs: Sequence[tuple], settings: tuple) -> Any:
         options: dict[str, Any] = {

@@ -109,14 +109,29 @@ def ray_start_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _submit_job(env: dict, command: list[str]) -> subprocess.CompletedProcess:
+    """`ray job submit`, again while the head's job agent has not registered yet.
+
+    `ray start` returns before the dashboard agent that takes jobs is up; until then the head
+    answers 500 "No available agent", and no job was created, so submitting again is safe.
+    """
+    deadline = time.monotonic() + 90
+    while True:
+        proc = subprocess.run(
+            [os.path.join(VENV_BIN, "ray"), "job", "submit", "--address",
+             "http://127.0.0.1:8265", "--", *command],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        if "No available agent" not in proc.stderr or time.monotonic() > deadline:
+            return proc
+        time.sleep(2)
+
+
 def test_ray_job_submit_smoke(ray_start_cluster, tmp_path):
     env, _ = ray_start_cluster
     run_dir = tmp_path / "job-run"  # absolute: the job's cwd is a temporary working dir
-    proc = subprocess.run(
-        [os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", "http://127.0.0.1:8265",
-         "--", sys.executable, "-m", "sweep", "+grid=smoke", f"hydra.run.dir={run_dir}"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = _submit_job(env, [sys.executable, "-m", "sweep", "+grid=smoke",
+                             f"hydra.run.dir={run_dir}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     path = str(run_dir / "results.zarr")
     assert path in proc.stdout
