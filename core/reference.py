@@ -63,24 +63,40 @@ class Generation:
     #: Khlebnikov 7a3ef208e662: one counter of child anon_vmas and VMAs together) or "counters"
     #: (6.0, Jann Horn 2555283eb40d: num_children and num_active_vmas kept apart).
     reuse: str | None = None
+    #: is_mergeable_anon_vma of vma_merge: "null or equal" (before 3.0: a side without an
+    #: anon_vma merges with anything) or "singular target" (3.0, 965f55dea0e3 "mmap: avoid
+    #: merging cloned VMAs": a side without one merges only into a target whose chain has one
+    #: entry, or in the three-way check that names no target).
+    merge: str = "null or equal"
 
 
 GENERATION_TABLE: tuple[Generation, ...] = (
     Generation("2.6.33", "shared", False, False, 24, 0, 176, "family spinlock"),
     Generation("2.6.34", "chain", True, False, 24, 48, 176, "per-anon_vma spinlock"),
     Generation("2.6.36", "chain", False, True, 40, 48, 184, "root's spinlock"),
-    # 3.0: the root's lock becomes a mutex; anon_vma grows to 64 B (mutex 32, primer §2)
-    Generation("3.0", "chain", False, True, 64, 48, 184, "root's mutex"),
+    # 3.0: the root's lock becomes a mutex; anon_vma grows to 64 B (mutex 32, primer §2).
+    # 965f55dea0e3 makes is_mergeable_anon_vma refuse to merge into a cloned (forked) VMA.
+    Generation("3.0", "chain", False, True, 64, 48, 184, "root's mutex", merge="singular target"),
     # 3.7: the list becomes an interval tree: anon_vma has rb_root 8 instead of head 16 (56 B),
     # the AVC has rb 24 + rb_subtree_last 8 instead of same_anon_vma 16 (64 B). Still a mutex.
-    Generation("3.7", "tree", False, True, 56, 64, 184, "root's mutex"),
+    Generation("3.7", "tree", False, True, 56, 64, 184, "root's mutex", merge="singular target"),
     # 3.8: the mutex becomes an rwsem (32 B then), walks take the read side (C-RWSEM-READ).
-    Generation("3.8", "tree", False, True, 56, 64, 184, "root's rwsem, walks read"),
+    Generation(
+        "3.8", "tree", False, True, 56, 64, 184, "root's rwsem, walks read",
+        merge="singular target",
+    ),
     # 3.19: degree 4 + parent 8, rwsem 40 (72 B); reuse by degree.
-    Generation("3.19", "tree", False, True, 72, 64, 184, "root's rwsem, walks read", "degree"),
+    Generation(
+        "3.19", "tree", False, True, 72, 64, 184, "root's rwsem, walks read", "degree",
+        merge="singular target",
+    ),
     # 6.0: num_children 8 + num_active_vmas 8, rb_root_cached 16 (96 B); the VMA is the primer's
-    # unverified ~200 B of 4.x-5.x (docs/core.md).
-    Generation("6.0", "tree", False, True, 96, 64, 200, "root's rwsem, walks read", "counters"),
+    # unverified ~200 B of 4.x-5.x (docs/core.md). The singular-target merge rule is still the
+    # 3.0 one (879bca0a2c4f relaxes it only in 6.16).
+    Generation(
+        "6.0", "tree", False, True, 96, 64, 200, "root's rwsem, walks read", "counters",
+        merge="singular target",
+    ),
 )
 
 GENERATIONS: tuple[str, ...] = tuple(g.name for g in GENERATION_TABLE)
@@ -146,8 +162,8 @@ class Vma:
     anon_vma: AnonVma | None = None
     #: chain only: the VMA's anon_vma_chain, head (index 0) = newest, tail = oldest (root last).
     chain: list[Avc] = field(default_factory=list)
-    #: VM_EXEC: clear at mmap, copied by fork, split and mremap, toggled by mprotect. Nothing
-    #: modelled depends on it (find_mergeable_anon_vma ignores VM_READ/WRITE/EXEC).
+    #: VM_EXEC: clear at mmap, copied by fork, split and mremap, toggled by mprotect. Only
+    #: vma_merge reads it (equal vm_flags); find_mergeable_anon_vma ignores VM_READ/WRITE/EXEC.
     exec: bool = False
     alive: bool = True
 
@@ -314,6 +330,19 @@ class _Sim:
                 at = position
                 break
         entries.insert(at, avc)
+
+    def rekey(self, vma: Vma) -> None:
+        """3.7+ vma_adjust around an interval change (anon_vma_interval_tree_pre_update_vma,
+        then post_update_vma): each AVC of the VMA, head to tail, leaves its tree and goes back
+        in under the VMA's new interval, after every AVC of equal start. Called once the fields
+        have changed: the list form finds an AVC by identity, not by key, so taking it out
+        after the change is the same as before it. Nothing to do without a tree."""
+        if not self.tree:
+            return
+        for avc in vma.chain:  # pre_update_vma: out of every tree
+            avc.anon_vma.entries.remove(avc)
+        for avc in vma.chain:  # post_update_vma: back in, head to tail
+            self.tree_insert(avc)
 
     # ---- rmap operations ---------------------------------------------------------------------
 
@@ -670,27 +699,131 @@ class _Sim:
             new.anon_vma.entries.append(new)  # 2.6.33 anon_vma_link: tail of the family list
         # 2. vma_adjust: the old VMA shrinks to the other part (the PTEs of the new VMA's pages
         #    moved to it unchanged: same pages, mapcounts, indexes and writable bits).
-        if self.tree:
-            for avc in vma.chain:  # pre_update_vma: out of every tree
-                avc.anon_vma.entries.remove(avc)
         vma.start, vma.npages, vma.pgoff, vma.ptes = rest
-        if self.tree:
-            for avc in vma.chain:  # post_update_vma: back in, head to tail, after equal starts
-                self.tree_insert(avc)
+        self.rekey(vma)
         # 3. __insert_vm_struct: the new VMA enters the process's list in address order.
         at = next(i for i, v in enumerate(mm.vmas) if v is vma)
         mm.vmas.insert(at if new_below else at + 1, new)
         return new
 
     def op_mprotect(self, p: int, v: int, off: int, length: int) -> None:
-        """mprotect_fixup: split off the part below the range (new_below), then the part above
-        (not new_below); the old VMA, now exactly the range, toggles VM_EXEC."""
+        """mprotect_fixup: vma_merge first; if nothing merged, split off the part below the
+        range (new_below), then the part above (not new_below); the old VMA, now exactly the
+        range, toggles VM_EXEC."""
         vma = self.range_vma(p, v, off, length)
+        if self.vma_merge(vma, off, length):
+            return
         if off > 0:
             self.split(vma, off, new_below=True)
         if length < vma.npages:
             self.split(vma, length, new_below=False)
         vma.exec = not vma.exec
+
+    def is_mergeable_anon_vma(
+        self, a1: AnonVma | None, a2: AnonVma | None, target: Vma | None
+    ) -> bool:
+        """mm/mmap.c is_mergeable_anon_vma. A side without an anon_vma merges with anything
+        before 3.0; from 3.0 (965f55dea0e3) only when no target is named (the three-way
+        prev/next check) or the target's chain is singular, so a forked VMA (linked to its
+        parent's anon_vmas too) never absorbs pages it could not reach. An unfaulted target has
+        an empty chain and fails that test too. Otherwise the two must be the same anon_vma
+        (two missing ones count as the same: NULL == NULL)."""
+        if a1 is None or a2 is None:
+            if self.gen.merge == "null or equal" or target is None or len(target.chain) == 1:
+                return True
+        return a1 is a2
+
+    def remove_merged(self, vma: Vma) -> None:
+        """vma_adjust's remove_next: the absorbed VMA's PTEs already moved to the importer, so
+        no zap; it is unlinked as exit unlinks one VMA and leaves the process's list. The
+        anon_vma its pages point at survives: the importer holds it."""
+        self.unlink_vma(vma)
+        vma.alive = False
+        vma.ptes = []
+        vma.mm.vmas.remove(vma)
+
+    def vma_merge(self, vma: Vma, off: int, length: int) -> bool:
+        """mm/mmap.c vma_merge as mprotect_fixup calls it, with the range's new flags: a
+        neighbour whose flags, address and vm_pgoff continue the range (and whose anon_vma is
+        mergeable) absorbs it (kernel cases 1-8). Returns whether it merged."""
+        mm = vma.mm
+        flag = not vma.exec
+        a = vma.anon_vma
+        s = vma.start + off
+        g = vma.pgoff + off
+        at = next(i for i, x in enumerate(mm.vmas) if x is vma)
+        # A range strictly inside the VMA has no neighbour on either side: no merge.
+        prev = mm.vmas[at - 1] if off == 0 and at > 0 else None
+        nxt = mm.vmas[at + 1] if off + length == vma.npages and at + 1 < len(mm.vmas) else None
+        prev_fits = (
+            prev is not None
+            and prev.start + prev.npages == s
+            and prev.exec == flag
+            and prev.pgoff + prev.npages == g
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev)
+        )
+        next_fits = (
+            nxt is not None
+            and nxt.start == s + length
+            and nxt.exec == flag
+            and nxt.pgoff == g + length
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt)
+        )
+        if not prev_fits and not next_fits:
+            return False
+        # Cases 1 and 6: prev, the whole VMA and next in one, if prev's and next's anon_vmas
+        # agree; otherwise prev alone (cases 2, 5, 7) or next alone (cases 3, 4, 8).
+        three_way = (
+            prev_fits
+            and next_fits
+            and self.is_mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        )
+        importer = prev if prev_fits else nxt
+        assert importer is not None
+        # vma_adjust, "easily overlooked": an importer without an anon_vma must get the one of
+        # the pages it takes over before any of them moves -- v's, or in the three-way case
+        # next's when v has none -- and be linked like a split's new VMA.
+        exporter = vma if a is not None else (nxt if three_way else None)
+        if importer.anon_vma is None and exporter is not None and exporter.anon_vma is not None:
+            importer.anon_vma = exporter.anon_vma
+            if self.chain:
+                self.anon_vma_clone(importer, exporter)  # preset: no reuse, one more VMA
+            else:
+                importer.anon_vma.entries.append(importer)  # 2.6.33: the family list's tail
+        if three_way:
+            prev.npages += length + nxt.npages
+            prev.ptes = prev.ptes + vma.ptes + nxt.ptes
+            self.rekey(prev)
+            self.remove_merged(nxt)
+            self.remove_merged(vma)
+        elif importer is prev:
+            prev.npages += length
+            prev.ptes = prev.ptes + vma.ptes[:length]
+            if length == vma.npages:
+                self.rekey(prev)
+                self.remove_merged(vma)
+            else:
+                vma.start += length
+                vma.npages -= length
+                vma.pgoff += length
+                vma.ptes = vma.ptes[length:]
+                self.rekey(prev)
+                self.rekey(vma)
+        else:
+            keep = vma.npages - length
+            nxt.start -= length
+            nxt.pgoff -= length
+            nxt.npages += length
+            nxt.ptes = vma.ptes[keep:] + nxt.ptes
+            if keep == 0:
+                self.rekey(nxt)
+                self.remove_merged(vma)
+            else:
+                vma.npages = keep
+                vma.ptes = vma.ptes[:keep]
+                self.rekey(vma)
+                self.rekey(nxt)
+        return True
 
     def unmap_range(self, vma: Vma, off: int, length: int) -> None:
         """do_munmap of pages off..off+length-1 of vma: the splits (the first one not new_below,

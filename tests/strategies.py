@@ -3,7 +3,11 @@
 ``programs()`` builds small random programs that are valid at every op: the builder tracks which
 processes are alive and how many pages each VMA has (in address order, updated by mprotect,
 munmap and mremap exactly as their splits do), so every process, VMA, page offset and range it
-names exists at that point. ``invalid_programs()`` corrupts one op of a valid program so that it,
+names exists at that point. An mprotect that may merge (a neighbour it touches is adjacent, has
+contiguous vm_pgoff and the range's new flags) leaves a VMA list that depends on the generation's
+merge rule and on which pages the seed faulted: that process (and its later children) is then
+only forked, exited and scanned, never named by VMA again, so one program stays valid for every
+generation and seed. ``invalid_programs()`` corrupts one op of a valid program so that it,
 and no earlier op, is invalid, and reports that op's index.
 """
 
@@ -15,6 +19,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from core.program import Op, Program
+from core.reference import FIRST_VMA_START
 
 #: COW fractions: the special values plus any float in [0, 1].
 fractions = st.one_of(
@@ -35,6 +40,11 @@ class _Builder:
 
     prog: Program = field(default_factory=Program)
     vmas: dict[int, list[int]] = field(default_factory=dict)  # live pid -> npages per VMA
+    #: live pid -> (start, vm_pgoff, exec) per VMA, beside ``vmas``; and the next mmap address
+    layout: dict[int, list[tuple[int, int, bool]]] = field(default_factory=dict)
+    next_free: dict[int, int] = field(default_factory=dict)
+    #: processes whose VMA list after a possible merge is not known here
+    uncertain: set[int] = field(default_factory=set)
     exited: list[int] = field(default_factory=list)
     #: op index of every range op (mprotect, munmap, mremap) -> npages of the VMA it named
     range_npages: dict[int, int] = field(default_factory=dict)
@@ -42,38 +52,74 @@ class _Builder:
     def new_mm(self) -> int:
         pid = self.prog.new_mm()
         self.vmas[pid] = []
+        self.layout[pid] = []
+        self.next_free[pid] = FIRST_VMA_START
         return pid
 
     def mmap(self, p: int, npages: int) -> None:
         self.prog.mmap(p, npages)
+        start = self.next_free[p]
         self.vmas[p].append(npages)
+        self.layout[p].append((start, start, False))
+        self.next_free[p] = start + npages + 1  # docs/core.md: one guard page
 
     def fork(self, p: int) -> None:
-        self.vmas[self.prog.fork(p)] = list(self.vmas[p])
+        c = self.prog.fork(p)
+        self.vmas[c] = list(self.vmas[p])
+        self.layout[c] = list(self.layout[p])
+        self.next_free[c] = self.next_free[p]
+        if p in self.uncertain:
+            self.uncertain.add(c)
 
     def exit(self, p: int) -> None:
         self.prog.exit(p)
-        del self.vmas[p]
+        del self.vmas[p], self.layout[p], self.next_free[p]
+        self.uncertain.discard(p)
         self.exited.append(p)
+
+    def may_merge(self, p: int, v: int, off: int, length: int) -> bool:
+        """Could mprotect of this range merge (docs/core.md vma_merge), whatever the anon_vmas?"""
+        npages, (start, pgoff, exe) = self.vmas[p][v], self.layout[p][v]
+        if off == 0 and v > 0:
+            n, (s, g, e) = self.vmas[p][v - 1], self.layout[p][v - 1]
+            if s + n == start and g + n == pgoff and e != exe:
+                return True
+        if off + length == npages and v + 1 < len(self.vmas[p]):
+            s, g, e = self.layout[p][v + 1]
+            if s == start + npages and g == pgoff + npages and e != exe:
+                return True
+        return False
 
     def range_op(self, kind: str, p: int, v: int, off: int, length: int) -> None:
         """mprotect/munmap/mremap of pages off..off+length-1 of VMA v, with the VMA list of p
         updated as docs/core.md splits it (positions are address order; mremap's VMA is last)."""
         npages = self.vmas[p][v]
         assert length >= 1 and 0 <= off and off + length <= npages
+        assert p not in self.uncertain
         self.range_npages[len(self.prog)] = npages
+        if kind == "mprotect" and self.may_merge(p, v, off, length):
+            self.uncertain.add(p)
         getattr(self.prog, kind)(p, v, off, length, npages)
+        start, pgoff, exe = self.layout[p][v]
         rest = npages - off - length
+        below = (off, (start, pgoff, exe))
+        rng = (length, (start + off, pgoff + off, not exe if kind == "mprotect" else exe))
+        above = (rest, (start + off + length, pgoff + off + length, exe))
         if kind == "mprotect":
-            pieces = [off, length, rest]
+            pieces = [below, rng, above]
         else:  # munmap, mremap: the range leaves this VMA
-            pieces = [off, rest]
-        self.vmas[p][v : v + 1] = [n for n in pieces if n]
+            pieces = [below, above]
+        pieces = [piece for piece in pieces if piece[0]]
+        self.vmas[p][v : v + 1] = [n for n, _ in pieces]
+        self.layout[p][v : v + 1] = [where for _, where in pieces]
         if kind == "mremap":
             self.vmas[p].append(length)
+            self.layout[p].append((self.next_free[p], pgoff + off, exe))
+            self.next_free[p] += length + 1
 
     def with_vmas(self) -> list[int]:
-        return sorted(p for p, v in self.vmas.items() if v)
+        """Live processes whose VMAs can be named: they have some, and their list is known."""
+        return sorted(p for p, v in self.vmas.items() if v and p not in self.uncertain)
 
 
 RANGE_KINDS = ("mprotect", "munmap", "mremap")
@@ -99,7 +145,8 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             v = len(bld.vmas[root]) - 1
             if draw(st.integers(0, 3)) == 0:  # sometimes split before the first fault
                 _range_op(draw, bld, root, v)
-            if draw(st.integers(0, 3)):  # mostly faulted in before any fork (every piece)
+            if root not in bld.uncertain and draw(st.integers(0, 3)):  # mostly faulted in
+                # before any fork (every piece)
                 for piece in range(v, len(bld.vmas[root])):
                     bld.prog.touch_all(root, piece)
 
@@ -129,15 +176,16 @@ def _build(draw, max_ops: int = 60) -> _Builder:
     while len(bld.prog) < target:
         live = sorted(bld.vmas)
         with_vmas = bld.with_vmas()
+        free = [p for p in live if not bld.vmas[p] and p not in bld.uncertain]
         possible = [
             k
             for k in kinds
             if (k == "new_mm" and len(live) < MAX_LIVE)
-            or (k == "mmap" and any(len(v) < MAX_VMAS for v in bld.vmas.values()))
+            or (k == "mmap" and any(len(bld.vmas[p]) < MAX_VMAS for p in with_vmas + free))
             or (k in ("fault", "touch_all", "cow_random", "cow_first", "cow_rr") and with_vmas)
             or (k == "fork" and live and len(live) < MAX_LIVE)
             or (k in ("exit", "scan"))
-            or (k in RANGE_KINDS and any(0 < len(v) < MAX_SPLIT_VMAS for v in bld.vmas.values()))
+            or (k in RANGE_KINDS and any(len(bld.vmas[p]) < MAX_SPLIT_VMAS for p in with_vmas))
         ]
         if not live:
             possible = ["new_mm", "scan"]
@@ -145,7 +193,7 @@ def _build(draw, max_ops: int = 60) -> _Builder:
         if kind == "new_mm":
             bld.new_mm()
         elif kind == "mmap":
-            p = draw(st.sampled_from([p for p in live if len(bld.vmas[p]) < MAX_VMAS]))
+            p = draw(st.sampled_from([p for p in with_vmas + free if len(bld.vmas[p]) < MAX_VMAS]))
             bld.mmap(p, draw(st.integers(1, 12)))
         elif kind == "fork":
             # Any live process, so children and grandchildren fork too: deep trees.
@@ -155,7 +203,7 @@ def _build(draw, max_ops: int = 60) -> _Builder:
         elif kind == "scan":
             bld.prog.scan(draw(st.one_of(st.none(), st.integers(1, 20))))
         elif kind in RANGE_KINDS:
-            p = draw(st.sampled_from([p for p in live if 0 < len(bld.vmas[p]) < MAX_SPLIT_VMAS]))
+            p = draw(st.sampled_from([p for p in with_vmas if len(bld.vmas[p]) < MAX_SPLIT_VMAS]))
             _range_op(draw, bld, p, draw(st.integers(0, len(bld.vmas[p]) - 1)), kind)
         else:
             p = draw(st.sampled_from(with_vmas))
@@ -168,7 +216,8 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             elif kind == "cow_rr":
                 # a run of consecutive live processes with a VMA v of the same size (siblings)
                 run = 1
-                while bld.vmas.get(p + run, [])[v : v + 1] == bld.vmas[p][v : v + 1]:
+                while (p + run not in bld.uncertain
+                       and bld.vmas.get(p + run, [])[v : v + 1] == bld.vmas[p][v : v + 1]):
                     run += 1
                 count = draw(st.integers(1, run))
                 model = draw(st.sampled_from(["independent", "aligned"]))

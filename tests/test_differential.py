@@ -109,6 +109,13 @@ def test_aim7_points(n, p, f, model, sample, seed):
         assert_same(c, ref, f"aim7({n}, {p}, {f}, {model}, {sample}) {kernel} seed {seed}")
 
 
+#: The reference's words for is_mergeable_anon_vma's rule (Generation.merge) and the C core's.
+MERGE_RULES = {
+    "null or equal": "NULL or equal anon_vma",
+    "singular target": "NULL only into a singular chain, else equal",
+}
+
+
 def test_generation_tables_agree():
     assert reference.GENERATIONS == core.GENERATIONS
     for row, gen in zip(core.generation_table(), reference.GENERATION_TABLE, strict=True):
@@ -120,3 +127,4 @@ def test_generation_tables_agree():
             gen.avc_bytes,
             gen.vma_bytes,
         )
+        assert row["merge"] == MERGE_RULES[gen.merge], gen.name

@@ -349,12 +349,18 @@ def test_only_3_19_mismatches(prog, seed):
     # the tree skips those the list iterates (docs/core.md, §Operations and §The walk).
     splits = any(int(op) in (int(Op.MPROTECT), int(Op.MUNMAP), int(Op.MREMAP)) for op in prog["op"])
     walk_keys = ("entries_total", "calls_total")
+    # An mprotect may merge, and 3.0's merge rule (965f55dea0e3) can leave other VMAs than
+    # 2.6.36's; 3.7 and 3.8 share 3.0's rule.
+    mprotects = any(int(op) == int(Op.MPROTECT) for op in prog["op"])
     for kernel in ("3.0", "3.7", "3.8"):
+        base = "2.6.36" if kernel == "3.0" else "3.0"
+        if base == "2.6.36" and mprotects:
+            continue
         keys = ("anon_vmas", "avcs", "max_chain", "pages")
         if kernel == "3.0" or not splits:
             keys += walk_keys
         for key in keys:
-            assert results[kernel][key] == results["2.6.36"][key], (kernel, key)
+            assert results[kernel][key] == results[base][key], (kernel, key)
     for kernel in TREE:
         assert results[kernel]["entries_total"] == results[kernel]["calls_total"], kernel
     assert len({r["hits_total"] for r in results.values()}) == 1

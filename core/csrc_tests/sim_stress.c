@@ -31,55 +31,63 @@ static uint64_t next(void)
 
 static int below(int n) { return (int)(next() % (uint64_t)n); }
 
+/*
+ * Programs are built against a live simulation of the generation they will run on: after a
+ * merge (mprotect, vma_merge) the VMA list depends on the generation's merge rule and on which
+ * pages the seed's COW draws faulted, so every op is chosen from the state the previous ones
+ * actually left.
+ */
 struct builder {
 	struct prog_op ops[MAX_OPS];
 	size_t n;
 	int nr_procs;
 	int alive[MAX_PROCS];
-	int nr_vmas[MAX_PROCS];
-	int npages[MAX_PROCS][MAX_VMAS];
+	struct sim live;
+	int broken;
 };
 
 static void emit(struct builder *b, int op, int a, int bb, int c, double x)
 {
-	b->ops[b->n++] = (struct prog_op){ .op = op, .a = a, .b = bb, .c = c, .x = x };
+	b->ops[b->n] = (struct prog_op){ .op = op, .a = a, .b = bb, .c = c, .x = x };
 }
 
-static void vmas_insert(struct builder *b, int p, int at, int n)
+static void commit(struct builder *b)
 {
-	for (int j = b->nr_vmas[p]; j > at; j--)
-		b->npages[p][j] = b->npages[p][j - 1];
-	b->npages[p][at] = n;
-	b->nr_vmas[p]++;
+	int err = sim_run_program(&b->live, &b->ops[b->n], 1);
+	if (err) {
+		fprintf(stderr, "%s: builder op %zu (%s): error %d: %s\n", b->live.gen->name, b->n,
+			b->live.op_name, err, b->live.err.msg);
+		b->broken = 1;
+	}
+	b->n++;
 }
 
-static void vmas_remove(struct builder *b, int p, int at)
+static int nr_vmas(struct builder *b, int p)
 {
-	for (int j = at; j + 1 < b->nr_vmas[p]; j++)
-		b->npages[p][j] = b->npages[p][j + 1];
-	b->nr_vmas[p]--;
+	return (int)mm_at(&b->live, (idx_t)p)->nr_vmas;
 }
 
-/* mprotect, munmap or mremap of a random range, tracking the VMA list as the core changes it */
+static int npages(struct builder *b, int p, int v)
+{
+	return (int)vma_at(&b->live, mm_at(&b->live, (idx_t)p)->vmas[v])->npages;
+}
+
+static uint64_t nr_merges;
+
+/* mprotect, munmap or mremap of a random range */
 static void range_op(struct builder *b, int p, int v)
 {
-	int n = b->npages[p][v], off = below(n), len = 1 + below(n - off);
+	int n = npages(b, p, v), off = below(n), len = 1 + below(n - off);
 	int kind = below(3);
-	if (b->nr_vmas[p] + 3 > MAX_VMAS)
+	if (nr_vmas(b, p) + 3 > MAX_VMAS)
 		kind = 1;   /* munmap never adds more than one VMA */
 	emit(b, kind == 0 ? OP_MPROTECT : kind == 1 ? OP_MUNMAP : OP_MREMAP, p, v, off, 0);
-	b->ops[b->n - 1].d = len;
-	int rest = n - off - len;
-	b->npages[p][v] = off ? off : (kind == 0 ? len : rest);
-	int at = v + 1;
-	if (off && kind == 0)
-		vmas_insert(b, p, at++, len);
-	if (rest && (off || kind == 0))
-		vmas_insert(b, p, at, rest);
-	if (!off && kind != 0 && !rest)
-		vmas_remove(b, p, v);
-	if (kind == 2)
-		b->npages[p][b->nr_vmas[p]++] = len;
+	b->ops[b->n].d = len;
+	int before = nr_vmas(b, p);
+	commit(b);
+	/* without a merge, mprotect adds a VMA per split: fewer means vma_merge ran */
+	if (kind == 0 && nr_vmas(b, p) - before < (off > 0) + (off + len < n))
+		nr_merges++;
 }
 
 static int pick_alive(struct builder *b)
@@ -91,61 +99,63 @@ static int pick_alive(struct builder *b)
 	return n ? live[below(n)] : -1;
 }
 
-static void build(struct builder *b)
+static void build(struct builder *b, const struct generation *g, uint64_t seed)
 {
 	b->n = 0;
 	b->nr_procs = 0;
-	while (b->n < MAX_OPS - MAX_PROCS - 2) {
+	b->broken = 0;
+	sim_init(&b->live, g, seed, false, 0);
+	while (b->n < MAX_OPS - MAX_PROCS - 2 && !b->broken) {
 		int p = pick_alive(b), r = below(100);
 		if (p < 0 || (r < 4 && b->nr_procs < MAX_PROCS)) {
 			emit(b, OP_NEW_MM, 0, 0, 0, 0);
-			b->alive[b->nr_procs] = 1;
-			b->nr_vmas[b->nr_procs++] = 0;
+			commit(b);
+			b->alive[b->nr_procs++] = 1;
 			continue;
 		}
-		if (r < 15 && b->nr_vmas[p] < MAX_VMAS) {
-			int np = 1 + below(12);
-			emit(b, OP_MMAP, p, np, 0, 0);
-			b->npages[p][b->nr_vmas[p]++] = np;
+		if (r < 15 && nr_vmas(b, p) < MAX_VMAS) {
+			emit(b, OP_MMAP, p, 1 + below(12), 0, 0);
+			commit(b);
 		} else if (r < 30 && b->nr_procs < MAX_PROCS) {
 			emit(b, OP_FORK, p, 0, 0, 0);
-			int c = b->nr_procs++;
-			b->alive[c] = 1;
-			b->nr_vmas[c] = b->nr_vmas[p];
-			for (int v = 0; v < b->nr_vmas[p]; v++)
-				b->npages[c][v] = b->npages[p][v];
+			commit(b);
+			b->alive[b->nr_procs++] = 1;
 		} else if (r < 38) {
 			emit(b, OP_EXIT, p, 0, 0, 0);
+			commit(b);
 			b->alive[p] = 0;
 		} else if (r < 44) {
 			emit(b, OP_SCAN, below(3) ? 0 : 1 + below(20), 0, 0, 0);
-		} else if (b->nr_vmas[p]) {
-			int v = below(b->nr_vmas[p]);
+			commit(b);
+		} else if (nr_vmas(b, p)) {
+			int v = below(nr_vmas(b, p));
 			static const double fs[] = { 0.0, 0.25, 0.5, 1.0, 0.3 };
 			/* a run of consecutive live siblings with the same VMA v, for the RR forms */
 			int run = 1;
-			while (p + run < b->nr_procs && b->alive[p + run] && b->nr_vmas[p + run] > v &&
-			       b->npages[p + run][v] == b->npages[p][v])
+			while (p + run < b->nr_procs && b->alive[p + run] && nr_vmas(b, p + run) > v &&
+			       npages(b, p + run, v) == npages(b, p, v))
 				run++;
 			switch (below(6)) {
 			case 5:
 				range_op(b, p, v);
-				break;
+				continue;
 			case 4:
 				emit(b, below(2) ? OP_COW_RANDOM_RR : OP_COW_FIRST_RR, p, 1 + below(run), v,
 				     fs[below(5)]);
 				break;
-			case 0: emit(b, OP_FAULT, p, v, below(b->npages[p][v]), 0); break;
+			case 0: emit(b, OP_FAULT, p, v, below(npages(b, p, v)), 0); break;
 			case 1: emit(b, OP_TOUCH_ALL, p, v, 0, 0); break;
 			case 2: emit(b, OP_COW_RANDOM, p, v, 0, fs[below(5)]); break;
 			default: emit(b, OP_COW_FIRST, p, v, 0, fs[below(5)]); break;
 			}
+			commit(b);
 		}
 	}
-	emit(b, OP_SCAN, 0, 0, 0, 0);
+	sim_destroy(&b->live);
+	b->ops[b->n++] = (struct prog_op){ .op = OP_SCAN };
 	for (int p = 0; p < b->nr_procs; p++)
 		if (b->alive[p])
-			emit(b, OP_EXIT, p, 0, 0, 0);
+			b->ops[b->n++] = (struct prog_op){ .op = OP_EXIT, .a = p };
 }
 
 static int nr_enomem;
@@ -254,9 +264,13 @@ int main(int argc, char **argv)
 	int failures = 0, enomem_runs = 0;
 
 	for (int i = 0; i < programs; i++) {
-		build(&b);
-		uint64_t seed = next();
+		uint64_t seed = next(), shape = next();
 		for (size_t g = 0; g < sim_nr_generations; g++) {
+			/* the same random choices for every generation; the ops follow its state */
+			uint64_t saved = rng_state;
+			rng_state = shape;
+			build(&b, &sim_generations[g], seed);
+			failures += b.broken;
 			failures += run_one(&sim_generations[g], &b, seed, 0, 1);
 			/* A limit below what the program needs: ENOMEM somewhere, cleanly. */
 			size_t limit = 2048 + (size_t)below(65536);
@@ -264,7 +278,12 @@ int main(int argc, char **argv)
 			enomem_runs++;
 			if (i < 12)
 				failures += run_injected(&sim_generations[g], &b, seed);
+			rng_state = saved;
 		}
+	}
+	if (programs >= 12 && !nr_merges) {
+		fprintf(stderr, "no mprotect merged VMAs\n");
+		failures++;
 	}
 	if (programs >= 12 && !nr_injected) {
 		fprintf(stderr, "no allocation failure was injected\n");
@@ -293,8 +312,9 @@ int main(int argc, char **argv)
 	}
 	int runs = 2 * enomem_runs + (int)sim_nr_generations;
 	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs hit ENOMEM, "
-	       "%llu allocation failures injected\n", programs, sim_nr_generations, nr_enomem,
-	       enomem_runs, (unsigned long long)nr_injected);
+	       "%llu allocation failures injected, %llu merges built\n", programs, sim_nr_generations,
+	       nr_enomem, enomem_runs, (unsigned long long)nr_injected,
+	       (unsigned long long)nr_merges);
 	printf("%d passed, %d failed\n", runs - failures, failures);
 	return failures != 0;
 }

@@ -45,6 +45,7 @@ const struct generation sim_generations[] = {
 	},
 	{
 		.name = "3.0",
+		.merge = MERGE_SINGULAR_TARGET,
 		.structure = RMAP_CHAIN_LIST,
 		.prepare_at_head = false,
 		.has_root = true,
@@ -56,6 +57,7 @@ const struct generation sim_generations[] = {
 	},
 	{
 		.name = "3.7",
+		.merge = MERGE_SINGULAR_TARGET,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_MUTEX,
@@ -66,6 +68,7 @@ const struct generation sim_generations[] = {
 	},
 	{
 		.name = "3.8",
+		.merge = MERGE_SINGULAR_TARGET,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
@@ -76,6 +79,7 @@ const struct generation sim_generations[] = {
 	},
 	{
 		.name = "3.19",
+		.merge = MERGE_SINGULAR_TARGET,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
@@ -87,6 +91,7 @@ const struct generation sim_generations[] = {
 	},
 	{
 		.name = "6.0",
+		.merge = MERGE_SINGULAR_TARGET,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
@@ -124,6 +129,15 @@ const char *reuse_rule_name(enum reuse_rule r)
 	case REUSE_NONE: return "none";
 	case REUSE_DEGREE: return "degree";
 	case REUSE_COUNTERS: return "num_children/num_active_vmas";
+	}
+	return "?";
+}
+
+const char *merge_rule_name(enum merge_rule m)
+{
+	switch (m) {
+	case MERGE_NULL_OR_EQUAL: return "NULL or equal anon_vma";
+	case MERGE_SINGULAR_TARGET: return "NULL only into a singular chain, else equal";
 	}
 	return "?";
 }

@@ -319,13 +319,182 @@ int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_belo
 }
 
 /*
- * mprotect_fixup - toggle VM_EXEC on pages off .. off+len-1 of the VMA at `pos`: split off the
- * part below (the new VMA below), then the part above (the new VMA above); the old VMA is left
- * holding exactly the range and changes its flags. No merge follows (not modelled).
+ * is_mergeable_anon_vma - may a range holding anon_vma a1 join the neighbour `target` holding
+ * a2 (target NIL: prev and next of a three-way merge, which only compares the two)? Equal
+ * anon_vmas always may. A NULL side may before 3.0; from 3.0 (965f55dea0e3) only when the
+ * target's chain is singular, so a cloned (forked) VMA never merges with an unfaulted one. The
+ * check reads the target's chain, which is empty when the target is unfaulted: faulted ranges
+ * were refused a merge into unfaulted neighbours until 6.16 (879bca0a2c4f, primer §1h).
+ */
+static bool is_mergeable_anon_vma(struct sim *s, idx_t a1, idx_t a2, idx_t target)
+{
+	if ((a1 == NIL || a2 == NIL) &&
+	    (s->gen->merge == MERGE_NULL_OR_EQUAL || target == NIL || vma_at(s, target)->nr_chain == 1))
+		return true;
+	return a1 == a2;
+}
+
+/* May the range (flags `exec`, anon_vma `av`, pages [start, end), vm_pgoff `pgoff`) extend
+ * `prev` (can_vma_merge_after) or be prepended to `next` (can_vma_merge_before)? */
+static bool can_vma_merge_after(struct sim *s, idx_t prev, bool exec, idx_t av, uint32_t start,
+				uint32_t pgoff)
+{
+	const struct vma *p = vma_at(s, prev);
+	return p->start + p->npages == start && p->exec == exec && p->pgoff + p->npages == pgoff &&
+	       is_mergeable_anon_vma(s, av, p->anon_vma, prev);
+}
+
+static bool can_vma_merge_before(struct sim *s, idx_t next, bool exec, idx_t av, uint32_t end,
+				 uint32_t end_pgoff)
+{
+	const struct vma *n = vma_at(s, next);
+	return n->start == end && n->exec == exec && n->pgoff == end_pgoff &&
+	       is_mergeable_anon_vma(s, av, n->anon_vma, next);
+}
+
+/*
+ * The importer (the VMA that grows over pages of others) must be linked to the anon_vmas of
+ * the pages it takes in (vma_adjust: "make sure the expanding vma has anon_vma set if the
+ * shrinking vma had"): it takes the exporter's ->anon_vma and anon_vma_clone()s its chain
+ * (2.6.33: joins the family list). On -ENOMEM the importer is as it was.
+ */
+static int vma_import_anon_vma(struct sim *s, idx_t importer, idx_t exporter)
+{
+	if (exporter == NIL || vma_at(s, importer)->anon_vma != NIL ||
+	    vma_at(s, exporter)->anon_vma == NIL)
+		return SIM_OK;
+	vma_at(s, importer)->anon_vma = vma_at(s, exporter)->anon_vma;
+	int err = anon_vma_link_new(s, importer, exporter);
+	if (err)
+		vma_at(s, importer)->anon_vma = NIL;
+	return err;
+}
+
+/* A removed VMA's pages now belong to the VMA that absorbed it: off the rmap, then freed. */
+static void vma_remove(struct sim *s, idx_t mm_i, uint32_t pos)
+{
+	idx_t v = mm_at(s, mm_i)->vmas[pos];
+	unlink_anon_vmas(s, v);   /* anon_vma_merge: the absorbing VMA holds the same anon_vma */
+	vma_free(s, v);
+	mm_remove_vma(s, mm_i, pos);
+}
+
+/* 3.7: a VMA whose range changed re-enters its anon_vmas' trees under its new interval. */
+static void vma_rekey(struct sim *s, idx_t vma)
+{
+	if (s->gen->structure == RMAP_CHAIN_TREE)
+		anon_vma_interval_tree_update_vma(s, vma);
+}
+
+/*
+ * vma_merge - mprotect's attempt to let pages off .. off+len-1 of the VMA at `pos`, about to
+ * take flags `exec`, join the neighbour with those flags instead of splitting (mprotect_fixup
+ * calls it first). The kernel's cases, with the neighbour absorbing:
+ *   whole VMA, prev and next both fit and prev's and next's anon_vmas are compatible: prev
+ *     grows over the VMA and next, both removed (case 1);
+ *   prev fits: prev grows over the range; the VMA is removed (whole) or shrinks from below;
+ *   next fits: next grows down over the range; the VMA is removed (whole) or shrinks from above.
+ * prev is only a candidate when the range starts the VMA, next when it ends it: a range
+ * strictly inside never merges. The importer takes the anon_vma of the first absorbed VMA that
+ * has one (vma_import_anon_vma) before anything moves, so -ENOMEM changes nothing. Returns 1
+ * (merged), 0 (no merge possible) or an error (SIM_EKERNEL: the merge failed cleanly; the
+ * caller splits as the kernel does when vma_merge returns NULL).
+ */
+static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
+		     bool exec)
+{
+	struct mm *mm = mm_at(s, mm_i);
+	idx_t v = mm->vmas[pos];
+	const struct vma o = *vma_at(s, v);
+	uint32_t start = o.start + off, pgoff = o.pgoff + off;
+	bool whole = off == 0 && len == o.npages;
+	idx_t prev = off == 0 && pos > 0 ? mm->vmas[pos - 1] : NIL;
+	idx_t next = off + len == o.npages && pos + 1 < mm->nr_vmas ? mm->vmas[pos + 1] : NIL;
+	bool merge_prev = prev != NIL && can_vma_merge_after(s, prev, exec, o.anon_vma, start, pgoff);
+	bool merge_next = next != NIL &&
+			  can_vma_merge_before(s, next, exec, o.anon_vma, start + len, pgoff + len);
+	if (!merge_prev && !merge_next)
+		return 0;
+	if (merge_prev && merge_next &&
+	    !(whole && is_mergeable_anon_vma(s, vma_at(s, prev)->anon_vma,
+					     vma_at(s, next)->anon_vma, NIL)))
+		merge_next = false;   /* prev is tried first: cases 2 and 5 */
+
+	idx_t into = merge_prev ? prev : next;
+	uint32_t grow = len + (merge_prev && merge_next ? vma_at(s, next)->npages : 0);
+	uint32_t old_n = vma_at(s, into)->npages;
+	pte_t *pt = sim_malloc(s, (size_t)(old_n + grow) * sizeof(pte_t));
+	if (!pt)
+		return sim_enomem(s);
+	idx_t exporter = o.anon_vma != NIL ? v : merge_prev && merge_next ? next : NIL;
+	int err = vma_import_anon_vma(s, into, exporter);
+	if (err) {
+		sim_free(s, pt, (size_t)(old_n + grow) * sizeof(pte_t));
+		return err;
+	}
+	struct vma *in = vma_at(s, into), *vv = vma_at(s, v);
+	if (merge_prev) {
+		memcpy(pt, in->pt, (size_t)old_n * sizeof(pte_t));
+		memcpy(pt + old_n, vv->pt, (size_t)len * sizeof(pte_t));
+		if (merge_next)
+			memcpy(pt + old_n + len, vma_at(s, next)->pt,
+			       (size_t)vma_at(s, next)->npages * sizeof(pte_t));
+	} else {
+		memcpy(pt, vv->pt + off, (size_t)len * sizeof(pte_t));
+		memcpy(pt + len, in->pt, (size_t)old_n * sizeof(pte_t));
+		in->start -= len;
+		in->pgoff -= len;
+	}
+	sim_free(s, in->pt, (size_t)old_n * sizeof(pte_t));
+	in->pt = pt;
+	in->npages = old_n + grow;
+	if (merge_prev && merge_next) {
+		vma_rekey(s, into);
+		vma_remove(s, mm_i, pos + 1);
+		vma_remove(s, mm_i, pos);
+		return 1;
+	}
+	if (whole) {
+		vma_rekey(s, into);
+		vma_remove(s, mm_i, pos);
+		return 1;
+	}
+	/* a partial merge moves the boundary: the VMA keeps the rest of its pages */
+	uint32_t keep = o.npages - len;
+	pte_t *kept = sim_malloc(s, (size_t)keep * sizeof(pte_t));
+	if (!kept)
+		return sim_enomem(s);
+	vv = vma_at(s, v);
+	memcpy(kept, vv->pt + (merge_prev ? len : 0), (size_t)keep * sizeof(pte_t));
+	sim_free(s, vv->pt, (size_t)o.npages * sizeof(pte_t));
+	vv->pt = kept;
+	vv->npages = keep;
+	if (merge_prev) {
+		vv->start += len;
+		vv->pgoff += len;
+		vma_rekey(s, prev);   /* the lower VMA first, as vma_adjust's pre/post updates */
+		vma_rekey(s, v);
+	} else {
+		vma_rekey(s, v);
+		vma_rekey(s, next);
+	}
+	return 1;
+}
+
+/*
+ * mprotect_fixup - toggle VM_EXEC on pages off .. off+len-1 of the VMA at `pos`. First
+ * vma_merge with a neighbour that already has the new flags; failing that, split off the part
+ * below (the new VMA below), then the part above (the new VMA above); the old VMA is left
+ * holding exactly the range and changes its flags.
  */
 int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len)
 {
-	int err;
+	bool exec = !vma_at(s, mm_at(s, mm_i)->vmas[pos])->exec;
+	int err = vma_merge(s, mm_i, pos, off, len, exec);
+	if (err == 1)
+		return SIM_OK;
+	if (err && err != SIM_EKERNEL)
+		return err;
 	if (off > 0) {
 		if ((err = split_vma(s, mm_i, pos, off, true)))
 			return err;
@@ -334,7 +503,7 @@ int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32
 	idx_t v = mm_at(s, mm_i)->vmas[pos];
 	if (len < vma_at(s, v)->npages && (err = split_vma(s, mm_i, pos, len, false)))
 		return err;
-	vma_at(s, v)->exec = !vma_at(s, v)->exec;
+	vma_at(s, v)->exec = exec;
 	return SIM_OK;
 }
 

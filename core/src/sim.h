@@ -51,6 +51,13 @@ enum reuse_rule {
 	REUSE_COUNTERS,    /* by num_children/num_active_vmas (6.0, Jann Horn 2555283eb40d) */
 };
 
+/* is_mergeable_anon_vma: may a VMA with anon_vma a1 merge with a neighbour holding a2? */
+enum merge_rule {
+	MERGE_NULL_OR_EQUAL,  /* either NULL, or the same anon_vma (2.6.x to 2.6.39) */
+	MERGE_SINGULAR_TARGET,/* a NULL side only if the neighbour's chain is singular, else the
+			       * same (3.0, 965f55dea0e3 "mmap: avoid merging cloned VMAs") */
+};
+
 enum rmap_lock {
 	LOCK_FAMILY_SPIN,    /* the family's one anon_vma spinlock (<= 2.6.33) */
 	LOCK_ANON_VMA_SPIN,  /* each anon_vma's own spinlock (2.6.34 - 2.6.35) */
@@ -71,6 +78,7 @@ struct generation {
 	bool has_root;                  /* anon_vma->root, locked and refcounted (2.6.36) */
 	enum rmap_lock lock;
 	enum reuse_rule reuse;
+	enum merge_rule merge;
 	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
 	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
 	uint16_t sizeof_vma;            /* §2, NUMA on */
@@ -82,6 +90,7 @@ extern const size_t sim_nr_generations;
 const struct generation *generation_find(const char *name);
 const char *rmap_structure_name(enum rmap_structure s);
 const char *reuse_rule_name(enum reuse_rule r);
+const char *merge_rule_name(enum merge_rule m);
 const char *rmap_lock_name(enum rmap_lock l);
 bool rmap_lock_sleeps(enum rmap_lock l);        /* waiters sleep instead of spinning */
 bool rmap_lock_walk_shared(enum rmap_lock l);   /* walks take it as readers */

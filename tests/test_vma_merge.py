@@ -1,0 +1,247 @@
+"""VMA merging on mprotect (docs/core.md "vma_merge"), against the kernel's own VMA test
+scenarios (primer §4) and the era rules of primer §1h, on both implementations.
+
+The userspace suite (tools/testing/vma) stubs the rmap and checks which anon_vma pointer ends up
+where and whether a clone happened; here the same layouts are built with real faults and forks,
+and what the kernel expects shows in the results: the VMA count (merged or split), the AVCs (an
+importer's clone adds some) and the walks (every page still found through its anon_vma).
+
+Layouts are built by mprotect splits of one mmap (mmaps never touch: a guard page), so "prev"
+and "next" are pieces that are adjacent with contiguous vm_pgoff. A piece is noted
+[first, end) in pages of the original mapping, with its flag (F: exec clear, T: set).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import core
+from core import Injection
+from core.errors import ProgramError
+from core.program import Program
+from tests.test_vma_ops import CHAIN, GENS, IMPLS, KERNELS, SHARED, TREE, run_on, walk_totals
+
+#: 2.6.33 - 2.6.39: a NULL anon_vma merges with anything; 3.0 on (965f55dea0e3) only into a
+#: VMA whose chain is singular, and never into an unfaulted one (empty chain) until 6.16.
+NULL_OR_EQUAL = ("2.6.33", "2.6.34", "2.6.36")
+SINGULAR = tuple(k for k in GENS if k not in NULL_OR_EQUAL)
+
+
+def avcs(kernel: str, chain_avcs: int) -> int:
+    return 0 if kernel in SHARED else chain_avcs
+
+
+@IMPLS
+@KERNELS
+def test_mprotect_back_merges_the_three_pieces_again(impl, kernel):
+    # [0,2) F [2,5) T [5,8) F, all faulted before the split (one anon_vma A); toggling the middle
+    # back makes it fit both neighbours, which hold A too: a three-way merge in every era.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 8))
+    prog.mprotect(p, 0, 2, 3, 8)
+    prog.mprotect(p, 1, 0, 3, 3)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1, 1, avcs(kernel, 1))
+    # one VMA on A's list again: every walk is one entry, one call, one hit
+    assert walk_totals(r) == (8, 8, 8, 8)
+
+
+@IMPLS
+@KERNELS
+def test_merge_right_partial_and_whole(impl, kernel):
+    # primer §4 item 7 (merge_existing): vma [0,4) F faulted (A), next [4,7) T unfaulted.
+    # Modifying [1,4) to T: next may take it only where a NULL side may join a VMA whose chain is
+    # empty (before 3.0); it then imports A (anon_vma_clone: one more AVC). From 3.0 the split
+    # happens instead.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 7)
+    prog.mprotect(p, 0, 4, 3, 7)
+    prog.touch_all(p, 0)
+    prog.mprotect(p, 0, 1, 3, 4)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    merged = kernel in NULL_OR_EQUAL
+    assert r["vmas"] == (2 if merged else 3)
+    assert (r["anon_vmas"], r["avcs"]) == (1, avcs(kernel, 2))
+    # four pages, each found, a walk stopping at its one hit. Merged: A's list is [vma, next]
+    # (the import went to the tail): page 0 costs 1 entry, pages 1-3 two. 3.0 split instead:
+    # [vma [1,4), the new piece [0,1) below it]: page 0 costs 2, pages 1-3 one. Tree: 1 each.
+    entries = 7 if merged else 4 if kernel in TREE else 5
+    assert walk_totals(r) == (4, entries, 4, 4)
+
+    # the whole VMA: next grows down over all of it and the VMA is removed (before 3.0)
+    whole = Program()
+    p = whole.new_mm()
+    whole.mmap(p, 7)
+    whole.mprotect(p, 0, 4, 3, 7)
+    whole.touch_all(p, 0)
+    whole.mprotect(p, 0, 0, 4, 4)
+    whole.scan()
+    r = run_on(impl, whole.array, kernel)
+    assert r["vmas"] == (1 if merged else 2)
+    assert walk_totals(r)[:3] == (4, 4, 4)
+
+
+@IMPLS
+@KERNELS
+def test_faulted_range_into_unfaulted_prev(impl, kernel):
+    # primer §4 item 5 (dup_anon_vma case 4, Minchan's importer/exporter case): prev [0,3) T
+    # unfaulted, vma [3,8) F faulted (A); modify [3,5) to T. Before 3.0 prev imports A and
+    # grows to [0,5); from 3.0 the singular check reads prev's empty chain and refuses: the
+    # 15-year-old miss 6.16 fixed (879bca0a2c4f).
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mprotect(p, 0, 0, 3, 8)
+    prog.touch_all(p, 1)
+    prog.mprotect(p, 1, 0, 2, 5)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert r["vmas"] == (2 if kernel in NULL_OR_EQUAL else 3)
+    assert (r["anon_vmas"], r["avcs"]) == (1, avcs(kernel, 2))
+    # A's list merged: [vma [5,8), prev [0,5) imported at the tail]: pages 3-4 cost 2 entries,
+    # 5-7 one. Split (3.0): [vma [3,5), the new piece [5,8)]: 3-4 one, 5-7 two. Tree: one each.
+    entries = 7 if kernel in NULL_OR_EQUAL else 5 if kernel in TREE else 8
+    assert walk_totals(r) == (5, entries, 5, 5)
+    # after the merge the importer's pages fault and COW through A like any other
+    prog.fault(p, 0, 0)
+    child = prog.fork(p)
+    prog.cow_first(child, 0, 1.0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert r["cows"] >= 1
+
+
+@IMPLS
+@KERNELS
+def test_unfaulted_range_joins_a_faulted_singular_prev_in_every_era(impl, kernel):
+    # primer §4 item 2's check: an anon_vma is mergeable with NULL when the VMA holding it has a
+    # singular chain. prev [0,3) T faulted (A, chain [A]), vma [3,8) F unfaulted; modify [3,5).
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mprotect(p, 0, 0, 3, 8)
+    prog.touch_all(p, 0)
+    prog.mprotect(p, 1, 0, 2, 5)
+    prog.touch_all(p, 0)  # prev is now [0,5): two more pages, through A
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 1, avcs(kernel, 1))
+    assert walk_totals(r) == (5, 5, 5, 5)
+
+
+@IMPLS
+@KERNELS
+def test_forked_prev_is_refused_from_3_0(impl, kernel):
+    # primer §4 item 8 / 965f55dea0e3: in a child, prev [0,3) T holds the child's own anon_vma
+    # and is linked to the parent's too (a cloned chain); the unfaulted vma next to it may join
+    # it before 3.0 only.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mprotect(p, 0, 0, 3, 8)
+    prog.touch_all(p, 0)
+    c = prog.fork(p)
+    prog.mprotect(c, 1, 0, 2, 5)
+    r = run_on(impl, prog.array, kernel)
+    assert r["vmas"] == 2 + (2 if kernel in NULL_OR_EQUAL else 3)
+    # naming the child's third VMA works exactly where the split happened
+    prog.fault(c, 2, 0)
+    if kernel in NULL_OR_EQUAL:
+        with pytest.raises(ProgramError, match="op 6 .*VMA 2"):
+            run_on(impl, prog.array, kernel)
+    else:
+        assert run_on(impl, prog.array, kernel)["faults"] == 4
+
+
+@IMPLS
+@KERNELS
+def test_prev_and_next_with_different_anon_vmas_merge_only_left(impl, kernel):
+    # primer §4 item 2 (anon_vma_non_mergeable): prev [0,3) T with A1, vma [3,7) F unfaulted,
+    # next [7,9) T with A2; modify the whole vma to T: both neighbours fit, but A1 and A2 are not
+    # mergeable with each other, so only prev takes it (prev is tried first).
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 9)
+    prog.mprotect(p, 0, 0, 3, 9)
+    prog.mprotect(p, 1, 4, 2, 6)
+    prog.touch_all(p, 0)
+    prog.touch_all(p, 2)
+    prog.mprotect(p, 1, 0, 4, 4)
+    prog.touch_all(p, 0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 2, avcs(kernel, 2))
+    # prev is [0,7) now: 7 pages through A1, 2 through A2, one entry each
+    assert walk_totals(r) == (9, 9, 9, 9)
+    prog.fault(p, 2, 0)
+    with pytest.raises(ProgramError, match="op 9 .*VMA 2"):
+        run_on(impl, prog.array, kernel)
+
+
+@IMPLS
+@KERNELS
+def test_three_way_merge_imports_from_next(impl, kernel):
+    # primer §4 items 1 and 4 (merge_new, dup_anon_vma case 2): prev [0,3) F and vma [3,6) T
+    # unfaulted, next [6,9) F faulted (A). The vma back to F fits both (NULL with NULL; NULL into
+    # next's singular chain) and prev/next are NULL and A: a three-way merge in every era, and
+    # prev, which has no anon_vma, takes next's (the clone), then next is removed.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 9)
+    prog.mprotect(p, 0, 3, 3, 9)
+    prog.touch_all(p, 2)
+    prog.mprotect(p, 1, 0, 3, 3)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1, 1, avcs(kernel, 1))
+    assert walk_totals(r) == (3, 3, 3, 3)
+    prog.touch_all(p, 0)  # the other six pages fault through A
+    prog.scan()
+    assert walk_totals(run_on(impl, prog.array, kernel)) == (3 + 9, 12, 12, 12)
+
+
+@IMPLS
+@KERNELS
+def test_a_range_strictly_inside_never_merges(impl, kernel):
+    # primer §4 item 7: ranges that touch neither edge of the vma are NOMERGE.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 9))
+    prog.mprotect(p, 0, 3, 3, 9)  # F T F
+    prog.mprotect(p, 1, 1, 1, 3)  # inside the middle piece: F T F T F
+    r = run_on(impl, prog.array, kernel)
+    assert r["vmas"] == 5
+
+
+@pytest.mark.parametrize("kernel", NULL_OR_EQUAL[1:])
+def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(kernel):
+    # Minchan Kim's 2010 question for vma_adjust: the importer's anon_vma_clone fails (-ENOMEM);
+    # nothing may have moved, and mprotect goes on as when vma_merge returns NULL: it splits.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mprotect(p, 0, 0, 3, 8)
+    prog.touch_all(p, 1)
+    before = core.run(prog.array, kernel, inject=Injection(at=10**9))
+    prog.mprotect(p, 1, 0, 2, 5)
+    prog.scan()
+    # allocations before the mprotect: mprotect's split (one VMA), then the fault's AVC and
+    # anon_vma; the next one is the importer's AVC
+    at = 1 + 2
+    assert before["injected"] == 0
+    r = core.run(prog.array, kernel, check=True, inject=Injection(at=at + 1))
+    assert (r["injected"], r["ops_failed"]) == (1, 0)
+    assert r["vmas"] == 3  # split, not merged
+    assert walk_totals(r) == (5, 8, 5, 5)  # as 3.0's split in test_faulted_range_into...
+    assert core.run(prog.array, kernel, check=True)["vmas"] == 2  # without the failure
+
+
+def test_merge_rules_in_the_generation_table():
+    rules = {row["name"]: row["merge"] for row in core.generation_table()}
+    assert {rules[k] for k in NULL_OR_EQUAL} == {"NULL or equal anon_vma"}
+    assert {rules[k] for k in SINGULAR} == {"NULL only into a singular chain, else equal"}
+    assert set(CHAIN) | set(SHARED) == set(GENS)
