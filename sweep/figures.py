@@ -108,7 +108,7 @@ def _label(ds: xr.Dataset, name: str, fallback: str) -> str:
 
 def _save(fig: MplFigure, path: Path) -> Path:
     # "tight" also keeps a title wider than a one-panel figure inside the picture.
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)
     return path
 
 
