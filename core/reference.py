@@ -10,6 +10,11 @@ The interval tree of 3.7+ is kept just as obviously: a Python list per anon_vma,
 rbtree (equal starts go right, so a later insertion sorts after an earlier one). A stabbing query
 is that list filtered to the AVCs whose interval contains the page's index.
 
+ENOMEM injection (docs/core.md) is one question asked at every injectable allocation
+(``_Sim.alloc_fails``), in the kernel's allocation order; each path then unwinds what it made,
+as the kernel's error paths do. A child whose fork failed stays in the process table, marked
+``stillborn``; ops naming it are skipped.
+
 Kernel facts are cited by the section of ../shared/docs/kernel-primer.md they come from.
 """
 
@@ -24,9 +29,10 @@ from typing import NoReturn
 import numpy as np
 
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
+from core.inject import Injection
 from core.program import PROGRAM_DTYPE, Op
 
-__all__ = ["GENERATIONS", "Generation", "GENERATION_TABLE", "run"]
+__all__ = ["GENERATIONS", "Generation", "GENERATION_TABLE", "allocations", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +199,9 @@ class Mm:
     vmas: list[Vma] = field(default_factory=list)
     next_free: int = FIRST_VMA_START
     alive: bool = True
+    #: A child whose fork failed (ENOMEM injection): never alive, its number used for good, and
+    #: every op naming it is skipped rather than refused (docs/core.md "ENOMEM injection").
+    stillborn: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +234,12 @@ class SplitMix64:
 _OP_NAMES = {op.value: op.name.lower() for op in Op}
 
 
+class _Skipped(Exception):
+    """An op names a process whose fork failed: it is skipped (``ops_skipped``), not refused."""
+
+
 class _Sim:
-    def __init__(self, gen: Generation, seed: int) -> None:
+    def __init__(self, gen: Generation, seed: int, inject: Injection | None = None) -> None:
         self.gen = gen
         #: anon_vma_chain in any form (2.6.34+): VMAs have chains, anon_vmas hold AVCs.
         self.chain = gen.structure in ("chain", "tree")
@@ -241,7 +254,15 @@ class _Sim:
         self.avcs: set[Avc] = set()  # live ones
         self.next_page = 0
         self.next_anon_vma = 0
-        self.counters = dict(faults=0, cows=0, reuses=0, forks=0, exits=0)
+        self.counters = dict(
+            faults=0, cows=0, reuses=0, forks=0, exits=0,
+            injected=0, faults_failed=0, forks_failed=0, ops_failed=0, ops_skipped=0,
+        )
+        # ENOMEM injection: its own stream, so the workload's draws are those of a run without.
+        inject = Injection() if inject is None else inject
+        self.inject_probability, self.inject_at, inject_seed = inject.as_tuple()
+        self.inject_rng = SplitMix64(inject_seed)
+        self.allocations = 0  # injectable allocations attempted so far (the k of ``at``)
         self.walk_entries: list[int] = []
         self.entries_total = 0
         self.calls_total = 0
@@ -260,6 +281,8 @@ class _Sim:
         if not 0 <= p < len(self.mms):
             return self._raise(f"process {p} does not exist")
         mm = self.mms[p]
+        if mm.stillborn:
+            raise _Skipped
         if not mm.alive:
             return self._raise(f"process {p} has exited")
         return mm
@@ -274,6 +297,20 @@ class _Sim:
         raise self.error(reason)
 
     # ---- object lifetimes --------------------------------------------------------------------
+
+    def alloc_fails(self) -> bool:
+        """One injectable allocation (an anon_vma, an AVC or a VMA other than mmap's): does it
+        fail with -ENOMEM? With a probability, every allocation draws exactly once, first, so
+        the k-th allocation is the same whether or not an earlier one failed."""
+        self.allocations += 1
+        failed = False
+        if self.inject_probability > 0:
+            failed = self.inject_rng.uniform() < self.inject_probability
+        if self.allocations == self.inject_at:
+            failed = True
+        if failed:
+            self.counters["injected"] += 1
+        return failed
 
     def new_anon_vma(self) -> AnonVma:
         """anon_vma_alloc."""
@@ -373,14 +410,21 @@ class _Sim:
             return self.mergeable_neighbour(vma, vmas[at - 1], near_is_next=False)
         return None
 
-    def anon_vma_prepare(self, vma: Vma) -> None:
+    def anon_vma_prepare(self, vma: Vma) -> bool:
+        """Give the VMA an anon_vma (borrowed or new) and link it; False on -ENOMEM, with the
+        VMA as it was (what the call allocated is freed; nothing else was touched yet)."""
         if vma.anon_vma is not None:
-            return
+            return True
+        # The kernel allocates the AVC before it looks for an anon_vma to borrow (chain, tree).
+        if self.chain and self.alloc_fails():
+            return False
         # find_mergeable_anon_vma first: a neighbour left by a split (mprotect, munmap, mremap)
         # may lend its anon_vma; mmaps are never adjacent (a guard page), so only split pieces.
         av = self.find_mergeable_anon_vma(vma)
         borrowed = av is not None
         if av is None:
+            if self.alloc_fails():
+                return False  # anon_vma_alloc failed: the AVC is freed again
             av = self.new_anon_vma()
         vma.anon_vma = av
         if self.chain:
@@ -400,6 +444,7 @@ class _Sim:
         elif self.reuse == "counters":
             av.num_children += 1  # 6.0: a new root is its own child (self-parent) ...
             av.num_active_vmas += 1  # ... and this VMA is active on it
+        return True
 
     def reusable(self, av: AnonVma, src: Vma) -> bool:
         """anon_vma_clone's reuse test for one anon_vma of src's chain (3.19, 6.0)."""
@@ -413,15 +458,24 @@ class _Sim:
             return av.num_children < 2 and av.num_active_vmas == 0
         return False
 
-    def anon_vma_clone(self, dst: Vma, src: Vma) -> None:
+    def anon_vma_clone(self, dst: Vma, src: Vma) -> bool:
         """Link dst to every anon_vma of src's chain; reuse generations may also pick one of
         them as dst->anon_vma when dst has none on entry (anon_vma_fork cleared it). __split_vma
         and copy_vma call it with dst->anon_vma already set (a copy of src): nothing is reused
-        then, and 3.19/6.0 count one more VMA on it."""
+        then, and 3.19/6.0 count one more VMA on it. False on -ENOMEM: dst then has no
+        anon_vma and no links."""
         # The source chain in reverse (oldest first); each link goes at the head of dst's chain,
         # so dst keeps src's newest->oldest order, and at the tail of each anon_vma's list (or
         # its place in the tree).
         for avc in reversed(src.chain):
+            if self.alloc_fails():
+                # enomem_failure: dst->anon_vma cleared, then unlink_anon_vmas(dst) takes back
+                # the AVCs made so far. src still holds every one of those anon_vmas, so none
+                # empties, and the reuse counts were not raised yet (that is after the loop):
+                # nothing else to undo.
+                dst.anon_vma = None
+                self.unlink_vma(dst)
+                return False
             av = avc.anon_vma
             self.avc_link(dst, av, list_head=False)
             # 3.19 (7a3ef208e662) / 6.0 (2555283eb40d): the first anon_vma, oldest first, that
@@ -433,19 +487,31 @@ class _Sim:
                 dst.anon_vma.degree += 1  # 3.19: one more VMA on it
             elif self.reuse == "counters":
                 dst.anon_vma.num_active_vmas += 1  # 6.0
+        return True
 
-    def anon_vma_fork(self, child: Vma, parent: Vma) -> None:
+    def anon_vma_fork(self, child: Vma, parent: Vma) -> bool:
         """2.6.34+: clone the parent's chain, then give the child its own anon_vma (unless a
-        reuse generation's clone already gave it an existing one)."""
+        reuse generation's clone already gave it an existing one). False on -ENOMEM: the child
+        VMA is then unlinked from everything (no anon_vma, empty chain)."""
         if parent.anon_vma is None:
-            return
+            return True
         # 3.19+ anon_vma_fork first clears the pointer dup_mmap copied; here the child VMA is
         # made without one, so it is already None.
         child.anon_vma = None
-        self.anon_vma_clone(child, parent)
+        if not self.anon_vma_clone(child, parent):
+            return False
         if child.anon_vma is not None:
-            return  # 3.19/6.0: an existing anon_vma was reused: no new anon_vma, no extra AVC
+            return True  # 3.19/6.0: an existing anon_vma was reused: no new anon_vma or AVC
+        # anon_vma_alloc, then the AVC for it; the root's pin and the parent's child count are
+        # taken only once both exist, so a failure has only the clone's links to take back.
+        if self.alloc_fails():
+            self.unlink_vma(child)  # out_error: unlink_anon_vmas
+            return False
         av = self.new_anon_vma()
+        if self.alloc_fails():
+            self.free_anon_vma(av)  # out_error_free_anon_vma: put_anon_vma, then out_error
+            self.unlink_vma(child)
+            return False
         if self.gen.has_root:
             # 2.6.36: the child's anon_vma shares the family root and pins it (get_anon_vma).
             av.root = parent.anon_vma.root
@@ -460,6 +526,7 @@ class _Sim:
                 av.num_active_vmas += 1  # the child VMA
         self.avc_link(child, av, list_head=False)  # head of the chain: newest
         child.anon_vma = av
+        return True
 
     def drop_child(self, parent: AnonVma) -> None:
         """3.19/6.0 unlink_anon_vmas: a child of ``parent`` has just lost its last AVC."""
@@ -531,7 +598,10 @@ class _Sim:
     def fault(self, vma: Vma, i: int) -> None:
         pte = vma.ptes[i]
         if pte is None:
-            self.anon_vma_prepare(vma)
+            if not self.anon_vma_prepare(vma):
+                # do_anonymous_page returns VM_FAULT_OOM: no page, the PTE stays empty.
+                self.counters["faults_failed"] += 1
+                return
             page = self.new_page(vma.anon_vma, vma.pgoff + i)
             vma.ptes[i] = Pte(page, True)
             self.counters["faults"] += 1
@@ -590,24 +660,47 @@ class _Sim:
         if first + count > 2**31 - 1:
             self._raise(f"processes {first}.. +{count} overflow")
         f = self._fraction(f)
-        vmas = [self.vma(p, v) for p in range(first, first + count)]
-        for p, vma in zip(range(first, first + count), vmas, strict=True):
-            if vma.npages != vmas[0].npages:
+        # A child whose fork failed never runs: it is left out (None), but keeps its place in
+        # the turn order so the others' draws are those of a run without the failure.
+        vmas: list[Vma | None] = []
+        for p in range(first, first + count):
+            try:
+                vmas.append(self.vma(p, v))
+            except _Skipped:
+                vmas.append(None)
+        members = [(first + n, x) for n, x in enumerate(vmas) if x is not None]
+        if not members:
+            raise _Skipped
+        lead, npages = members[0][0], members[0][1].npages
+        for p, vma in members:
+            if vma.npages != npages:
                 self._raise(
-                    f"VMA {v} of process {p} has {vma.npages} pages, not {vmas[0].npages}"
-                    f" like process {first}'s"
+                    f"VMA {v} of process {p} has {vma.npages} pages, not {npages}"
+                    f" like process {lead}'s"
                 )
-        pages = vmas[0].npages if random else math.floor(f * vmas[0].npages)
+        pages = npages if random else math.floor(f * npages)
         for i in range(pages):
             for vma in vmas:
-                if not random or self.rng.uniform() < f:
+                if random:
+                    u = self.rng.uniform()  # drawn for a left-out process too
+                    if vma is not None and u < f:
+                        self.fault(vma, i)
+                elif vma is not None:
                     self.fault(vma, i)
 
     def op_fork(self, p: int) -> None:
+        if 0 <= p < len(self.mms) and self.mms[p].stillborn:
+            # A process that never lived cannot fork, but the program counted a child here:
+            # that number goes to another process that never lives.
+            self.mms.append(Mm(pid=len(self.mms), alive=False, stillborn=True))
+            raise _Skipped
         parent = self.process(p)
         child = Mm(pid=len(self.mms), next_free=parent.next_free)
         self.mms.append(child)
         for pv in parent.vmas:
+            if self.alloc_fails():  # vm_area_alloc of the child's copy
+                self.abort_fork(child)
+                return
             cv = Vma(
                 mm=child,
                 start=pv.start,
@@ -618,7 +711,9 @@ class _Sim:
             )
             child.vmas.append(cv)
             if self.chain:
-                self.anon_vma_fork(cv, pv)
+                if not self.anon_vma_fork(cv, pv):
+                    self.abort_fork(child)
+                    return
             else:
                 # 2.6.33 dup_mmap: the child VMA is a structure copy (same anon_vma pointer);
                 # anon_vma_link appends it at the tail of the family list.
@@ -632,6 +727,21 @@ class _Sim:
                     cv.ptes[i] = Pte(pte.page, False)
                     pte.page.mapcount += 1
         self.counters["forks"] += 1
+
+    def abort_fork(self, child: Mm) -> None:
+        """dup_mmap's -ENOMEM: the failing VMA's links are already unwound; the half-built mm
+        is then torn down as exit_mmap does (mmput), PTEs first, then links and VMAs. The
+        parent's PTEs that copy_page_range write-protected stay read-only (a later write there
+        is a reuse fault). Neither a fork nor an exit; the child's number stays used."""
+        for vma in child.vmas:
+            self.zap(vma)
+        for vma in child.vmas:
+            self.unlink_vma(vma)
+            vma.alive = False
+        child.vmas = []
+        child.alive = False
+        child.stillborn = True
+        self.counters["forks_failed"] += 1
 
     def zap(self, vma: Vma) -> None:
         """zap_page_range / unmap_vmas over one VMA: every present PTE cleared, its page put."""
@@ -666,8 +776,10 @@ class _Sim:
             self._raise(f"range {off}+{length} outside VMA {v} of process {p} ({vma.npages} pages)")
         return vma
 
-    def split(self, vma: Vma, k: int, new_below: bool) -> Vma:
-        """__split_vma(mm, vma, addr, new_below) at page k (0 < k < npages); returns the new VMA.
+    def split(self, vma: Vma, k: int, new_below: bool) -> Vma | None:
+        """__split_vma(mm, vma, addr, new_below) at page k (0 < k < npages); returns the new VMA,
+        or None on -ENOMEM with nothing changed (the old VMA is touched only after the new one
+        is allocated and linked).
 
         The kernel's order: the new VMA is a copy of the old one with its part of the range; it
         is linked to the rmap first (shared: anon_vma_link, the tail of the family list; chain:
@@ -678,6 +790,8 @@ class _Sim:
         """
         assert 0 < k < vma.npages, (k, vma.npages)
         mm = vma.mm
+        if self.alloc_fails():  # vm_area_dup of the new VMA
+            return None
         if new_below:
             new = Vma(mm, vma.start, k, vma.pgoff, vma.ptes[:k], vma.anon_vma, exec=vma.exec)
             rest = (vma.start + k, vma.npages - k, vma.pgoff + k, vma.ptes[k:])
@@ -694,7 +808,10 @@ class _Sim:
             rest = (vma.start, k, vma.pgoff, vma.ptes[:k])
         # 1. link the new VMA while the old one still has its old interval.
         if self.chain:
-            self.anon_vma_clone(new, vma)  # ->anon_vma already set: no reuse, one more VMA
+            # ->anon_vma already set: no reuse, one more VMA. On failure the clone has taken
+            # its links back and the new VMA is freed unseen.
+            if not self.anon_vma_clone(new, vma):
+                return None
         elif new.anon_vma is not None:
             new.anon_vma.entries.append(new)  # 2.6.33 anon_vma_link: tail of the family list
         # 2. vma_adjust: the old VMA shrinks to the other part (the PTEs of the new VMA's pages
@@ -713,10 +830,14 @@ class _Sim:
         vma = self.range_vma(p, v, off, length)
         if self.vma_merge(vma, off, length):
             return
-        if off > 0:
-            self.split(vma, off, new_below=True)
-        if length < vma.npages:
-            self.split(vma, length, new_below=False)
+        # mprotect_fixup returns a split's -ENOMEM before the flags change: a first split that
+        # succeeded stays, and no piece is toggled.
+        if off > 0 and self.split(vma, off, new_below=True) is None:
+            self.counters["ops_failed"] += 1
+            return
+        if length < vma.npages and self.split(vma, length, new_below=False) is None:
+            self.counters["ops_failed"] += 1
+            return
         vma.exec = not vma.exec
 
     def is_mergeable_anon_vma(
@@ -787,7 +908,11 @@ class _Sim:
         if importer.anon_vma is None and exporter is not None and exporter.anon_vma is not None:
             importer.anon_vma = exporter.anon_vma
             if self.chain:
-                self.anon_vma_clone(importer, exporter)  # preset: no reuse, one more VMA
+                # preset: no reuse, one more VMA. If it fails (-ENOMEM) the clone has put the
+                # importer back as it was and nothing has moved: vma_adjust fails, vma_merge
+                # returns NULL, and mprotect_fixup splits as if no neighbour fitted.
+                if not self.anon_vma_clone(importer, exporter):
+                    return False
             else:
                 importer.anon_vma.entries.append(importer)  # 2.6.33: the family list's tail
         if three_way:
@@ -825,23 +950,33 @@ class _Sim:
                 self.rekey(nxt)
         return True
 
-    def unmap_range(self, vma: Vma, off: int, length: int) -> None:
+    def unmap_range(self, vma: Vma, off: int, length: int) -> bool:
         """do_munmap of pages off..off+length-1 of vma: the splits (the first one not new_below,
         the second new_below), then the target VMA is zapped (unmap_region), unlinked
-        (free_pgtables -> unlink_anon_vmas / anon_vma_unlink), freed, and leaves the list."""
+        (free_pgtables -> unlink_anon_vmas / anon_vma_unlink), freed, and leaves the list.
+        False on -ENOMEM: do_munmap returns a split's error before anything is unmapped, and a
+        first split that succeeded stays."""
         target = vma
         if off > 0:
-            target = self.split(vma, off, new_below=False)
+            upper = self.split(vma, off, new_below=False)
+            if upper is None:
+                return False
+            target = upper
         if length < target.npages:
-            target = self.split(target, length, new_below=True)
+            lower = self.split(target, length, new_below=True)
+            if lower is None:
+                return False
+            target = lower
         self.zap(target)
         self.unlink_vma(target)
         target.alive = False
         target.mm.vmas.remove(target)
+        return True
 
     def op_munmap(self, p: int, v: int, off: int, length: int) -> None:
         vma = self.range_vma(p, v, off, length)
-        self.unmap_range(vma, off, length)
+        if not self.unmap_range(vma, off, length):
+            self.counters["ops_failed"] += 1
 
     def op_mremap(self, p: int, v: int, off: int, length: int) -> None:
         """move_vma: copy_vma makes the new VMA (next free address, vm_pgoff = the old pgoff of
@@ -849,6 +984,9 @@ class _Sim:
         the PTEs unchanged (no COW, same mapcounts); then do_munmap of the old range."""
         vma = self.range_vma(p, v, off, length)
         mm = vma.mm
+        if self.alloc_fails():  # copy_vma's vm_area_dup: -ENOMEM, nothing moved
+            self.counters["ops_failed"] += 1
+            return
         start = mm.next_free
         new = Vma(
             mm,
@@ -860,14 +998,21 @@ class _Sim:
             exec=vma.exec,
         )
         if self.chain:
-            self.anon_vma_clone(new, vma)  # ->anon_vma already set: no reuse, one more VMA
+            # ->anon_vma already set: no reuse, one more VMA. A failed clone frees the copy
+            # (copy_vma returns NULL): nothing moved, and the address is not taken.
+            if not self.anon_vma_clone(new, vma):
+                self.counters["ops_failed"] += 1
+                return
         elif new.anon_vma is not None:
             new.anon_vma.entries.append(new)  # 2.6.33: anon_vma_link, the family list's tail
         mm.vmas.append(new)  # the highest address: last in the list
         mm.next_free = start + length + 1
         new.ptes = vma.ptes[off : off + length]  # move_page_tables
         vma.ptes[off : off + length] = [None] * length
-        self.unmap_range(vma, off, length)
+        if not self.unmap_range(vma, off, length):
+            # move_vma: do_munmap of the old range could not split it. The pages have moved
+            # and stay moved; the old range stays mapped with empty PTEs.
+            self.counters["ops_failed"] += 1
 
     # ---- the walk and scans ------------------------------------------------------------------
 
@@ -1209,6 +1354,72 @@ def _as_program(program) -> np.ndarray:
     return arr
 
 
+def _simulate(
+    program, kernel: str, seed: int, check: bool, inject: Injection | None
+) -> tuple[_Sim, int, float]:
+    """Validate the arguments as core.run does and run the program: (the simulation, the
+    number of ops, the start time)."""
+    gen = _generation(kernel)
+    arr = _as_program(program)
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    # As core.run: anything but an Injection fails in _Sim, when it is asked for its tuple.
+    started = time.perf_counter()
+    sim = _Sim(gen, int(seed), inject)
+    for index, row in enumerate(arr):
+        code, a, b, c, d = (int(row[name]) for name in ("op", "a", "b", "c", "d"))
+        x = float(row["x"])
+        sim.op_index = index
+        if code not in _OP_NAMES:
+            raise ProgramError(f"op {index}: unknown opcode {code}")
+        sim.op_name = _OP_NAMES[code]
+        try:
+            _execute(sim, Op(code), a, b, c, d, x)
+        except _Skipped:
+            sim.counters["ops_skipped"] += 1
+        if check:
+            sim.check()
+    return sim, len(arr), started
+
+
+def _execute(sim: _Sim, op: Op, a: int, b: int, c: int, d: int, x: float) -> None:
+    if op is Op.NEW_MM:
+        sim.op_new_mm()
+    elif op is Op.MMAP:
+        sim.op_mmap(a, b)
+    elif op is Op.FAULT:
+        sim.op_fault(a, b, c)
+    elif op is Op.TOUCH_ALL:
+        sim.op_touch_all(a, b)
+    elif op is Op.COW_RANDOM:
+        sim.op_cow_random(a, b, x)
+    elif op is Op.COW_FIRST:
+        sim.op_cow_first(a, b, x)
+    elif op is Op.FORK:
+        sim.op_fork(a)
+    elif op is Op.EXIT:
+        sim.op_exit(a)
+    elif op is Op.SCAN:
+        sim.op_scan(a)
+    elif op is Op.COW_RANDOM_RR:
+        sim.op_cow_rr(a, b, c, x, random=True)
+    elif op is Op.COW_FIRST_RR:
+        sim.op_cow_rr(a, b, c, x, random=False)
+    elif op is Op.MPROTECT:
+        sim.op_mprotect(a, b, c, d)
+    elif op is Op.MUNMAP:
+        sim.op_munmap(a, b, c, d)
+    elif op is Op.MREMAP:
+        sim.op_mremap(a, b, c, d)
+
+
+def allocations(program, kernel: str, seed: int = 0, *, inject: Injection | None = None) -> int:
+    """How many injectable allocations (anon_vmas, AVCs, VMAs but mmap's) a run attempts: with
+    no ``inject``, the k for which ``Injection(at=k)`` fails the program's last allocation."""
+    sim, _, _ = _simulate(program, kernel, seed, False, inject)
+    return sim.allocations
+
+
 def run(
     program,
     kernel: str,
@@ -1216,6 +1427,7 @@ def run(
     *,
     check: bool = False,
     memory_limit: int | None = None,
+    inject: Injection | None = None,
 ) -> dict:
     """Run a workload program in the pure-Python reference model; return the results dict.
 
@@ -1229,12 +1441,16 @@ def run(
     check : check every invariant of docs/core.md after every operation (slower still)
     memory_limit : accepted for signature compatibility with ``core.run`` and ignored: the
         reference is only run on small programs
+    inject : allocation failures to inject (``core.Injection``), as docs/core.md "ENOMEM
+        injection" specifies; the result counts ``injected``, ``faults_failed``,
+        ``forks_failed``, ``ops_failed`` and ``ops_skipped``
 
     Returns
     -------
     dict
-        The keys of docs/core.md §Results: counters as Python ints, means as floats (NaN with no
-        walk), ``entries_hist`` as an int64 array, ``sim_seconds``/``scan_seconds`` as floats.
+        The keys of docs/core.md §Results but ``peak_bytes`` (the C core's own memory):
+        counters as Python ints, means as floats (NaN with no walk), ``entries_hist`` as an
+        int64 array, ``sim_seconds``/``scan_seconds`` as floats.
 
     Raises
     ------
@@ -1242,54 +1458,12 @@ def run(
     UnknownGenerationError : ``kernel`` is not known
     InvariantError : with ``check``, the state broke an invariant (a bug in this model)
     ValueError : the program is not a 1-d array of PROGRAM_DTYPE, or the seed is out of range
+    AttributeError : ``inject`` is not an ``Injection`` (as ``core.run``)
     """
     del memory_limit  # ignored: see the docstring
-    gen = _generation(kernel)
-    arr = _as_program(program)
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    started = time.perf_counter()
-    sim = _Sim(gen, int(seed))
-    for index, row in enumerate(arr):
-        code, a, b, c, d = (int(row[name]) for name in ("op", "a", "b", "c", "d"))
-        x = float(row["x"])
-        sim.op_index = index
-        if code not in _OP_NAMES:
-            raise ProgramError(f"op {index}: unknown opcode {code}")
-        sim.op_name = _OP_NAMES[code]
-        op = Op(code)
-        if op is Op.NEW_MM:
-            sim.op_new_mm()
-        elif op is Op.MMAP:
-            sim.op_mmap(a, b)
-        elif op is Op.FAULT:
-            sim.op_fault(a, b, c)
-        elif op is Op.TOUCH_ALL:
-            sim.op_touch_all(a, b)
-        elif op is Op.COW_RANDOM:
-            sim.op_cow_random(a, b, x)
-        elif op is Op.COW_FIRST:
-            sim.op_cow_first(a, b, x)
-        elif op is Op.FORK:
-            sim.op_fork(a)
-        elif op is Op.EXIT:
-            sim.op_exit(a)
-        elif op is Op.SCAN:
-            sim.op_scan(a)
-        elif op is Op.COW_RANDOM_RR:
-            sim.op_cow_rr(a, b, c, x, random=True)
-        elif op is Op.COW_FIRST_RR:
-            sim.op_cow_rr(a, b, c, x, random=False)
-        elif op is Op.MPROTECT:
-            sim.op_mprotect(a, b, c, d)
-        elif op is Op.MUNMAP:
-            sim.op_munmap(a, b, c, d)
-        elif op is Op.MREMAP:
-            sim.op_mremap(a, b, c, d)
-        if check:
-            sim.check()
+    sim, ops, started = _simulate(program, kernel, seed, check, inject)
     out = sim.results()
     out["scan_seconds"] = sim.scan_seconds
     out["sim_seconds"] = time.perf_counter() - started
-    log.debug("reference run: %s, %d ops, %d walks", kernel, len(arr), out["walks"])
+    log.debug("reference run: %s, %d ops, %d walks", kernel, ops, out["walks"])
     return out

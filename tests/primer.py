@@ -31,5 +31,9 @@ WALK_KEYS = (
     "walks", "entries_total", "calls_total", "hits_total", "entries_mean", "calls_mean",
     "hits_mean", "entries_p50", "entries_p99", "entries_max", "entries_hist",
 )
+#: ENOMEM injection: failures injected and what failed cleanly (0 without injection).
+INJECTION_KEYS = ("injected", "faults_failed", "forks_failed", "ops_failed", "ops_skipped")
 #: Every key of the results contract (docs/core.md), the two wall times included.
-RESULT_KEYS = {*WALK_KEYS, *FOOTPRINT_KEYS, *COUNTER_KEYS, "sim_seconds", "scan_seconds"}
+RESULT_KEYS = {
+    *WALK_KEYS, *FOOTPRINT_KEYS, *COUNTER_KEYS, *INJECTION_KEYS, "sim_seconds", "scan_seconds",
+}

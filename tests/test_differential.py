@@ -7,12 +7,13 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import core
-from core import reference
+from core import Injection, Program, reference
 from core.errors import ProgramError
-from core.program import aim7
+from core.program import Op, aim7
 from tests.primer import RESULT_KEYS
 from tests.strategies import invalid_programs, programs, seeds
 
@@ -20,9 +21,6 @@ from tests.strategies import invalid_programs, programs, seeds
 #: Keys the C core adds beyond the contract: the simulator's own memory, which only the C side
 #: can measure (not a property of the simulated kernel, so the reference has no twin for it).
 C_ONLY_KEYS = {"peak_bytes"}
-#: ENOMEM injection exists in the C core only so far (the reference has no injection yet): without
-#: it these counters are 0, checked here rather than against the reference.
-C_ONLY_KEYS |= {"injected", "faults_failed", "forks_failed", "ops_failed", "ops_skipped"}
 TIMES = {"sim_seconds", "scan_seconds"}
 
 
@@ -41,8 +39,6 @@ def assert_same(c: dict, ref: dict, context: str) -> None:
             assert type(a) is int and a == b, f"{context}: {key} C {a!r} != reference {b!r}"
     for key in TIMES:
         assert isinstance(c[key], float) and c[key] >= 0.0
-    for key in C_ONLY_KEYS - {"peak_bytes"}:
-        assert c[key] == 0, f"{context}: {key} {c[key]} without injection"
 
 
 def listing(prog: np.ndarray) -> str:
@@ -128,3 +124,106 @@ def test_generation_tables_agree():
             gen.vma_bytes,
         )
         assert row["merge"] == MERGE_RULES[gen.merge], gen.name
+
+
+# ---- ENOMEM injection (docs/core.md "ENOMEM injection") ----------------------------------------
+
+
+def outcome(impl, prog, kernel: str, seed: int, inject: Injection):
+    try:
+        return impl.run(prog, kernel, seed, check=True, inject=inject)
+    except ProgramError as exc:
+        return exc
+
+
+def assert_same_under_injection(prog, kernel: str, seed: int, inject: Injection, context: str):
+    """Both implementations with the same injection: identical results, or -- when a failed
+    split or mremap left VMAs the program did not expect -- refused at the same op. Returns
+    "same" or "refused"."""
+    c = outcome(core, prog, kernel, seed, inject)
+    ref = outcome(reference, prog, kernel, seed, inject)
+    context = f"{context} {inject}"
+    if isinstance(c, ProgramError) or isinstance(ref, ProgramError):
+        assert isinstance(c, ProgramError) and isinstance(ref, ProgramError), (
+            f"{context}: C {c!s} / reference {ref!s}"
+        )
+        assert str(c).split(":")[0] == str(ref).split(":")[0], f"{context}: C {c!s} / ref {ref!s}"
+        # Up to the refused op the two ran alike, every counter of it.
+        prefix = prog[: op_index(c)]
+        before = reference.run(prefix, kernel, seed, check=True, inject=inject)
+        assert_same(core.run(prefix, kernel, seed, check=True, inject=inject), before, context)
+        # The programs are valid without injection: only a range op that failed half-way (or
+        # an mremap whose old range stayed) can have left the VMAs the refused op missed.
+        assert before["ops_failed"] > 0, f"{context}: refused with no failed op before: {c!s}"
+        return "refused"
+    assert_same(c, ref, context)
+    failed = c["faults_failed"] + c["forks_failed"] + c["ops_failed"]
+    # Every failure is one of the three, except a failed merge import (mprotect splits instead).
+    assert c["injected"] >= failed, context
+    if not any(int(op) == Op.MPROTECT for op in prog["op"]):
+        assert c["injected"] == failed, context
+    return "same"
+
+
+probabilities = st.one_of(
+    st.sampled_from([0.02, 0.1, 0.3, 1.0]),
+    st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
+)
+inject_seeds = st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(prog=programs(), seed=seeds, data=st.data())
+def test_injection_matches_reference(prog, seed, data):
+    for kernel in core.GENERATIONS:
+        context = f"{kernel} seed {seed}: {listing(prog)}"
+        injections = [Injection(probability=data.draw(probabilities), seed=data.draw(inject_seeds))]
+        allocated = reference.allocations(prog, kernel, seed)
+        if allocated:
+            # fail one allocation the run makes, or (last + 1) none of them
+            injections.append(Injection(at=data.draw(st.integers(1, allocated + 1))))
+        for inject in injections:
+            event(assert_same_under_injection(prog, kernel, seed, inject, context))
+
+
+def small_fork_program() -> Program:
+    """Every injectable path in a few ops: first faults (one borrowing its split neighbour's
+    anon_vma), forks of forked VMAs, both splits of mprotect and munmap, an mprotect that merges
+    back (importing an anon_vma before 3.0), mremap's copy and its old range's splits, and ops
+    naming a child whose fork failed: its COW, fork, exit and a round-robin op."""
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 5))
+    prog.mmap(p, 4)
+    prog.mprotect(p, 1, 1, 2, 4)  # [0,1) F, [1,3) T, [3,4) F
+    prog.fault(p, 3, 0)
+    prog.fault(p, 2, 1)  # borrows [3,4)'s anon_vma: adjacent, contiguous, a singular chain
+    c = prog.fork(p)
+    prog.cow_first(c, 0, 0.6)
+    g = prog.fork(c)
+    prog.touch_all(g, 0)
+    prog.mprotect(c, 0, 1, 3, 5)  # both splits: [0,1) F, [1,4) T, [4,5) F
+    prog.munmap(p, 0, 1, 2, 5)  # both splits: [0,1), [3,5) left
+    prog.mprotect(p, 3, 0, 2, 2)  # [1,3) back to F: merges with a neighbour (p is now unknown)
+    prog.mremap(c, 1, 1, 2, 3)  # copy [2,4), then split it off [1,4): [1,2) stays
+    prog.fork(g)
+    prog.cow_interleaved(c, 2, 1, 1.0, "independent")  # c's [1,2) and g's [0,1): one page
+    prog.scan()
+    prog.exit(g)
+    prog.scan(3)
+    return prog
+
+
+def test_every_allocation_of_a_small_fork_program_fails_alike():
+    prog = small_fork_program().array
+    for kernel in core.GENERATIONS:
+        allocated = reference.allocations(prog, kernel)
+        assert allocated > (10 if kernel == "2.6.33" else 20), kernel
+        seen = {
+            k: assert_same_under_injection(prog, kernel, 0, Injection(at=k), kernel)
+            for k in range(1, allocated + 2)
+        }
+        assert "refused" in seen.values() and "same" in seen.values(), kernel
+        for s in range(8):
+            inject = Injection(probability=0.15, seed=s)
+            assert_same_under_injection(prog, kernel, 5, inject, kernel)

@@ -614,6 +614,7 @@ def test_check_catches_a_broken_clone(monkeypatch):
             av = self.new_anon_vma()
             self.avc_link(child, av, list_head=False)
             child.anon_vma = av
+        return True  # no -ENOMEM
 
     monkeypatch.setattr(reference._Sim, "anon_vma_fork", fork_without_clone)
     with pytest.raises(InvariantError, match=r"^op 3 \(fork\): invariant 1 "):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 import core
-from core import Injection
+from core import Injection, reference
 from core.errors import ProgramError
 from core.program import Program
 from tests.test_vma_ops import CHAIN, GENS, IMPLS, KERNELS, SHARED, TREE, run_on, walk_totals
@@ -217,8 +217,9 @@ def test_a_range_strictly_inside_never_merges(impl, kernel):
     assert r["vmas"] == 5
 
 
+@pytest.mark.parametrize("impl", [core, reference], ids=["core", "reference"])
 @pytest.mark.parametrize("kernel", NULL_OR_EQUAL[1:])
-def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(kernel):
+def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(impl, kernel):
     # Minchan Kim's 2010 question for vma_adjust: the importer's anon_vma_clone fails (-ENOMEM);
     # nothing may have moved, and mprotect goes on as when vma_merge returns NULL: it splits.
     prog = Program()
@@ -233,11 +234,11 @@ def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(kernel):
     # anon_vma; the next one is the importer's AVC
     at = 1 + 2
     assert before["injected"] == 0
-    r = core.run(prog.array, kernel, check=True, inject=Injection(at=at + 1))
+    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=at + 1))
     assert (r["injected"], r["ops_failed"]) == (1, 0)
     assert r["vmas"] == 3  # split, not merged
     assert walk_totals(r) == (5, 8, 5, 5)  # as 3.0's split in test_faulted_range_into...
-    assert core.run(prog.array, kernel, check=True)["vmas"] == 2  # without the failure
+    assert impl.run(prog.array, kernel, check=True)["vmas"] == 2  # without the failure
 
 
 def test_merge_rules_in_the_generation_table():

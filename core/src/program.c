@@ -117,6 +117,7 @@ static int cow_interleaved(struct sim *s, const struct prog_op *op, bool random)
 	}
 	if (n < 0)
 		return SIM_ESKIP;
+	err = SIM_OK;   /* the last process may have been a skipped one: the op still runs */
 	/* The processes' VMAs, looked up once: the loop below visits them page by page. */
 	size_t bytes = (size_t)op->b * sizeof(idx_t);
 	idx_t *vmas = sim_malloc(s, bytes);
