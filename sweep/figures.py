@@ -21,7 +21,7 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure as MplFigure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import NullLocator, ScalarFormatter
 
 from sweep import results
 
@@ -107,9 +107,23 @@ def _label(ds: xr.Dataset, name: str, fallback: str) -> str:
 
 
 def _save(fig: MplFigure, path: Path) -> Path:
+    for ax in fig.axes:
+        _lean_log_ticks(ax)
     # "tight" also keeps a title wider than a one-panel figure inside the picture.
     fig.savefig(path, dpi=DPI)
     return path
+
+
+def _lean_log_ticks(ax) -> None:
+    """No minor ticks on a log axis that spans a decade or more (its major ticks then label it).
+
+    Minor ticks of log axes were most of a figure's drawing time (each is a tick object whose
+    label extent constrained layout measures, twice): aim7's report took 9 s, most of it here.
+    An axis spanning less than a decade keeps them, as its only labelled ticks may be minor.
+    """
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() == "log" and lo > 0 and hi / lo >= 10:
+            axis.set_minor_locator(NullLocator())
 
 
 def _legend(fig: MplFigure, axes: np.ndarray, extra: str | None = None) -> None:
@@ -143,6 +157,11 @@ def _x_label(ds: xr.Dataset) -> str:
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+def _short(v: float) -> str:
+    """A cell label that fits a heatmap cell: 3 significant digits, thousands as k."""
+    return f"{v / 1000:.2g}k" if v >= 1000 else f"{v:.3g}"
 
 
 # -- the figures ------------------------------------------------------------------------------
@@ -214,8 +233,9 @@ def entries_heatmap(ds, scaling, style, out_dir) -> Figure:
             for (y, x), v in np.ndenumerate(grids[k]):
                 if np.isfinite(v):
                     light = norm(v) < 0.6
-                    ax.text(x, y, f"{v:.3g}", ha="center", va="center", fontsize=7,
-                            color="white" if light else "black")
+                    # inside their cell: nothing for the layout to measure
+                    ax.text(x, y, _short(v), ha="center", va="center", fontsize=7,
+                            color="white" if light else "black", in_layout=False)
     for j in range(len(kernels), nrows * cols):
         axes[j // cols, j % cols].axis("off")
     if image is not None:
