@@ -95,6 +95,7 @@ def _write_report(path: str) -> None:
     from sweep.report import write_report
 
     try:
+        logger.info("writing the report")
         logger.info("report: %s", write_report(path))
     except Exception as exc:  # a report problem must not turn a finished sweep into a failure
         logger.warning("report not written: %s: %s", type(exc).__name__, exc)
