@@ -733,13 +733,7 @@ class _Sim:
         is then torn down as exit_mmap does (mmput), PTEs first, then links and VMAs. The
         parent's PTEs that copy_page_range write-protected stay read-only (a later write there
         is a reuse fault). Neither a fork nor an exit; the child's number stays used."""
-        for vma in child.vmas:
-            self.zap(vma)
-        for vma in child.vmas:
-            self.unlink_vma(vma)
-            vma.alive = False
-        child.vmas = []
-        child.alive = False
+        self.teardown(child)
         child.stillborn = True
         self.counters["forks_failed"] += 1
 
@@ -750,10 +744,9 @@ class _Sim:
                 vma.ptes[i] = None
                 self.put_page(pte.page)
 
-    def op_exit(self, p: int) -> None:
-        mm = self.process(p)
-        # exit_mmap: unmap_vmas zaps every page table first, then free_pgtables/remove_vma
-        # unlinks and frees the VMAs, each in address order.
+    def teardown(self, mm: Mm) -> None:
+        """exit_mmap: unmap_vmas zaps every page table first, then free_pgtables/remove_vma
+        unlinks and frees the VMAs, each in address order."""
         for vma in mm.vmas:
             self.zap(vma)
         for vma in mm.vmas:
@@ -761,6 +754,9 @@ class _Sim:
             vma.alive = False
         mm.vmas = []
         mm.alive = False
+
+    def op_exit(self, p: int) -> None:
+        self.teardown(self.process(p))
         self.counters["exits"] += 1
 
     # ---- VMA operations: split, mprotect, munmap, mremap (docs/core.md §Operations) ----------

@@ -95,7 +95,7 @@ static void vma_free(struct sim *s, idx_t i)
 /*
  * do_mmap - an anonymous private mapping at the process's next free address, vm_pgoff = its
  * address as for every anonymous mapping. One guard page follows it, so no two mappings are
- * adjacent: without VMA merging (a later issue) adjacency would have no kernel meaning here.
+ * adjacent: VMAs become adjacent only by splitting, and merge again only through mprotect.
  */
 int do_mmap(struct sim *s, idx_t mm_i, uint32_t npages, idx_t *out)
 {
@@ -271,6 +271,32 @@ static void mm_teardown(struct sim *s, idx_t mm_i)
 	mm->alive = false;
 }
 
+/* 3.7: a VMA whose range changed re-enters its anon_vmas' trees under its new interval. */
+static void vma_rekey(struct sim *s, idx_t vma)
+{
+	if (s->gen->structure == RMAP_CHAIN_TREE)
+		anon_vma_interval_tree_update_vma(s, vma);
+}
+
+/*
+ * vma_adjust's shrink: the VMA keeps `count` pages from page offset `first` on (their PTEs, in
+ * a page table of that size); vm_start and vm_pgoff move up by `first`. The caller re-keys.
+ */
+static int vma_shrink(struct sim *s, idx_t vma_i, uint32_t first, uint32_t count)
+{
+	pte_t *kept = sim_malloc(s, (size_t)count * sizeof(pte_t));
+	if (!kept)
+		return sim_enomem(s);
+	struct vma *v = vma_at(s, vma_i);
+	memcpy(kept, v->pt + first, (size_t)count * sizeof(pte_t));
+	sim_free(s, v->pt, (size_t)v->npages * sizeof(pte_t));
+	v->pt = kept;
+	v->npages = count;
+	v->start += first;
+	v->pgoff += first;
+	return SIM_OK;
+}
+
 /*
  * split_vma - __split_vma of the VMA at `pos` at page offset k (0 < k < npages). The new VMA
  * copies the old (flags, ->anon_vma) and takes the pages below k (new_below) or from k on; the
@@ -299,22 +325,11 @@ int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_belo
 		vma_free(s, nv);
 		return err;
 	}
-	uint32_t keep = o.npages - npages;
-	pte_t *kept = sim_malloc(s, (size_t)keep * sizeof(pte_t));
-	if (!kept)
-		return sim_enomem(s);
-	struct vma *n = vma_at(s, nv), *v = vma_at(s, old);
-	memcpy(n->pt, v->pt + (new_below ? 0 : k), (size_t)npages * sizeof(pte_t));
-	memcpy(kept, v->pt + (new_below ? k : 0), (size_t)keep * sizeof(pte_t));
-	sim_free(s, v->pt, (size_t)v->npages * sizeof(pte_t));
-	v->pt = kept;
-	v->npages = keep;
-	if (new_below) {
-		v->start += k;
-		v->pgoff += k;
-	}
-	if (s->gen->structure == RMAP_CHAIN_TREE)
-		anon_vma_interval_tree_update_vma(s, old);
+	memcpy(vma_at(s, nv)->pt, vma_at(s, old)->pt + (new_below ? 0 : k),
+	       (size_t)npages * sizeof(pte_t));
+	if ((err = vma_shrink(s, old, new_below ? k : 0, o.npages - npages)))
+		return err;
+	vma_rekey(s, old);
 	return mm_insert_vma(s, mm_i, new_below ? pos : pos + 1, nv);
 }
 
@@ -377,13 +392,6 @@ static void vma_remove(struct sim *s, idx_t mm_i, uint32_t pos)
 	unlink_anon_vmas(s, v);   /* anon_vma_merge: the absorbing VMA holds the same anon_vma */
 	vma_free(s, v);
 	mm_remove_vma(s, mm_i, pos);
-}
-
-/* 3.7: a VMA whose range changed re-enters its anon_vmas' trees under its new interval. */
-static void vma_rekey(struct sim *s, idx_t vma)
-{
-	if (s->gen->structure == RMAP_CHAIN_TREE)
-		anon_vma_interval_tree_update_vma(s, vma);
 }
 
 /*
@@ -460,18 +468,9 @@ static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint
 		return 1;
 	}
 	/* a partial merge moves the boundary: the VMA keeps the rest of its pages */
-	uint32_t keep = o.npages - len;
-	pte_t *kept = sim_malloc(s, (size_t)keep * sizeof(pte_t));
-	if (!kept)
-		return sim_enomem(s);
-	vv = vma_at(s, v);
-	memcpy(kept, vv->pt + (merge_prev ? len : 0), (size_t)keep * sizeof(pte_t));
-	sim_free(s, vv->pt, (size_t)o.npages * sizeof(pte_t));
-	vv->pt = kept;
-	vv->npages = keep;
+	if ((err = vma_shrink(s, v, merge_prev ? len : 0, o.npages - len)))
+		return err;
 	if (merge_prev) {
-		vv->start += len;
-		vv->pgoff += len;
 		vma_rekey(s, prev);   /* the lower VMA first, as vma_adjust's pre/post updates */
 		vma_rekey(s, v);
 	} else {
