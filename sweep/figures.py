@@ -62,19 +62,33 @@ def kernel_style(kernels: list[str]) -> dict[str, dict]:
     return style
 
 
-def make_figures(ds: xr.Dataset, scaling: xr.Dataset, out_dir: Path) -> list[Figure]:
-    """Draw every figure the dataset can feed into ``out_dir``; one ``Figure`` per figure."""
+def make_figures(ds: xr.Dataset, scaling: xr.Dataset, out_dir: Path,
+                 jobs: int = 1) -> list[Figure]:
+    """Draw every figure the dataset can feed into ``out_dir``; one ``Figure`` per figure.
+
+    ``jobs`` > 1 draws them in that many forked processes (the figures are independent and
+    drawing is single-threaded Python: 5 s of aim7's report on one core). Only where forking
+    is safe: never in a process connected to Ray (``python -m sweep.report`` is not).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     style = kernel_style(results.kernels(ds))
+    # The slowest first, so the last figure to finish is a short one.
     makers: list[Callable[..., Figure]] = [
         entries_vs_processes, entries_heatmap, exponents, rmap_bytes, speedup, chain,
     ]
-    figures = []
-    for make in makers:
-        fig = make(ds, scaling, style, out_dir)
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(jobs, len(makers)), mp_context=context) as pool:
+            futures = [pool.submit(make, ds, scaling, style, out_dir) for make in makers]
+            figures = [f.result() for f in futures]
+    else:
+        figures = [make(ds, scaling, style, out_dir) for make in makers]
+    for fig in figures:
         if fig.skipped:
             logger.info("figure %s skipped: %s", fig.name, fig.skipped)
-        figures.append(fig)
     return figures
 
 
@@ -109,7 +123,11 @@ def _label(ds: xr.Dataset, name: str, fallback: str) -> str:
 def _save(fig: MplFigure, path: Path) -> Path:
     for ax in fig.axes:
         _lean_log_ticks(ax)
-    # "tight" also keeps a title wider than a one-panel figure inside the picture.
+    # savefig runs a layout engine twice: in a draw with rendering off, then in the real draw.
+    # Laid out once and frozen, the figure is drawn once, with the same positions (the engine
+    # computes them from the grid, not from where they were), in 25 % less time.
+    fig.get_layout_engine().execute(fig)
+    fig.set_layout_engine("none")
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -142,7 +160,8 @@ def _grid(rows: int, cols: int, width: float = 3.6, height: float = 3.0, **kw):
     # A bare Figure on an Agg canvas, not pyplot: no global backend switch (a notebook that
     # imports this module keeps its inline plots) and no figure registry to leak into.
     # At least 6.5 in wide, so a one-panel figure still has room for its title.
-    fig = MplFigure(figsize=(max(6.5, width * cols), height * rows), layout="constrained")
+    fig = MplFigure(figsize=(max(6.5, width * cols), height * rows), dpi=DPI,
+                    layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False, **kw)
     return fig, axes

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 ARTEFACTS = ("report.md", "figures", "scaling.zarr")
 
 
-def write_report(store_path: str | os.PathLike) -> Path:
+def write_report(store_path: str | os.PathLike, jobs: int = 1) -> Path:
     """Write the report of a results store next to it; return the path of ``report.md``.
+
+    ``jobs`` > 1 draws the figures in forked processes (``sweep.figures.make_figures``).
 
     Raises
     ------
@@ -51,7 +53,7 @@ def write_report(store_path: str | os.PathLike) -> Path:
     out = store.parent
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        drawn = figures.make_figures(ds, fits, tmp / "figures")
+        drawn = figures.make_figures(ds, fits, tmp / "figures", jobs)
         fits.to_zarr(tmp / "scaling.zarr", mode="w-", zarr_format=3, consolidated=False)
         text = render_markdown(ds, store, fits, checked, drawn)
         (tmp / "report.md").write_text(text, encoding="utf-8")
@@ -207,6 +209,47 @@ def summary(store: Store) -> str:
     return "\n".join(lines)
 
 
+# -- the sweep's report, in a child process ---------------------------------------------------
+class Job:
+    """``python -m sweep.report -q STORE`` started now, in a child process.
+
+    The sweep starts it once its store is finished and then stops Ray, so the report's imports
+    and drawing overlap Ray's shutdown (and the child, which never touches Ray, may fork to
+    draw figures in parallel). ``wait`` logs the outcome; a report failure never fails a
+    finished sweep.
+    """
+
+    def __init__(self, store_path: str | os.PathLike) -> None:
+        import subprocess
+
+        self.store = str(store_path)
+        logger.info("writing the report")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sweep.report", "-q", self.store],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def wait(self) -> bool:
+        """Wait for the report; False if it was interrupted (Ctrl-C), True otherwise."""
+        try:
+            out, err = self._proc.communicate()
+        except KeyboardInterrupt:
+            self._proc.kill()
+            self._proc.wait()
+            logger.warning("report interrupted; write it with: python -m sweep.report %s",
+                           self.store)
+            return False
+        lines = [line for line in err.splitlines() if line.strip()]
+        if self._proc.returncode == 0:
+            for line in lines:  # the child's warnings, in the sweep's log
+                logger.warning("report: %s", line)
+            logger.info("report: %s", out.strip().splitlines()[-1])
+        else:
+            logger.warning("report not written: %s", lines[-1] if lines else
+                           f"exit code {self._proc.returncode}")
+        return True
+
+
 # -- command line -----------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sweep.report PATH/results.zarr``: write the report, print its tables."""
@@ -218,10 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("store", help="a results store, e.g. outputs/DATE/TIME/results.zarr")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the report path")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes drawing figures (default: the CPU count)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs: {args.jobs} is not allowed; allowed: >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = write_report(args.store)
+        path = write_report(args.store, args.jobs)
     except results.ResultsError as exc:
         print(f"sweep.report: error: {exc}", file=sys.stderr)
         return 2
