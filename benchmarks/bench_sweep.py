@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
         print(proc.stdout, proc.stderr, file=sys.stderr)
         return proc.returncode
     log = (run_dir / "__main__.log").read_text()
-    ray_up = _stamp(log, r"local Ray started|connected to Ray|using this process")
+    ray_up = _stamp(log, r"local Ray started|connected to Ray|using this process"
+                         r"|running in this process")
     planned = _stamp(log, r"\] - plan: ")
     first = _stamp(log, r"points to run")
     last = _stamp(log, r"points \d+/\d+ \(100%\)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -90,17 +92,6 @@ def provenance() -> dict[str, Any]:
     return attrs
 
 
-def _write_report(path: str) -> None:
-    """The report next to the store (figures, fits, the seed's claims); never fails the sweep."""
-    from sweep.report import write_report
-
-    try:
-        logger.info("writing the report")
-        logger.info("report: %s", write_report(path))
-    except Exception as exc:  # a report problem must not turn a finished sweep into a failure
-        logger.warning("report not written: %s: %s", type(exc).__name__, exc)
-
-
 def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     """Run a sweep and return what to show. ``resume_command`` is the command to print,
     with ``{path}`` where the store path goes, if points fail or the sweep is interrupted.
@@ -109,8 +100,7 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     a point too big for the cluster's largest node, a store that cannot be resumed.
     """
     import core
-    from sweep.fanout import Cluster
-    from sweep.store import ResumeError, StoreExistsError
+    from sweep.store import ResumeError
 
     grid = sweep.grid
     sims = grid_mod.sims(grid)
@@ -119,16 +109,14 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     settings = simulate.settings_of(grid)
     per_sim = len(grid.cpus)  # dataset points per simulation
     estimates = MemoryEstimates(sweep)
-    largest = estimates(plan_mod.largest_workload(grid))
-    cluster = Cluster(sweep.ray)
-    if cluster.local:
-        plan_mod.check_memory(grid, largest, physical_memory(), "this machine")
+    shared = frozenset(row["name"] for row in core.generation_table()
+                       if "shared" in str(row.get("structure", "")))
 
-    store: Store | None = None
+    resumed: Store | None = None
     if sweep.resume.path:
         path = os.path.abspath(sweep.resume.path)
         try:
-            store = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force)
+            resumed = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force)
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
     else:
@@ -138,44 +126,45 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
                 f"{path} already exists; continue it with resume={path} or choose another "
                 "hydra.run.dir"
             )
+    todo = [i for i, s in enumerate(sims) if resumed is None or not resumed.sim_done(s)]
+    runner = choose_runner(sweep, sims, todo, shared)
+    if runner.local:
+        largest = estimates(plan_mod.largest_workload(grid))
+        plan_mod.check_memory(grid, largest, physical_memory(), "this machine")
+
+    # What needs no Ray is done while Ray starts: the store's template is written on a thread
+    # (Store.create(background=True)) and the memory estimates of the plan are computed on
+    # another (together 1 to 2 s of a sweep's wall otherwise: docs/performance.md).
+    store = resumed if resumed is not None else _create_store(sweep, path)
+    estimated = _background(lambda: [estimates(sims[i].workload) for i in todo])
+    try:
+        runner.start()
+    except BaseException:
+        estimated.exception()  # let it finish before the store goes
+        if store.untouched:  # nothing ran: leave nothing behind, as before any start
+            store.discard()
+        raise
 
     interrupted = False
-    with cluster:
-        node_memory = cluster.largest_node_memory()
-        if not cluster.local:
+    report_job: report.Job | None = None
+    try:
+        estimated.result()
+        node_memory = runner.largest_node_memory()
+        if not runner.local:
+            largest = estimates(plan_mod.largest_workload(grid))
             plan_mod.check_memory(grid, largest, node_memory, "the cluster's largest node")
-        if store is None:
-            attrs = {
-                "title": f"anonvma-sweep {grid.scenario} grid",
-                "config": sweep.config_yaml,
-                "grid": grid.fingerprint(),
-                **provenance(),
-                "start_time": now(),
-                "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
-                             " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",
-                "cpus_note": "one simulation per point; its walk trace replayed on every cpus "
-                             "value by the contention model (core.contention, README 'CPU "
-                             "contention')",
-            }
-            try:
-                store = Store.create(path, grid, attrs)
-            except StoreExistsError as exc:
-                raise ConfigError(str(exc)) from exc
-        todo = [i for i, s in enumerate(sims) if not store.sim_done(s)]
         done_sims = len(sims) - len(todo)
         if sweep.resume.path:
             logger.info("resume: %d of %d simulations done, running %d",
                         done_sims, len(sims), len(todo))
-        shared = frozenset(row["name"] for row in core.generation_table()
-                           if "shared" in str(row.get("structure", "")))
-        tasks = plan_mod.plan(sims, todo, grid, sweep.batch, cluster.cpus, estimates,
+        tasks = plan_mod.plan(sims, todo, grid, sweep.batch, runner.cpus, estimates,
                               node_memory or None, shared)
         from sweep.progress import Progress
 
         progress = Progress(grid.size, done_sims * per_sim, sweep.progress)
         failed = 0
         try:
-            for outcomes in cluster.map_unordered(tasks, specs, settings):
+            for outcomes in runner.map_unordered(tasks, specs, settings):
                 for sim_id, values, error in outcomes:
                     if values is not None:
                         store.record(sims[sim_id], values)
@@ -192,12 +181,23 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
         finally:
             progress.close()
             store.finish({"end_time": now()})
-
-    if not interrupted and sweep.report:
-        _write_report(path)
+        if not interrupted and sweep.report:
+            # In its own process, drawing while Ray stops (docs/performance.md).
+            report_job = report.Job(path)
+    except BaseException:
+        runner.stop(failed=True)
+        if store.untouched:  # refused once Ray ran (a point too big for its nodes)
+            store.discard()
+        raise
+    runner.stop()
+    reported = report_job.wait() if report_job is not None else True
     total = grid.size
     command = resume_command.format(path=path)
-    if interrupted:
+    if not reported:
+        code = EXIT_INTERRUPTED
+        message = (f"interrupted while writing the report; all {done_sims * per_sim} points "
+                   f"are saved; write it with: python -m sweep.report {path}")
+    elif interrupted:
         code = EXIT_INTERRUPTED
         message = (f"interrupted: {done_sims * per_sim} of {total} points done and saved; "
                    f"continue with: {command}")
@@ -209,3 +209,52 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
         code, message = EXIT_OK, ""
     return Result(code, path, report.summary(store), message, failed * per_sim,
                   done_sims * per_sim, total)
+
+
+def choose_runner(sweep: Sweep, sims: list, todo: list[int], shared: frozenset[str]) -> Any:
+    """Ray (``sweep.fanout.Cluster``), or this process's threads (``sweep.inline.Inline``) for
+    a local sweep estimated below ``ray.inline_below_seconds`` of core time: starting and
+    stopping Ray would cost more than the points themselves."""
+    from sweep import fanout
+
+    cluster = fanout.Cluster(sweep.ray)
+    if not cluster.local or fanout.connected():
+        return cluster
+    seconds = sum(plan_mod.estimate_seconds(sweep.grid, sims[i], shared) for i in todo)
+    if seconds >= sweep.ray.inline_below_seconds:
+        return cluster
+    from sweep.inline import Inline
+
+    logger.info("estimated %.2f core seconds < ray.inline_below_seconds=%g: no Ray",
+                seconds, sweep.ray.inline_below_seconds)
+    return Inline(sweep.ray.num_cpus)
+
+
+def _create_store(sweep: Sweep, path: str) -> Store:
+    from sweep.store import StoreExistsError
+
+    grid = sweep.grid
+    attrs = {
+        "title": f"anonvma-sweep {grid.scenario} grid",
+        "config": sweep.config_yaml,
+        "grid": grid.fingerprint(),
+        **provenance(),
+        "start_time": now(),
+        "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
+                     " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",
+        "cpus_note": "one simulation per point; its walk trace replayed on every cpus "
+                     "value by the contention model (core.contention, README 'CPU "
+                     "contention')",
+    }
+    try:
+        return Store.create(path, grid, attrs, background=True)
+    except StoreExistsError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _background(fn: Callable[[], Any]) -> Future:
+    """``fn()`` on a thread of its own; its result (or exception) from the returned future."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sweep-prepare")
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return future

@@ -93,6 +93,7 @@ class RaySettings:
     num_cpus: int | None
     ship_core: bool
     max_retries: int
+    inline_below_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,9 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         raise ConfigError(f"ray.num_cpus: {r.num_cpus} is not allowed; allowed: null or >= 1")
     if r.max_retries < 0:
         raise ConfigError(f"ray.max_retries: {r.max_retries} is not allowed; allowed: >= 0")
+    if r.inline_below_seconds < 0 or not math.isfinite(r.inline_below_seconds):
+        raise ConfigError(f"ray.inline_below_seconds: {r.inline_below_seconds} is not allowed; "
+                          "allowed: a number of seconds >= 0 (0: always Ray)")
     if r.address is not None and not r.address.strip():
         raise ConfigError("ray.address: empty; allowed: null (local Ray) or a cluster address")
     if b.max_points < 1:
@@ -376,7 +380,8 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         )
     return Sweep(
         grid=grid,
-        ray=RaySettings(r.address, r.num_cpus, r.ship_core, r.max_retries),
+        ray=RaySettings(r.address, r.num_cpus, r.ship_core, r.max_retries,
+                        float(r.inline_below_seconds)),
         batch=BatchSettings(
             _positive(b.target_seconds, "batch.target_seconds"),
             b.max_points,

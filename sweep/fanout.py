@@ -37,6 +37,11 @@ def _ray() -> Any:
     return ray
 
 
+def connected() -> bool:
+    """Whether this process is already connected to Ray (a notebook's or a test's ray.init)."""
+    return "ray" in sys.modules and _ray().is_initialized()
+
+
 class Cluster:
     """A connection to Ray for one sweep (context manager).
 
@@ -66,7 +71,7 @@ class Cluster:
 
     def start(self) -> None:
         runtime_env = self._runtime_env()
-        if "ray" in sys.modules and _ray().is_initialized():
+        if connected():
             ray = _ray()
             self._owned = False
             self.local = False

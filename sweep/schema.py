@@ -83,6 +83,10 @@ class RayConf:
     # Ray retries of a task whose worker or node died (a point's own exception is not retried
     # by Ray: see sweep.simulate).
     max_retries: int = 3
+    # Local mode only: a sweep whose estimated core time (sweep.plan) is below this many
+    # seconds runs on threads of the driver instead of a Ray it would start and stop for it
+    # (7-9 s on 2 cores; sweep/inline.py). 0: always Ray.
+    inline_below_seconds: float = 5.0
 
 
 @dataclass

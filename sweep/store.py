@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -99,16 +101,27 @@ class Store:
         self._dirty: set[tuple[int, ...]] = set()
         self._errors_dirty = False
         self._last_flush = time.monotonic()
+        self._created = False
+
+    def _ready(self) -> Any:
+        """The zarr group, once the template written in the background is there."""
+        if isinstance(self._group, Future):
+            self._group = self._group.result()
+        return self._group
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, grid: Grid, attrs: dict[str, Any]) -> Store:
-        """Write the template (NaN everywhere, done False) with the dataset attributes.
+    def create(cls, path: str, grid: Grid, attrs: dict[str, Any],
+               background: bool = False) -> Store:
+        """A new store: the template on disk (NaN everywhere, done False, the dataset
+        attributes), the values in memory.
+
+        With ``background`` the template is written on a thread and ``record`` works at once
+        (it only touches memory); the first ``flush`` waits for the template and raises what
+        writing it raised. The sweep uses this to write it while Ray starts or points run.
 
         Raises StoreExistsError if ``path`` exists: a store is continued only by ``resume``.
         """
-        import xarray as xr
-
         if os.path.exists(path):
             raise StoreExistsError(
                 f"{path} already exists; continue it with resume={path} or choose another "
@@ -118,19 +131,39 @@ class Store:
         chunks = chunk_shape(shape)
         data = {name: np.full(shape, np.nan) for name in VARIABLES}
         done = np.zeros(shape, dtype=bool)
-        ds = xr.Dataset(coords=_coords(grid))
-        for name, (units, long_name) in COORD_ATTRS.items():
-            ds[name].attrs.update(units=units, long_name=long_name)
-        for name, (units, long_name) in VARIABLES.items():
-            ds[name] = (AXES, data[name], {"units": units, "long_name": long_name})
-        ds["done"] = (AXES, done, {"units": "1", "long_name": "point finished and written"})
-        ds.attrs.update(attrs)
-        ds.attrs["errors"] = {}
-        encoding = {name: {"chunks": chunks} for name in [*VARIABLES, "done"]}
-        # The template costs a few files only: zarr skips chunks equal to the fill value.
-        ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
-        logger.info("store %s: %d points, chunks %s", path, grid.size, chunks)
-        return cls(path, grid, _open_group(path), data, done, {})
+
+        def write() -> Any:
+            group = write_template(path, grid, attrs, chunks)
+            logger.info("store %s: %d points, chunks %s", path, grid.size, chunks)
+            return group
+
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="store-template")
+            group: Any = pool.submit(write)
+            pool.shutdown(wait=False)
+        else:
+            group = write()
+        store = cls(path, grid, group, data, done, {})
+        store._created = True
+        return store
+
+    @property
+    def untouched(self) -> bool:
+        """Created by this process and nothing recorded into it yet."""
+        return self._created and not self.done.any() and not self.errors
+
+    def discard(self) -> None:
+        """Remove an ``untouched`` store (a sweep that could not start, or was refused once Ray
+        ran): it holds nothing, and leaving it would make the next run a resume."""
+        if not self.untouched:
+            raise RuntimeError(f"{self.path}: only an untouched new store can be discarded")
+        try:
+            self._ready()
+        except Exception:  # noqa: BLE001 - a half-written template is removed just the same
+            pass
+        shutil.rmtree(self.path, ignore_errors=True)
 
     @classmethod
     def resume(cls, path: str, grid: Grid, build_id: str, force: bool) -> Store:
@@ -221,16 +254,17 @@ class Store:
         dirty = sorted(self._dirty)
         if dirty:
             regions = [self._region(c) for c in dirty]
+            group = self._ready()
             for name in VARIABLES:
-                arr = self._group[name]
+                arr = group[name]
                 for region in regions:
                     arr[region] = self.data[name][region]
-            done = self._group["done"]
+            done = group["done"]
             for region in regions:
                 done[region] = self.done[region]
             self._dirty.clear()
         if self._errors_dirty:
-            self._group.attrs["errors"] = dict(self.errors)
+            self._ready().attrs["errors"] = dict(self.errors)
             self._errors_dirty = False
         self._last_flush = time.monotonic()
         if dirty:
@@ -246,7 +280,48 @@ class Store:
     def finish(self, attrs: dict[str, Any]) -> None:
         """Flush what is left and record the final attributes (``end_time``, ...)."""
         self.flush()
-        self._group.attrs.update(attrs)
+        self._ready().attrs.update(attrs)
+
+
+#: NaN as xarray records it in a float variable's ``_FillValue`` attribute (base64 of its bytes).
+_NAN_FILL = "AAAAAAAA+H8="
+
+
+def write_template(path: str, grid: Grid, attrs: dict[str, Any],
+                   chunks: tuple[int, ...]) -> Any:
+    """Write the store's template with zarr alone; return the open group.
+
+    The metadata are those ``xr.Dataset.to_zarr`` writes for the same dataset
+    (tests/test_store_template.py compares them file by file); zarr alone skips importing
+    xarray and pandas, 0.4 s of a small sweep's 2 s. No chunk of a data variable is written:
+    every one equals the fill value (NaN, or False for ``done``).
+    """
+    import zarr
+
+    group = zarr.open_group(path, mode="w-", zarr_format=3,
+                            attributes={**attrs, "errors": {}})
+    for name, values in _coords(grid).items():
+        units, long_name = COORD_ATTRS[name]
+        meta = {"units": units, "long_name": long_name}
+        if values.dtype == object:
+            dtype, fill = str, ""
+        elif values.dtype.kind == "f":
+            dtype, fill = values.dtype, np.nan
+            meta["_FillValue"] = _NAN_FILL
+        else:
+            dtype, fill = values.dtype, 0
+        arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=dtype,
+                                 fill_value=fill, dimension_names=[name], attributes=meta)
+        arr[...] = values
+    for name, (units, long_name) in VARIABLES.items():
+        group.create_array(name, shape=grid.shape, chunks=chunks, dtype=np.float64,
+                           fill_value=np.nan, dimension_names=AXES,
+                           attributes={"units": units, "long_name": long_name,
+                                       "_FillValue": _NAN_FILL})
+    group.create_array("done", shape=grid.shape, chunks=chunks, dtype=bool, fill_value=False,
+                       dimension_names=AXES,
+                       attributes={"units": "1", "long_name": "point finished and written"})
+    return group
 
 
 def _open_group(path: str) -> Any:
