@@ -86,37 +86,147 @@ void page_referenced_anon(struct sim *s, idx_t p, struct walk_count *wc)
 	wc->hits = hits;
 }
 
-static int hist_add(struct sim *s, uint32_t entries)
+/*
+ * The walk cache. A list walk follows anon_vma->head through VMAs (2.6.33) or AVCs and their
+ * VMAs (2.6.34 - 3.6): every entry is a dependent load through one or two arenas, and a 2.6.33
+ * fork-storm scan is a million of them, bound by that load latency, not by the work done per
+ * entry. Nothing changes the lists while a scan runs, so sim_scan first copies each live
+ * anon_vma's list, in list order, into one array of what a walk reads of each VMA (the range
+ * vma_address tests and the page table); a walk then reads consecutive entries whose loads do
+ * not depend on each other. The walk is the same walk: the same entries in the same order, the
+ * same tests, the same early stop (with s->check every walk is also done the kernel's way and
+ * the two compared). Tree generations walk the tree itself: the stabbing query is what they
+ * simulate. The cache is charged to the sim like every other byte and freed when the scan ends.
+ */
+struct walk_vma {
+	uint32_t pgoff, npages;   /* vma_address's range */
+	const pte_t *pt;
+};
+
+struct walk_cache {
+	uint32_t *first;          /* anon_vma slot -> its first entry; first[top] ends the last */
+	struct walk_vma *ent;
+	size_t first_bytes, ent_bytes;
+};
+
+static void walk_cache_fill(struct walk_vma *e, const struct vma *vma)
 {
-	if (entries >= s->hist_len) {
-		size_t len = s->hist_len ? s->hist_len : 64;
-		while (len <= entries)
-			len *= 2;
-		uint64_t *h = sim_realloc(s, s->hist, s->hist_len * sizeof(uint64_t),
-					  len * sizeof(uint64_t));
-		if (!h)
-			return sim_enomem(s);
-		for (size_t i = s->hist_len; i < len; i++)
-			h[i] = 0;
-		s->hist = h;
-		s->hist_len = len;
+	*e = (struct walk_vma){ .pgoff = vma->pgoff, .npages = vma->npages, .pt = vma->pt };
+}
+
+static int walk_cache_build(struct sim *s, struct walk_cache *c)
+{
+	idx_t top = s->anon_vmas.top;
+	size_t n = 0;
+	for (idx_t a = 0; a < top; a++)
+		if (anon_vma_at(s, a)->live)
+			n += anon_vma_at(s, a)->nr_entries;
+	c->first_bytes = ((size_t)top + 1) * sizeof(uint32_t);
+	c->ent_bytes = n * sizeof(struct walk_vma);
+	c->first = sim_malloc(s, c->first_bytes);
+	c->ent = sim_malloc(s, c->ent_bytes);
+	if (!c->first || !c->ent)
+		return sim_enomem(s);
+
+	const struct vma *vmas = (const struct vma *)s->vmas.base;
+	const struct anon_vma_chain *avcs = (const struct anon_vma_chain *)s->avcs.base;
+	uint32_t k = 0;
+	for (idx_t a = 0; a < top; a++) {
+		const struct anon_vma *av = anon_vma_at(s, a);
+		c->first[a] = k;
+		if (!av->live)
+			continue;
+		if (s->gen->structure == RMAP_SHARED_LIST) {
+			for (idx_t v = av->head; v != NIL; v = vmas[v].av_next)
+				walk_cache_fill(&c->ent[k++], &vmas[v]);
+		} else {
+			for (idx_t i = av->head; i != NIL; i = avcs[i].same_anon_vma_next)
+				walk_cache_fill(&c->ent[k++], &vmas[avcs[i].vma]);
+		}
 	}
-	s->hist[entries]++;
+
+	c->first[top] = k;
 	return SIM_OK;
 }
 
-static int walk_one(struct sim *s, idx_t p)
+static void walk_cache_release(struct sim *s, struct walk_cache *c)
+{
+	sim_free(s, c->first, c->first_bytes);
+	sim_free(s, c->ent, c->ent_bytes);
+	c->first = NULL;
+	c->ent = NULL;
+}
+
+/*
+ * page_referenced_anon over the cache: entries e[0 .. n-1]. A pte that does not map the page
+ * needs no separate present test: PAGE_MAX keeps every real page below pte_page(PTE_NONE).
+ */
+static inline void walk_cached(const struct walk_vma *e, uint32_t n, idx_t p, uint32_t index,
+			       uint32_t mapcount, struct walk_count *wc)
+{
+	uint32_t k, calls = 0, hits = 0;
+	for (k = 0; k < n; k++) {
+		uint32_t off = index - e[k].pgoff;
+		if (off >= e[k].npages)
+			continue;
+		calls++;
+		if (pte_page(e[k].pt[off]) == p && (hits++, --mapcount == 0)) {
+			k++;
+			break;
+		}
+	}
+	wc->entries = k;
+	wc->calls = calls;
+	wc->hits = hits;
+}
+
+static int hist_grow(struct sim *s, uint32_t entries)
+{
+	size_t len = s->hist_len ? s->hist_len : 64;
+	while (len <= entries)
+		len *= 2;
+	uint64_t *h = sim_realloc(s, s->hist, s->hist_len * sizeof(uint64_t),
+				  len * sizeof(uint64_t));
+	if (!h)
+		return sim_enomem(s);
+	for (size_t i = s->hist_len; i < len; i++)
+		h[i] = 0;
+	s->hist = h;
+	s->hist_len = len;
+	return SIM_OK;
+}
+
+static int walk_one(struct sim *s, const struct walk_cache *c, idx_t p)
 {
 	struct walk_count wc;
-	page_referenced_anon(s, p, &wc);
+	if (c->first) {
+		const struct page *page = page_at(s, p);
+		uint32_t from = c->first[page->mapping];
+		walk_cached(c->ent + from, c->first[page->mapping + 1] - from, p, page->index,
+			    page->mapcount, &wc);
+		if (s->check) {
+			struct walk_count kw;
+			page_referenced_anon(s, p, &kw);
+			if (kw.entries != wc.entries || kw.calls != wc.calls || kw.hits != wc.hits)
+				return sim_fail(s, SIM_EBUG, "the walk cache's walk of page %u "
+						"(%u/%u/%u) differs from the list's (%u/%u/%u)", p,
+						wc.entries, wc.calls, wc.hits, kw.entries, kw.calls,
+						kw.hits);
+		}
+	} else {
+		page_referenced_anon(s, p, &wc);
+	}
 	s->count.walks++;
 	s->count.entries += wc.entries;
 	s->count.calls += wc.calls;
 	s->count.hits += wc.hits;
-	int err = hist_add(s, wc.entries);
-	if (!err && s->record_trace)
-		err = trace_add(s, p, &wc);
-	return err;
+	if (wc.entries >= s->hist_len) {
+		int err = hist_grow(s, wc.entries);
+		if (err)
+			return err;
+	}
+	s->hist[wc.entries]++;
+	return s->record_trace ? trace_add(s, p, &wc) : SIM_OK;
 }
 
 static double now(void)
@@ -135,22 +245,28 @@ int sim_scan(struct sim *s, uint64_t sample)
 {
 	double t0 = now();
 	uint64_t live = s->pages.live;
+	struct walk_cache cache = { 0 };
 
 	int err = sim_take_snapshot(s);
-	if (err)
+	if (!err && s->gen->structure != RMAP_CHAIN_TREE)
+		err = walk_cache_build(s, &cache);
+	if (err) {
+		walk_cache_release(s, &cache);
 		return err;
+	}
 	if (sample == 0 || sample >= live) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
-			err = walk_one(s, p);
+			err = walk_one(s, &cache, p);
 	} else {
 		uint64_t need = sample, left = live;
 		for (idx_t p = s->lru_head; need && !err; p = page_at(s, p)->lru_next, left--) {
 			if ((double)left * sim_uniform(s) < (double)need) {
-				err = walk_one(s, p);
+				err = walk_one(s, &cache, p);
 				need--;
 			}
 		}
 	}
+	walk_cache_release(s, &cache);
 	if (!err && s->record_trace)
 		err = trace_end_scan(s);
 	s->scan_seconds += now() - t0;
