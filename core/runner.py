@@ -254,8 +254,8 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         + arr.nbytes  # the core's copy of the program
         + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
-        # a scan's walk cache: 16 B per list entry (<= links), 4 B per anon_vma slot
-        + 16 * peak["links"] + 4 * (peak["links"] + peak["vmas"] + 1)
+        # a scan's walk cache: 16 B per list entry, 24 per tree node (<= links), 4 per anon_vma
+        + 24 * peak["links"] + 4 * (peak["links"] + peak["vmas"] + 1)
         + (arena(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
         + (4 * peak["links"] if trace else 0)  # the trace's lock renumbering map
     )
