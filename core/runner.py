@@ -137,7 +137,8 @@ def run(
     if cpus is not None:
         result["contention"] = contention_metrics(result["contention"], wanted)
         result["contention"]["cpus"] = np.asarray(wanted, dtype=np.int64)
-    result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
+    # the core hands the histogram over as the bytes of an int64 array
+    result["entries_hist"] = np.frombuffer(result["entries_hist"], dtype=np.int64).copy()
     return result
 
 
