@@ -73,17 +73,15 @@ static PyObject *results_dict(const struct sim *s)
 	PyObject *d = PyDict_New();
 	if (!d)
 		return NULL;
-	PyObject *hist = PyList_New((Py_ssize_t)(c->walks ? max_e + 1 : 1));
+	/* The histogram as the bytes of an int64 array (core.run wraps them): a list of Python
+	 * ints, then converted by numpy, cost more than the walks of a small scan. */
+	size_t hist_n = c->walks ? max_e + 1 : 1;
+	PyObject *hist = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(hist_n * sizeof(int64_t)));
 	if (!hist)
 		goto fail;
-	for (size_t e = 0; e < (size_t)PyList_GET_SIZE(hist); e++) {
-		PyObject *o = PyLong_FromUnsignedLongLong(e < s->hist_len ? s->hist[e] : 0);
-		if (!o) {
-			Py_DECREF(hist);
-			goto fail;
-		}
-		PyList_SET_ITEM(hist, (Py_ssize_t)e, o);
-	}
+	int64_t *h = (int64_t *)PyBytes_AS_STRING(hist);
+	for (size_t e = 0; e < hist_n; e++)
+		h[e] = e < s->hist_len ? (int64_t)s->hist[e] : 0;
 	int r = PyDict_SetItemString(d, "entries_hist", hist);
 	Py_DECREF(hist);
 	if (r)

@@ -7,6 +7,7 @@ itself, which raises ``ProgramError`` naming the op index.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -67,7 +68,16 @@ def as_program(program) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+#: The arguments every run without ``timing`` or ``inject`` passes, built once: constructing
+#: and flattening the dataclasses (``dataclasses.astuple`` deep-copies) took ~20 us a call, a
+#: tenth of a small program's whole run.
+_DEFAULT_TIMING: tuple = Timing().as_tuple()
+_NO_INJECTION: tuple = Injection().as_tuple()
+
+
+@functools.cache
 def _default_memory_limit() -> int:
+    # physical memory does not change under a running process: asked once
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.8)
     except (ValueError, OSError):  # pragma: no cover - non-POSIX
@@ -115,8 +125,6 @@ def run(
     limit = _default_memory_limit() if memory_limit is None else int(memory_limit)
     if limit < 0:
         raise ValueError(f"memory_limit must be >= 0 bytes (0 = no limit), got {memory_limit}")
-    timing = Timing() if timing is None else timing
-    inject = Injection() if inject is None else inject
     replay = None
     if cpus is not None:
         wanted = [int(c) for c in np.atleast_1d(cpus)]
@@ -124,11 +132,13 @@ def run(
             raise ValueError(f"cpus must be distinct integers >= 1, got {list(wanted)}")
         replay = sorted(set(wanted) | {1})  # 1 CPU: the speedup's baseline
     result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit, replay,
-                       timing.as_tuple(), inject.as_tuple())
+                       _DEFAULT_TIMING if timing is None else timing.as_tuple(),
+                       _NO_INJECTION if inject is None else inject.as_tuple())
     if cpus is not None:
         result["contention"] = contention_metrics(result["contention"], wanted)
         result["contention"]["cpus"] = np.asarray(wanted, dtype=np.int64)
-    result["entries_hist"] = np.asarray(result["entries_hist"], dtype=np.int64)
+    # the core hands the histogram over as the bytes of an int64 array
+    result["entries_hist"] = np.frombuffer(result["entries_hist"], dtype=np.int64).copy()
     return result
 
 
@@ -245,6 +255,8 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         + arr.nbytes  # the core's copy of the program
         + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
+        # a scan's walk cache: 16 B per list entry, 24 per tree node (<= links), 4 per anon_vma
+        + 24 * peak["links"] + 4 * (peak["links"] + peak["vmas"] + 1)
         + (arena(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
         + (4 * peak["links"] if trace else 0)  # the trace's lock renumbering map
     )

@@ -48,7 +48,7 @@ void sim_free(struct sim *s, void *p, size_t bytes)
  * Rows and free stack grow separately, each charged for what it holds, so a failure between
  * the two leaves both consistent; a new slot is only handed out when both have room for it.
  */
-static int arena_grow(struct sim *s, struct arena *a)
+int arena_grow(struct sim *s, struct arena *a)
 {
 	/* Slot NIL is reserved, and PAGE_MAX bounds pages so a pte can never look empty. */
 	uint64_t max = (uint64_t)PAGE_MAX;
@@ -74,26 +74,6 @@ static int arena_grow(struct sim *s, struct arena *a)
 		a->stack_cap = a->cap;
 	}
 	return SIM_OK;
-}
-
-idx_t arena_alloc(struct sim *s, struct arena *a)
-{
-	idx_t i;
-	if (a->nr_free) {
-		i = a->free_stack[--a->nr_free];
-	} else {
-		if ((a->top == a->cap || a->top == a->stack_cap) && arena_grow(s, a))
-			return NIL;
-		i = a->top++;
-	}
-	a->live++;
-	return i;
-}
-
-void arena_free(struct arena *a, idx_t i)
-{
-	a->free_stack[a->nr_free++] = i;
-	a->live--;
 }
 
 void arena_release(struct sim *s, struct arena *a)

@@ -243,14 +243,12 @@ static idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
 }
 
 /*
- * anon_vma_prepare - give a VMA an anon_vma before its first anonymous page: an adjacent VMA's
+ * __anon_vma_prepare - anon_vma_prepare (sim.h) of a VMA without one: give it an adjacent VMA's
  * (find_mergeable_anon_vma) or a new one. chain: the AVC is allocated first, as in 2.6.34, so a
  * failure leaves nothing behind. Returns 0, or SIM_ENOMEM with the VMA unchanged.
  */
-int anon_vma_prepare(struct sim *s, idx_t vma_i)
+int __anon_vma_prepare(struct sim *s, idx_t vma_i)
 {
-	if (vma_at(s, vma_i)->anon_vma != NIL)
-		return SIM_OK;
 
 	idx_t avc = NIL;
 	if (s->gen->structure != RMAP_SHARED_LIST) {

@@ -114,9 +114,30 @@ struct arena {
 };
 
 struct sim;
-idx_t arena_alloc(struct sim *s, struct arena *a);   /* NIL on ENOMEM */
-void arena_free(struct arena *a, idx_t i);
+int arena_grow(struct sim *s, struct arena *a);
 void arena_release(struct sim *s, struct arena *a);
+
+/* Inline: every COW fault allocates a page and frees none or one, and the calls were a
+ * measurable share of the fault. NIL on ENOMEM. */
+static inline idx_t arena_alloc(struct sim *s, struct arena *a)
+{
+	idx_t i;
+	if (a->nr_free) {
+		i = a->free_stack[--a->nr_free];
+	} else {
+		if ((a->top == a->cap || a->top == a->stack_cap) && arena_grow(s, a))
+			return NIL;
+		i = a->top++;
+	}
+	a->live++;
+	return i;
+}
+
+static inline void arena_free(struct arena *a, idx_t i)
+{
+	a->free_stack[a->nr_free++] = i;
+	a->live--;
+}
 void *sim_malloc(struct sim *s, size_t bytes);        /* charged to s->bytes; NULL on ENOMEM */
 void *sim_realloc(struct sim *s, void *p, size_t old_bytes, size_t new_bytes);
 void sim_free(struct sim *s, void *p, size_t bytes);
@@ -314,7 +335,7 @@ static inline bool sim_draw_below(struct sim *s, uint64_t threshold)
 }
 
 /* rmap.c: anon_vma, anon_vma_chain and the page's rmap (mm/rmap.c) */
-int anon_vma_prepare(struct sim *s, idx_t vma);
+int __anon_vma_prepare(struct sim *s, idx_t vma);
 int anon_vma_link_new(struct sim *s, idx_t vma, idx_t src);  /* a split or moved VMA's links */
 int anon_vma_link(struct sim *s, idx_t vma);                  /* shared: fork */
 int anon_vma_fork(struct sim *s, idx_t vma, idx_t pvma);     /* chain: fork */
@@ -323,6 +344,15 @@ void unlink_anon_vmas(struct sim *s, idx_t vma);             /* both structures 
 int page_add_new_anon_rmap(struct sim *s, idx_t vma, uint32_t offset, idx_t *page);
 void page_move_anon_rmap(struct sim *s, idx_t page, idx_t vma);
 void page_remove_rmap(struct sim *s, idx_t page);
+
+/* The kernel's own split (include/linux/rmap.h from 4.8): the common case, a VMA that already
+ * has its anon_vma (every COW fault), costs a test, not a call. */
+static inline int anon_vma_prepare(struct sim *s, idx_t vma)
+{
+	if (vma_at(s, vma)->anon_vma != NIL)
+		return SIM_OK;
+	return __anon_vma_prepare(s, vma);
+}
 
 /* interval_tree.c: the anon_vma's AVCs by VMA interval (3.7 anon_vma_interval_tree_*) */
 void anon_vma_interval_tree_insert(struct sim *s, idx_t avc, idx_t av);

@@ -86,37 +86,231 @@ void page_referenced_anon(struct sim *s, idx_t p, struct walk_count *wc)
 	wc->hits = hits;
 }
 
-static int hist_add(struct sim *s, uint32_t entries)
+/*
+ * The walk cache. A list walk follows anon_vma->head through VMAs (2.6.33) or AVCs and their
+ * VMAs (2.6.34 - 3.6): every entry is a dependent load through one or two arenas, and a 2.6.33
+ * fork-storm scan is a million of them, bound by that load latency, not by the work done per
+ * entry. Nothing changes the lists while a scan runs, so sim_scan first copies each live
+ * anon_vma's list, in list order, into one array of what a walk reads of each VMA (the range
+ * vma_address tests and the page table); a walk then reads consecutive entries whose loads do
+ * not depend on each other. The walk is the same walk: the same entries in the same order, the
+ * same tests, the same early stop (with s->check every walk is also done the kernel's way and
+ * the two compared). Tree generations get a copy of each tree (struct walk_node), walked by the
+ * same stabbing query. The cache is charged to the sim like every other byte and freed when the
+ * scan ends.
+ */
+struct walk_vma {
+	uint32_t pgoff, npages;   /* vma_address's range */
+	const pte_t *pt;
+};
+
+/*
+ * Tree generations: each tree is copied in order (by (start, seq), the walk's order), so every
+ * subtree is a run of consecutive nodes. A node records its AVC's interval and page table, and
+ * for the largest subtree whose leftmost node it is, that subtree's end and largest `last`: the
+ * walk goes through the run and jumps over a subtree whose intervals all end below the index,
+ * as stab() prunes it, and stops at the first start past the index, after which stab() visits
+ * nothing more. The same nodes in the same order, without a call or an arena lookup per node.
+ */
+struct walk_node {
+	uint32_t start, last;
+	uint32_t skip_last;       /* the largest `last` of the largest subtree starting here
+				   * (UINT32_MAX: none does) */
+	uint32_t skip_end;        /* the node after that subtree */
+	const pte_t *pt;
+};
+
+struct walk_cache {
+	uint32_t *first;          /* anon_vma slot -> its first entry (the root of a tree); first[top]
+				   * ends the last */
+	struct walk_vma *ent;     /* list generations */
+	struct walk_node *node;   /* tree generations */
+	size_t first_bytes, ent_bytes;
+};
+
+static void walk_cache_fill(struct walk_vma *e, const struct vma *vma)
 {
-	if (entries >= s->hist_len) {
-		size_t len = s->hist_len ? s->hist_len : 64;
-		while (len <= entries)
-			len *= 2;
-		uint64_t *h = sim_realloc(s, s->hist, s->hist_len * sizeof(uint64_t),
-					  len * sizeof(uint64_t));
-		if (!h)
-			return sim_enomem(s);
-		for (size_t i = s->hist_len; i < len; i++)
-			h[i] = 0;
-		s->hist = h;
-		s->hist_len = len;
+	*e = (struct walk_vma){ .pgoff = vma->pgoff, .npages = vma->npages, .pt = vma->pt };
+}
+
+/* Copies the subtree at AVC n into t from *k on, in order; returns its leftmost node. Node
+ * numbers are t's: t is the anon_vma's own copy. */
+static uint32_t walk_cache_copy_tree(struct sim *s, struct walk_node *t, uint32_t *k, idx_t n)
+{
+	const struct anon_vma_chain *x = avc_at(s, n);
+	uint32_t lo = x->same_anon_vma_prev != NIL
+		      ? walk_cache_copy_tree(s, t, k, x->same_anon_vma_prev) : *k;
+	/* no subtree starts at a node with a left child: never skipped from */
+	t[(*k)++] = (struct walk_node){ .start = x->start, .last = x->last,
+					.skip_last = UINT32_MAX, .pt = vma_at(s, x->vma)->pt };
+	if (x->same_anon_vma_next != NIL)
+		walk_cache_copy_tree(s, t, k, x->same_anon_vma_next);
+	/* an ancestor starting at lo too comes back later and overwrites: the largest wins */
+	t[lo].skip_last = x->subtree_last;
+	t[lo].skip_end = *k;
+	return lo;
+}
+
+static int walk_cache_build(struct sim *s, struct walk_cache *c)
+{
+	bool tree = s->gen->structure == RMAP_CHAIN_TREE;
+	idx_t top = s->anon_vmas.top;
+	size_t n = 0;
+	for (idx_t a = 0; a < top; a++)
+		if (anon_vma_at(s, a)->live)
+			n += anon_vma_at(s, a)->nr_entries;
+	c->first_bytes = ((size_t)top + 1) * sizeof(uint32_t);
+	c->ent_bytes = n * (tree ? sizeof(struct walk_node) : sizeof(struct walk_vma));
+	c->first = sim_malloc(s, c->first_bytes);
+	void *ent = sim_malloc(s, c->ent_bytes);
+	if (tree)
+		c->node = ent;
+	else
+		c->ent = ent;
+	if (!c->first || !ent)
+		return sim_enomem(s);
+	if (tree) {
+		uint32_t k = 0;
+		for (idx_t a = 0; a < top; a++) {
+			c->first[a] = k;
+			if (anon_vma_at(s, a)->live && anon_vma_at(s, a)->head != NIL) {
+				uint32_t j = 0;
+				walk_cache_copy_tree(s, c->node + k, &j, anon_vma_at(s, a)->head);
+				k += j;
+			}
+		}
+		c->first[top] = k;
+		return SIM_OK;
 	}
-	s->hist[entries]++;
+
+	const struct vma *vmas = (const struct vma *)s->vmas.base;
+	const struct anon_vma_chain *avcs = (const struct anon_vma_chain *)s->avcs.base;
+	uint32_t k = 0;
+	for (idx_t a = 0; a < top; a++) {
+		const struct anon_vma *av = anon_vma_at(s, a);
+		c->first[a] = k;
+		if (!av->live)
+			continue;
+		if (s->gen->structure == RMAP_SHARED_LIST) {
+			for (idx_t v = av->head; v != NIL; v = vmas[v].av_next)
+				walk_cache_fill(&c->ent[k++], &vmas[v]);
+		} else {
+			for (idx_t i = av->head; i != NIL; i = avcs[i].same_anon_vma_next)
+				walk_cache_fill(&c->ent[k++], &vmas[avcs[i].vma]);
+		}
+	}
+
+	c->first[top] = k;
 	return SIM_OK;
 }
 
-static int walk_one(struct sim *s, idx_t p)
+static void walk_cache_release(struct sim *s, struct walk_cache *c)
+{
+	sim_free(s, c->first, c->first_bytes);
+	sim_free(s, c->ent ? (void *)c->ent : (void *)c->node, c->ent_bytes);
+	c->first = NULL;
+	c->ent = NULL;
+	c->node = NULL;
+}
+
+/*
+ * page_referenced_anon over the cache: entries e[0 .. n-1]. A pte that does not map the page
+ * needs no separate present test: PAGE_MAX keeps every real page below pte_page(PTE_NONE).
+ */
+static inline void walk_cached(const struct walk_vma *e, uint32_t n, idx_t p, uint32_t index,
+			       uint32_t mapcount, struct walk_count *wc)
+{
+	uint32_t k, calls = 0, hits = 0;
+	for (k = 0; k < n; k++) {
+		uint32_t off = index - e[k].pgoff;
+		if (off >= e[k].npages)
+			continue;
+		calls++;
+		if (pte_page(e[k].pt[off]) == p && (hits++, --mapcount == 0)) {
+			k++;
+			break;
+		}
+	}
+	wc->entries = k;
+	wc->calls = calls;
+	wc->hits = hits;
+}
+
+/*
+ * page_referenced_anon of a tree generation over the copy t[0 .. n-1]. A node's interval is its
+ * VMA's (check.c holds the AVC's cached interval to it), so vma_address holds for every node
+ * visited: calls = entries.
+ */
+static inline void walk_tree_cached(const struct walk_node *t, uint32_t n, idx_t p,
+				    uint32_t index, uint32_t mapcount, struct walk_count *wc)
+{
+	uint32_t entries = 0, hits = 0;
+	for (uint32_t k = 0; k < n;) {
+		const struct walk_node *x = &t[k];
+		if (x->skip_last < index) {
+			k = x->skip_end;
+			continue;
+		}
+		if (x->start > index)
+			break;
+		if (x->last >= index) {
+			entries++;
+			if (pte_page(x->pt[index - x->start]) == p && (hits++, --mapcount == 0))
+				break;
+		}
+		k++;
+	}
+	wc->entries = entries;
+	wc->calls = entries;
+	wc->hits = hits;
+}
+
+static int hist_grow(struct sim *s, uint32_t entries)
+{
+	size_t len = s->hist_len ? s->hist_len : 64;
+	while (len <= entries)
+		len *= 2;
+	uint64_t *h = sim_realloc(s, s->hist, s->hist_len * sizeof(uint64_t),
+				  len * sizeof(uint64_t));
+	if (!h)
+		return sim_enomem(s);
+	for (size_t i = s->hist_len; i < len; i++)
+		h[i] = 0;
+	s->hist = h;
+	s->hist_len = len;
+	return SIM_OK;
+}
+
+static int walk_one(struct sim *s, const struct walk_cache *c, idx_t p)
 {
 	struct walk_count wc;
-	page_referenced_anon(s, p, &wc);
+	const struct page *page = page_at(s, p);
+	uint32_t from = c->first[page->mapping], to = c->first[page->mapping + 1];
+	if (c->node) {
+		walk_tree_cached(c->node + from, to - from, p, page->index, page->mapcount, &wc);
+	} else {
+		walk_cached(c->ent + from, to - from, p, page->index, page->mapcount, &wc);
+	}
+	if (s->check) {
+		struct walk_count kw;
+		page_referenced_anon(s, p, &kw);
+		if (kw.entries != wc.entries || kw.calls != wc.calls || kw.hits != wc.hits)
+			return sim_fail(s, SIM_EBUG, "the walk cache's walk of page %u (%u/%u/%u) "
+					"differs from the kernel structure's (%u/%u/%u)", p,
+					wc.entries, wc.calls, wc.hits, kw.entries, kw.calls,
+					kw.hits);
+	}
 	s->count.walks++;
 	s->count.entries += wc.entries;
 	s->count.calls += wc.calls;
 	s->count.hits += wc.hits;
-	int err = hist_add(s, wc.entries);
-	if (!err && s->record_trace)
-		err = trace_add(s, p, &wc);
-	return err;
+	if (wc.entries >= s->hist_len) {
+		int err = hist_grow(s, wc.entries);
+		if (err)
+			return err;
+	}
+	s->hist[wc.entries]++;
+	return s->record_trace ? trace_add(s, p, &wc) : SIM_OK;
 }
 
 static double now(void)
@@ -135,22 +329,28 @@ int sim_scan(struct sim *s, uint64_t sample)
 {
 	double t0 = now();
 	uint64_t live = s->pages.live;
+	struct walk_cache cache = { 0 };
 
 	int err = sim_take_snapshot(s);
-	if (err)
+	if (!err)
+		err = walk_cache_build(s, &cache);
+	if (err) {
+		walk_cache_release(s, &cache);
 		return err;
+	}
 	if (sample == 0 || sample >= live) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
-			err = walk_one(s, p);
+			err = walk_one(s, &cache, p);
 	} else {
 		uint64_t need = sample, left = live;
 		for (idx_t p = s->lru_head; need && !err; p = page_at(s, p)->lru_next, left--) {
 			if ((double)left * sim_uniform(s) < (double)need) {
-				err = walk_one(s, p);
+				err = walk_one(s, &cache, p);
 				need--;
 			}
 		}
 	}
+	walk_cache_release(s, &cache);
 	if (!err && s->record_trace)
 		err = trace_end_scan(s);
 	s->scan_seconds += now() - t0;
