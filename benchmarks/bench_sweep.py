@@ -1,32 +1,41 @@
-"""Wall time of `python -m sweep +grid=aim7`, split into Ray start/stop, planning, core, overhead.
+"""Wall time of `python -m sweep +grid=aim7` at 1 and 2 CPUs, split into Ray start/stop,
+planning, core, overhead and the report; parallel efficiency.
 
 Run (offline, from the repository root):
-    ../shared/bin/offline .venv/bin/python benchmarks/bench_sweep.py [+grid=aim7 KEY=VALUE ...]
+    ../shared/bin/offline .venv/bin/python benchmarks/bench_sweep.py [--cpus 1,2] [KEY=VALUE ...]
 
-It runs the real command as a subprocess (so the total is what a user waits, interpreter start
-and Ray start included), then reads the split from the run's log timestamps and the dataset's
-``sim_seconds``. Core seconds are summed over points (CPU time in the core across workers);
-"overhead" is what remains of the wall time once Ray start/stop, planning and the core's share
-of the wall (core seconds / CPUs) are taken away. The issue's budget: 60 s on 2 cores.
+It runs the real command as a subprocess once per CPU count (``ray.num_cpus=N``), so each total
+is what a user waits, interpreter start and Ray start included, and reads the split from the
+run's log timestamps and the dataset's ``sim_seconds``:
 
-Measured on the 2-core reference machine (2026-11-26, 8 generations, 864 points, with another
-process using one core at the time): total 40.2 s = start + Ray start 8.0 s, store + planning
-1.2 s, running 29.1 s (core 51.6 s summed = 25.8 s on 2 CPUs, overhead 3.3 s), end + Ray stop
-1.8 s. With 4 generations on an idle machine the same grid took 22.5 s.
+- start + Ray start: process start to "local Ray started" (or "running in this process" for a
+  sweep small enough to run without Ray);
+- store + planning: from there to the plan (the store's template and the memory estimates are
+  made on threads while Ray starts, so this is what is left of them);
+- running: first to last point; core = ``sim_seconds`` summed over points, its share of the
+  wall = core / CPUs; running overhead = running - core share (Ray tasks, the driver, the tail);
+- end: flush, Ray stop, the report (a child process overlapping Ray's stop), interpreter exit.
+
+The issue's overhead is everything but Ray start and the core's share. Parallel efficiency is
+T(1) / (N x T(N)), for the running phase and for the whole command. Prints a markdown table;
+exits 1 if the largest CPU count's run is over the 60 s budget.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 BUDGET_SECONDS = 60.0
+OVERHEAD_TARGET = 0.15
 
 
 def _stamp(log: str, pattern: str) -> float:
@@ -37,59 +46,116 @@ def _stamp(log: str, pattern: str) -> float:
     raise LookupError(pattern)
 
 
-def main(argv: list[str]) -> int:
+@dataclass
+class Split:
+    cpus: int
+    points: str
+    total: float
+    start: float  # interpreter start + Ray start
+    planning: float
+    running: float
+    core: float  # summed over points
+    tail: float
+    report: float
+
+    @property
+    def share(self) -> float:
+        return self.core / self.cpus
+
+    @property
+    def overhead(self) -> float:
+        """The issue's: everything but Ray start and the core's share of the wall."""
+        return self.total - self.start - self.share
+
+
+def measure(overrides: list[str], cpus: int) -> Split:
     import xarray as xr
 
-    overrides = argv or ["+grid=aim7"]
     run_dir = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    t0 = time.time()
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweep", *overrides, f"hydra.run.dir={run_dir}", "progress=log"],
-        capture_output=True, text=True,
-    )
-    total = time.time() - t0
-    if proc.returncode != 0:
-        print(proc.stdout, proc.stderr, file=sys.stderr)
-        return proc.returncode
-    log = (run_dir / "__main__.log").read_text()
-    ray_up = _stamp(log, r"local Ray started|connected to Ray|using this process"
-                         r"|running in this process")
-    planned = _stamp(log, r"\] - plan: ")
-    first = _stamp(log, r"points to run")
-    last = _stamp(log, r"points \d+/\d+ \(100%\)")
-    cpus = int(re.search(r"\((\d+) CPUs", log).group(1))
-    ds = xr.open_zarr(run_dir / "results.zarr", consolidated=False)
-    core_seconds = float(ds.sim_seconds.isel(cpus=0).sum())
-    ray_start = ray_up - t0  # interpreter, imports, config checks and Ray start
-    planning = planned - ray_up
-    running = last - first
-    tail = t0 + total - last  # flush, summary, Ray shutdown, report, interpreter exit
     try:
-        report = _stamp(log, r"\] - report: ") - _stamp(log, r"writing the report")
-    except LookupError:  # report=false
-        report = 0.0
-    overhead = running - core_seconds / cpus
-    # The issue's overhead: everything but Ray start and the core's share of the wall.
-    share = core_seconds / cpus
-    all_overhead = total - ray_start - share
-    print(f"grid overrides       {' '.join(overrides)}")
-    print(f"points               {int(ds.done.sum())}/{ds.done.size}")
-    print(f"total wall           {total:7.2f} s   (budget {BUDGET_SECONDS:.0f} s)")
-    print(f"start + Ray start    {ray_start:7.2f} s")
-    print(f"store + planning     {planning:7.2f} s")
-    print(f"running              {running:7.2f} s")
-    print(f"  core (sum)         {core_seconds:7.2f} s   = {share:.2f} s on {cpus} CPUs")
-    print(f"  overhead           {overhead:7.2f} s")
-    print(f"end + Ray stop       {tail:7.2f} s")
-    print(f"  of which report    {report:7.2f} s")
-    target = 0.15 * total
-    verdict = "met" if all_overhead <= target else "missed"
-    print(f"overhead (all but Ray start and core) {all_overhead:5.2f} s = "
-          f"{100 * all_overhead / total:.0f}% of the wall (target <= 15%: {verdict}); "
-          f"without the report {all_overhead - report:.2f} s = "
-          f"{100 * (all_overhead - report) / (total - report):.0f}%")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return 0 if total <= BUDGET_SECONDS else 1
+        t0 = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweep", *overrides, f"ray.num_cpus={cpus}",
+             f"hydra.run.dir={run_dir}", "progress=log"],
+            capture_output=True, text=True,
+        )
+        total = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweep exited {proc.returncode}: {proc.stderr[-2000:]}")
+        log = (run_dir / "__main__.log").read_text()
+        up = _stamp(log, r"local Ray started|connected to Ray|using this process"
+                         r"|running in this process")
+        planned = _stamp(log, r"\] - plan: ")
+        first = _stamp(log, r"points to run")
+        last = _stamp(log, r"points \d+/\d+ \(100%\)")
+        try:
+            report = _stamp(log, r"\] - report: /") - _stamp(log, r"writing the report")
+        except LookupError:  # report=false
+            report = 0.0
+        ds = xr.open_zarr(run_dir / "results.zarr", consolidated=False)
+        return Split(
+            cpus=cpus, points=f"{int(ds.done.sum())}/{ds.done.size}", total=total,
+            start=up - t0, planning=planned - up, running=last - first,
+            core=float(ds.sim_seconds.isel(cpus=0).sum()), tail=t0 + total - last,
+            report=report,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def table(runs: list[Split]) -> str:
+    def row(name: str, fn, fmt: str = "{:.2f}") -> str:
+        return f"| {name} | " + " | ".join(fmt.format(fn(r)) for r in runs) + " |"
+
+    lines = [
+        "| seconds | " + " | ".join(f"{r.cpus} CPU{'s' if r.cpus > 1 else ''}" for r in runs)
+        + " |",
+        "|---|" + "---|" * len(runs),
+        row("points", lambda r: r.points, "{}"),
+        row("**total wall**", lambda r: r.total),
+        row("interpreter start + Ray start", lambda r: r.start),
+        row("store + planning (left after Ray start)", lambda r: r.planning),
+        row("running", lambda r: r.running),
+        row("&nbsp;&nbsp;core, summed over points", lambda r: r.core),
+        row("&nbsp;&nbsp;core's share of the wall (sum / CPUs)", lambda r: r.share),
+        row("&nbsp;&nbsp;running overhead (Ray tasks, driver, tail)",
+            lambda r: r.running - r.share),
+        row("end: flush, Ray stop, report, exit", lambda r: r.tail),
+        row("&nbsp;&nbsp;of which the report (overlaps Ray stop)", lambda r: r.report),
+        row("overhead = total - Ray start - core share", lambda r: r.overhead),
+        row("overhead, % of the wall (target <= 15 %)",
+            lambda r: 100 * r.overhead / r.total, "{:.0f} %"),
+        row("... without the report, % of the wall without it",
+            lambda r: 100 * (r.overhead - r.report) / (r.total - r.report), "{:.0f} %"),
+    ]
+    one = next((r for r in runs if r.cpus == 1), None)
+    if one is not None:
+        lines.append(row("parallel efficiency, running: T(1) / (N T(N))",
+                         lambda r: one.running / (r.cpus * r.running), "{:.2f}"))
+        lines.append(row("parallel efficiency, whole command", lambda r: one.total /
+                         (r.cpus * r.total), "{:.2f}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpus", default="1,2", help="CPU counts to run (ray.num_cpus), e.g. 1,2")
+    ap.add_argument("overrides", nargs="*", default=["+grid=aim7"],
+                    help="the sweep's overrides (default +grid=aim7)")
+    args = ap.parse_args(argv)
+    counts = [int(c) for c in args.cpus.split(",")]
+    runs = [measure(args.overrides, n) for n in counts]
+    print(f"`python -m sweep {' '.join(args.overrides)}`, one run per CPU count "
+          f"(`ray.num_cpus`); budget {BUDGET_SECONDS:.0f} s.\n")
+    print(table(runs))
+    big = runs[-1]
+    verdict = "met" if big.overhead <= OVERHEAD_TARGET * big.total else "missed"
+    print(f"\nAt {big.cpus} CPUs: total {big.total:.1f} s (budget {BUDGET_SECONDS:.0f} s: "
+          f"{'met' if big.total <= BUDGET_SECONDS else 'missed'}); overhead "
+          f"{100 * big.overhead / big.total:.0f} % of the wall (target <= 15 %: {verdict}), "
+          f"{100 * (big.overhead - big.report) / (big.total - big.report):.0f} % without the "
+          "report.")
+    return 0 if big.total <= BUDGET_SECONDS else 1
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def benches(quick: bool) -> list[Bench]:
     return [
         Bench("The core (`bench_core.py`)", core, needs_ray=False, markdown=True),
         Bench("The sweep: `python -m sweep +grid=aim7` (`bench_sweep.py`)", ("bench_sweep.py",),
-              needs_ray=True, markdown=False),
+              needs_ray=True, markdown=True),
         Bench("Against the peers (`bench_peers.py`)", ("bench_peers.py",), needs_ray=True,
               markdown=True),
         Bench("Memory estimate vs measured peak (`bench_memory.py`)", memory, needs_ray=False,

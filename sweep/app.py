@@ -1,6 +1,7 @@
 """One sweep from start to end: config in, dataset out, exit code back.
 
-Job: order the phases (check, start Ray, store, plan, run, flush, report) and decide the exit
+Job: order the phases (check; start Ray, or not for a small local sweep, while the store's
+template is written; plan; run; flush; the report, drawn while Ray stops) and decide the exit
 code; each phase's substance lives in its own module. Called by ``sweep.__main__`` with a
 validated ``Sweep``; never sees a DictConfig.
 """
