@@ -74,3 +74,24 @@ def pids_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def interrupt_when_done(proc, path: str, points: int, timeout: float = 120.0):
+    """Ctrl-C (SIGINT to the driver only) once the store at ``path`` has ``points`` done;
+    returns the driver's (stdout, stderr). Fails if the sweep ended first."""
+    import signal
+    import time
+
+    import zarr
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if int(zarr.open_group(path, mode="r")["done"][...].sum()) >= points:
+                break
+        except Exception:  # not created yet, or the template is being written
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=timeout)

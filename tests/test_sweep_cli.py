@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 
 from sweep import grid, simulate
-from tests.conftest import core_values, pids_with
+from tests.conftest import core_values, interrupt_when_done, pids_with
 
 ARGS = [
     "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[600,800,1000]",
@@ -99,17 +99,7 @@ def test_ctrl_c_stops_cleanly_with_everything_finished_flushed(tmp_path):
         [sys.executable, "-m", "sweep", *ARGS, f"hydra.run.dir={run}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if int(zarr.open_group(path, mode="r")["done"][...].sum()) >= 2:
-                break
-        except Exception:  # not created yet, or the template is being written
-            pass
-        time.sleep(0.1)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: the driver only
-    out, err = proc.communicate(timeout=120)
+    out, err = interrupt_when_done(proc, path, 2)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted:" in err and f"resume={path}" in err
     assert out.strip().splitlines()[-1] == path  # the dataset path is still the last line

@@ -7,20 +7,17 @@ must complete it; a bad threshold is refused in one line.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
 
 from sweep import config, grid, simulate
-from tests.conftest import core_values
+from tests.conftest import core_values, interrupt_when_done
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -92,17 +89,7 @@ def test_ctrl_c_inline_saves_what_finished_and_resume_completes(tmp_path):
         [sys.executable, "-m", "sweep", *SLOW, f"hydra.run.dir={run}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if int(zarr.open_group(path, mode="r")["done"][...].sum()) >= 2:
-                break
-        except Exception:  # not created yet, or the template is being written
-            pass
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = interrupt_when_done(proc, path, 2)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted:" in err and f"resume={path}" in err
     assert "without Ray" in (run / "__main__.log").read_text()
