@@ -511,7 +511,17 @@ static int hist_grow(struct sim *s, uint32_t entries)
 	return SIM_OK;
 }
 
-static int walk_one(struct sim *s, struct walk_cache *c, idx_t p)
+/* A scan's totals, kept in locals while it runs and added to s->count when it ends. */
+struct scan_totals { uint64_t walks, entries, calls, hits; };
+
+/*
+ * One page's walk, counted. Inlined into the scan's loops with `check` and `trace` read once per
+ * scan: the walk of a COWed page is one entry long, and a call per walk with its counters kept
+ * in struct sim cost as much as the walk.
+ */
+static inline __attribute__((always_inline)) int
+walk_one(struct sim *s, struct walk_cache *c, idx_t p, struct scan_totals *t, bool check,
+	 bool trace)
 {
 	struct walk_count wc;
 	const struct page *page = page_at(s, p);
@@ -521,7 +531,7 @@ static int walk_one(struct sim *s, struct walk_cache *c, idx_t p)
 	} else {
 		walk_list(c, s, page, p, &wc);
 	}
-	if (s->check) {
+	if (check) {
 		struct walk_count kw;
 		page_referenced_anon(s, p, &kw);
 		if (kw.entries != wc.entries || kw.calls != wc.calls || kw.hits != wc.hits)
@@ -530,17 +540,17 @@ static int walk_one(struct sim *s, struct walk_cache *c, idx_t p)
 					wc.entries, wc.calls, wc.hits, kw.entries, kw.calls,
 					kw.hits);
 	}
-	s->count.walks++;
-	s->count.entries += wc.entries;
-	s->count.calls += wc.calls;
-	s->count.hits += wc.hits;
+	t->walks++;
+	t->entries += wc.entries;
+	t->calls += wc.calls;
+	t->hits += wc.hits;
 	if (wc.entries >= s->hist_len) {
 		int err = hist_grow(s, wc.entries);
 		if (err)
 			return err;
 	}
 	s->hist[wc.entries]++;
-	return s->record_trace ? trace_add(s, p, &wc) : SIM_OK;
+	return trace ? trace_add(s, p, &wc) : SIM_OK;
 }
 
 static double now(void)
@@ -568,18 +578,27 @@ int sim_scan(struct sim *s, uint64_t sample)
 		walk_cache_release(s, &cache);
 		return err;
 	}
-	if (sample == 0 || sample >= live) {
+	struct scan_totals t = { 0 };
+	bool check = s->check, trace = s->record_trace;
+	if ((sample == 0 || sample >= live) && !check && !trace) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
-			err = walk_one(s, &cache, p);
+			err = walk_one(s, &cache, p, &t, false, false);
+	} else if (sample == 0 || sample >= live) {
+		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
+			err = walk_one(s, &cache, p, &t, check, trace);
 	} else {
 		uint64_t need = sample, left = live;
 		for (idx_t p = s->lru_head; need && !err; p = page_at(s, p)->lru_next, left--) {
 			if ((double)left * sim_uniform(s) < (double)need) {
-				err = walk_one(s, &cache, p);
+				err = walk_one(s, &cache, p, &t, check, trace);
 				need--;
 			}
 		}
 	}
+	s->count.walks += t.walks;
+	s->count.entries += t.entries;
+	s->count.calls += t.calls;
+	s->count.hits += t.hits;
 	walk_cache_release(s, &cache);
 	if (!err && s->record_trace)
 		err = trace_end_scan(s);
@@ -638,9 +657,28 @@ static int count_chain_mismatches(struct sim *s, uint64_t *out)
 		}
 		sig[n++] = x;
 	}
-	qsort(sig, n, sizeof(*sig), sig_cmp);
-	for (size_t i = 1; i < n; i++)
-		*out += sig[i].anon_vma == sig[i - 1].anon_vma && sig_cmp(&sig[i], &sig[i - 1]) != 0;
+	/* Only anon_vmas that two or more VMAs use can count: when none is, nothing is sorted (a
+	 * fork storm's VMAs each use their own, and the sort was most of the snapshot). */
+	size_t seen_bytes = ((size_t)s->anon_vmas.top + 63) / 64 * sizeof(uint64_t);
+	uint64_t *seen = sim_malloc(s, seen_bytes);
+	if (!seen) {
+		sim_free(s, sig, bytes);
+		return sim_enomem(s);
+	}
+	memset(seen, 0, seen_bytes);
+	bool shared = false;
+	for (size_t i = 0; i < n && !shared; i++) {
+		uint64_t bit = 1ULL << (sig[i].anon_vma % 64);
+		shared = seen[sig[i].anon_vma / 64] & bit;
+		seen[sig[i].anon_vma / 64] |= bit;
+	}
+	sim_free(s, seen, seen_bytes);
+	if (shared) {
+		qsort(sig, n, sizeof(*sig), sig_cmp);
+		for (size_t i = 1; i < n; i++)
+			*out += sig[i].anon_vma == sig[i - 1].anon_vma &&
+				sig_cmp(&sig[i], &sig[i - 1]) != 0;
+	}
 	sim_free(s, sig, bytes);
 	return SIM_OK;
 }
