@@ -174,7 +174,7 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
     slot = sz["slot_index"]
     procs: list[list[int] | None] = []  # per process: its VMAs' page counts (None: exited)
     depth: list[int] = []
-    ptes = vmas = links = walks = 0
+    ptes = vmas = links = walks = scan_walks = 0
     created = 0.0
     peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
 
@@ -238,6 +238,7 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         elif op == 9:  # scan: the walks it can record (every live page, or the sample)
             live = min(ptes, math.ceil(created))
             walks += live if a <= 0 else min(a, live)
+            scan_walks = max(scan_walks, live if a <= 0 else min(a, live))
         for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)
@@ -257,6 +258,9 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
         # a scan's walk cache: 16 B per list entry, 24 per tree node (<= links), 4 per anon_vma
         + 24 * peak["links"] + 4 * (peak["links"] + peak["vmas"] + 1)
+        # its rows (walk.c, list generations): at most 8 B per pte slot and 16 B per walk of
+        # the scan
+        + min(8 * peak["ptes"], 16 * scan_walks)
         + (arena(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk
         + (4 * peak["links"] if trace else 0)  # the trace's lock renumbering map
     )

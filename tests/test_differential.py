@@ -105,6 +105,37 @@ def test_aim7_points(n, p, f, model, sample, seed):
         assert_same(c, ref, f"aim7({n}, {p}, {f}, {model}, {sample}) {kernel} seed {seed}")
 
 
+def rows_program(children: int, npages: int, sample: int | None) -> np.ndarray:
+    """A family long enough for the walk's rows (walk.c, >= 32 entries a list) whose VMAs cover
+    different ranges (so some entries fail vma_address), COWed in turn, then scanned twice."""
+    prog = Program()
+    root = prog.new_mm()
+    prog.mmap(root, npages)
+    prog.touch_all(root, 0)
+    kids = [prog.fork(root) for _ in range(children)]
+    for j, kid in enumerate(kids[: children // 2]):
+        off = j % (npages - 2) + 1
+        [prog.munmap, prog.mprotect, prog.mremap][j % 3](kid, 0, off, 1, npages)
+    prog.cow_random(root, 0, 0.5)
+    for kid in kids[children // 2:]:
+        prog.cow_random(kid, 0, 0.7)
+    prog.scan(sample)
+    for kid in kids[::7]:
+        prog.exit(kid)
+    prog.scan(sample)
+    return prog.array
+
+
+@pytest.mark.parametrize("children,npages,sample", [(40, 6, None), (70, 9, None), (70, 9, 40),
+                                                    (33, 3, 5)])
+def test_walk_rows_match_reference(children, npages, sample):
+    prog = rows_program(children, npages, sample)
+    for kernel in core.GENERATIONS:
+        c = core.run(prog, kernel, 7, check=True)
+        ref = reference.run(prog, kernel, 7, check=True)
+        assert_same(c, ref, f"rows {children} {npages} {sample} {kernel}")
+
+
 #: The reference's words for is_mergeable_anon_vma's rule (Generation.merge) and the C core's.
 MERGE_RULES = {
     "null or equal": "NULL or equal anon_vma",

@@ -9,7 +9,11 @@
  * when none is left. This early exit is why list order sets the cost.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "sim.h"
 
@@ -120,12 +124,51 @@ struct walk_node {
 	const pte_t *pt;
 };
 
+/*
+ * Rows (list generations). In 2.6.33 every page of a fork family points at the family's one
+ * anon_vma, so the COWed copies of one page offset, one per process, all walk the same list for
+ * the same page->index: a fork-storm scan walks the same ~N entries N times per offset, loading
+ * one page-table line per entry. A row is what such a walk reads, gathered once: for anon_vma a
+ * and index i, entry k of a's list as one word, pte_page of its pte at i (ROW_OUT when i is
+ * outside the VMA, where vma_address fails). The walk over a row is then a search of consecutive
+ * words for the page's number, with the same entries, calls, hits and early stop (s->check still
+ * compares every walk with the kernel structure's).
+ *
+ * A row costs a whole list while a walk may stop early, so a (list, index) gets its row only
+ * once its walks so far have read at least a list's worth of entries: building rows never costs
+ * more than the walks it replaces. Lists shorter than ROW_MIN_ENTRIES never get rows (a short
+ * walk is cheap already). Rows with their bookkeeping take at most ROW_BYTES_PER_PTE per pte
+ * slot of the page tables (a family's rows for every index are one word per pte, and the
+ * bookkeeping needs a little more) and at most ROW_BYTES_PER_WALK per walk the scan will do
+ * (rows pay off only when many walks share them; a sampled scan gets few), which estimate_bytes
+ * charges; past that, walks are done over the list.
+ */
+#define ROW_MIN_ENTRIES 32
+#define ROW_OUT UINT32_MAX        /* not a page: vma_address fails for this entry */
+#define ROW_BUILT 0x80000000u     /* a slot holding a row's offset, not a count of entries */
+#define ROW_BYTES_PER_WALK 16
+#define ROW_BYTES_PER_PTE 8
+
+struct walk_span {                /* the indexes a list's entries cover: [lo, lo + len) */
+	uint32_t lo, len;
+	uint32_t slot0;           /* its slots: slot[slot0 + index - lo] */
+	uint32_t n;               /* the list's length */
+};
+
 struct walk_cache {
 	uint32_t *first;          /* anon_vma slot -> its first entry (the root of a tree); first[top]
 				   * ends the last */
 	struct walk_vma *ent;     /* list generations */
 	struct walk_node *node;   /* tree generations */
 	size_t first_bytes, ent_bytes;
+	/* rows: NULL span_of when no list qualifies */
+	uint32_t *span_of;        /* anon_vma slot -> its span, NIL: none */
+	struct walk_span *span;
+	uint32_t *slot;           /* entries walked for this (list, index) so far, or ROW_BUILT | the
+				   * offset in row[] of [calls-differ flag, word 0, ..., word n-1] */
+	uint32_t *row;
+	size_t span_of_bytes, span_bytes, slot_bytes, row_bytes, row_used;
+	size_t budget;            /* bytes rows may still take */
 };
 
 static void walk_cache_fill(struct walk_vma *e, const struct vma *vma)
@@ -151,7 +194,75 @@ static uint32_t walk_cache_copy_tree(struct sim *s, struct walk_node *t, uint32_
 	return lo;
 }
 
-static int walk_cache_build(struct sim *s, struct walk_cache *c)
+/*
+ * The spans of the lists long enough for rows, with a zeroed slot per index they cover, within
+ * the budget. Rows are an optimisation: when their bookkeeping does not fit (the budget or the
+ * memory limit), the scan goes without them, never fails for them.
+ */
+static void walk_rows_init(struct sim *s, struct walk_cache *c, idx_t top, uint64_t walks)
+{
+	size_t budget = 0, nspans = 0, slots = 0;
+	for (idx_t a = 0; a < top; a++)
+		nspans += c->first[a + 1] - c->first[a] >= ROW_MIN_ENTRIES;
+	if (!nspans)
+		return;
+	for (idx_t v = 0; v < s->vmas.top; v++)
+		if (vma_at(s, v)->mm != NIL)
+			budget += (size_t)vma_at(s, v)->npages * ROW_BYTES_PER_PTE;
+	if (budget > ROW_BYTES_PER_WALK * walks)
+		budget = ROW_BYTES_PER_WALK * walks;
+	if (budget > (size_t)1 << 31)
+		budget = (size_t)1 << 31;   /* row offsets stay below ROW_BUILT */
+	size_t span_of_bytes = (size_t)top * sizeof(uint32_t);
+	size_t span_bytes = nspans * sizeof(struct walk_span);
+	if (span_of_bytes + span_bytes > budget)
+		return;
+	uint32_t *span_of = sim_malloc(s, span_of_bytes);
+	struct walk_span *span = sim_malloc(s, span_bytes);
+	if (!span_of || !span) {
+		sim_free(s, span_of, span_of_bytes);
+		sim_free(s, span, span_bytes);
+		return;
+	}
+	budget -= span_of_bytes + span_bytes;
+	size_t n = 0;
+	for (idx_t a = 0; a < top; a++) {
+		uint32_t from = c->first[a], to = c->first[a + 1];
+		span_of[a] = NIL;
+		if (to - from < ROW_MIN_ENTRIES)
+			continue;
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (uint32_t k = from; k < to; k++) {
+			if (c->ent[k].pgoff < lo)
+				lo = c->ent[k].pgoff;
+			if ((uint64_t)c->ent[k].pgoff + c->ent[k].npages > hi)
+				hi = (uint64_t)c->ent[k].pgoff + c->ent[k].npages;
+		}
+		if ((hi - lo) * sizeof(uint32_t) > budget)
+			continue;
+		budget -= (hi - lo) * sizeof(uint32_t);
+		span[n] = (struct walk_span){ .lo = (uint32_t)lo, .len = (uint32_t)(hi - lo),
+					      .slot0 = (uint32_t)slots, .n = to - from };
+		slots += hi - lo;
+		span_of[a] = (uint32_t)n++;
+	}
+	uint32_t *slot = sim_malloc(s, slots * sizeof(uint32_t));
+	if (!slot) {
+		sim_free(s, span_of, span_of_bytes);
+		sim_free(s, span, span_bytes);
+		return;
+	}
+	memset(slot, 0, slots * sizeof(uint32_t));
+	c->span_of = span_of;
+	c->span = span;
+	c->slot = slot;
+	c->span_of_bytes = span_of_bytes;
+	c->span_bytes = span_bytes;
+	c->slot_bytes = slots * sizeof(uint32_t);
+	c->budget = budget;
+}
+
+static int walk_cache_build(struct sim *s, struct walk_cache *c, uint64_t walks)
 {
 	bool tree = s->gen->structure == RMAP_CHAIN_TREE;
 	idx_t top = s->anon_vmas.top;
@@ -201,6 +312,7 @@ static int walk_cache_build(struct sim *s, struct walk_cache *c)
 	}
 
 	c->first[top] = k;
+	walk_rows_init(s, c, top, walks);
 	return SIM_OK;
 }
 
@@ -208,9 +320,11 @@ static void walk_cache_release(struct sim *s, struct walk_cache *c)
 {
 	sim_free(s, c->first, c->first_bytes);
 	sim_free(s, c->ent ? (void *)c->ent : (void *)c->node, c->ent_bytes);
-	c->first = NULL;
-	c->ent = NULL;
-	c->node = NULL;
+	sim_free(s, c->span_of, c->span_of_bytes);
+	sim_free(s, c->span, c->span_bytes);
+	sim_free(s, c->slot, c->slot_bytes);
+	sim_free(s, c->row, c->row_bytes);
+	*c = (struct walk_cache){ 0 };
 }
 
 /*
@@ -265,6 +379,122 @@ static inline void walk_tree_cached(const struct walk_node *t, uint32_t n, idx_t
 	wc->hits = hits;
 }
 
+/*
+ * Gathers the row of (the list at entries e[0 .. n-1], index) into row[]; false when the budget
+ * or the memory limit has no room for it. Word 0 says whether any entry is ROW_OUT (calls then
+ * differ from entries).
+ */
+static bool row_build(struct sim *s, struct walk_cache *c, const struct walk_vma *e, uint32_t n,
+		      uint32_t index, uint32_t *slot)
+{
+	size_t need = c->row_used + 1 + (size_t)n;
+	if (need * sizeof(uint32_t) > c->row_bytes) {
+		size_t bytes = c->row_bytes ? 2 * c->row_bytes : 4096 * sizeof(uint32_t);
+		if (bytes < need * sizeof(uint32_t))
+			bytes = need * sizeof(uint32_t);
+		if (bytes - c->row_bytes > c->budget)
+			bytes = c->row_bytes + c->budget;
+		if (bytes < need * sizeof(uint32_t))
+			return false;
+		uint32_t *row = sim_realloc(s, c->row, c->row_bytes, bytes);
+		if (!row)
+			return false;
+		c->budget -= bytes - c->row_bytes;
+		c->row = row;
+		c->row_bytes = bytes;
+	}
+	uint32_t *w = c->row + c->row_used;
+	uint32_t out = 0;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t off = index - e[k].pgoff;
+		w[1 + k] = off < e[k].npages ? pte_page(e[k].pt[off]) : ROW_OUT;
+		out |= off >= e[k].npages;
+	}
+	w[0] = out;
+	*slot = ROW_BUILT | (uint32_t)c->row_used;
+	c->row_used = need;
+	return true;
+}
+
+/* Does any of the 16 words at w equal p? SSE2 (every x86-64) compares four words at a time. */
+static inline bool row_block_has(const uint32_t *w, uint32_t p)
+{
+#ifdef __SSE2__
+	__m128i pv = _mm_set1_epi32((int)p);
+	__m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)w), pv);
+	__m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(w + 4)), pv);
+	__m128i c = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(w + 8)), pv);
+	__m128i d = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(w + 12)), pv);
+	return _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0;
+#else
+	bool any = false;
+	for (uint32_t j = 0; j < 16; j++)
+		any |= w[j] == p;
+	return any;
+#endif
+}
+
+/*
+ * walk_cached over a row: the first word equal to the page's number that spends the last
+ * mapping ends the walk. Blocks of 16 words without the page's number are passed over whole
+ * (most are: a page is mapped by few of a long list's VMAs); a block with it is searched word by
+ * word. ROW_OUT and an empty pte never equal a page number (PAGE_MAX).
+ */
+static inline void walk_row(const uint32_t *row, uint32_t n, idx_t p, uint32_t mapcount,
+			    struct walk_count *wc)
+{
+	const uint32_t *w = row + 1;
+	uint32_t k = 0, hits = 0, end = n & ~15u;
+	while (k < n) {
+		uint32_t stop = k + 16;
+		if (k < end && !row_block_has(w + k, p)) {
+			k = stop;
+			continue;
+		}
+		if (stop > n)
+			stop = n;
+		for (; k < stop; k++) {
+			if (w[k] == p && (hits++, --mapcount == 0)) {
+				k++;
+				goto done;
+			}
+		}
+	}
+done:;
+	uint32_t calls = k;
+	if (row[0])
+		for (uint32_t j = 0; j < k; j++)
+			calls -= w[j] == ROW_OUT;
+	wc->entries = k;
+	wc->calls = calls;
+	wc->hits = hits;
+}
+
+/* A list walk: over the page's row when it has one or has earned one, else over the entries. */
+static inline void walk_list(struct walk_cache *c, struct sim *s, const struct page *page, idx_t p,
+			     struct walk_count *wc)
+{
+	uint32_t from = c->first[page->mapping], to = c->first[page->mapping + 1];
+	/* most lists are short: they are told apart by their length before any more is loaded */
+	uint32_t sp = to - from >= ROW_MIN_ENTRIES && c->span_of ? c->span_of[page->mapping] : NIL;
+	if (sp != NIL) {
+		const struct walk_span *w = &c->span[sp];
+		uint32_t d = page->index - w->lo;
+		if (d < w->len) {
+			uint32_t *slot = &c->slot[w->slot0 + d];
+			if ((*slot & ROW_BUILT) ||
+			    (*slot >= w->n && row_build(s, c, c->ent + from, w->n, page->index, slot))) {
+				walk_row(c->row + (*slot & ~ROW_BUILT), w->n, p, page->mapcount, wc);
+				return;
+			}
+			walk_cached(c->ent + from, to - from, p, page->index, page->mapcount, wc);
+			*slot = *slot + wc->entries < w->n ? *slot + wc->entries : w->n;
+			return;
+		}
+	}
+	walk_cached(c->ent + from, to - from, p, page->index, page->mapcount, wc);
+}
+
 static int hist_grow(struct sim *s, uint32_t entries)
 {
 	size_t len = s->hist_len ? s->hist_len : 64;
@@ -281,17 +511,27 @@ static int hist_grow(struct sim *s, uint32_t entries)
 	return SIM_OK;
 }
 
-static int walk_one(struct sim *s, const struct walk_cache *c, idx_t p)
+/* A scan's totals, kept in locals while it runs and added to s->count when it ends. */
+struct scan_totals { uint64_t walks, entries, calls, hits; };
+
+/*
+ * One page's walk, counted. Inlined into the scan's loops with `check` and `trace` read once per
+ * scan: the walk of a COWed page is one entry long, and a call per walk with its counters kept
+ * in struct sim cost as much as the walk.
+ */
+static inline __attribute__((always_inline)) int
+walk_one(struct sim *s, struct walk_cache *c, idx_t p, struct scan_totals *t, bool check,
+	 bool trace)
 {
 	struct walk_count wc;
 	const struct page *page = page_at(s, p);
-	uint32_t from = c->first[page->mapping], to = c->first[page->mapping + 1];
 	if (c->node) {
+		uint32_t from = c->first[page->mapping], to = c->first[page->mapping + 1];
 		walk_tree_cached(c->node + from, to - from, p, page->index, page->mapcount, &wc);
 	} else {
-		walk_cached(c->ent + from, to - from, p, page->index, page->mapcount, &wc);
+		walk_list(c, s, page, p, &wc);
 	}
-	if (s->check) {
+	if (check) {
 		struct walk_count kw;
 		page_referenced_anon(s, p, &kw);
 		if (kw.entries != wc.entries || kw.calls != wc.calls || kw.hits != wc.hits)
@@ -300,17 +540,17 @@ static int walk_one(struct sim *s, const struct walk_cache *c, idx_t p)
 					wc.entries, wc.calls, wc.hits, kw.entries, kw.calls,
 					kw.hits);
 	}
-	s->count.walks++;
-	s->count.entries += wc.entries;
-	s->count.calls += wc.calls;
-	s->count.hits += wc.hits;
+	t->walks++;
+	t->entries += wc.entries;
+	t->calls += wc.calls;
+	t->hits += wc.hits;
 	if (wc.entries >= s->hist_len) {
 		int err = hist_grow(s, wc.entries);
 		if (err)
 			return err;
 	}
 	s->hist[wc.entries]++;
-	return s->record_trace ? trace_add(s, p, &wc) : SIM_OK;
+	return trace ? trace_add(s, p, &wc) : SIM_OK;
 }
 
 static double now(void)
@@ -333,23 +573,32 @@ int sim_scan(struct sim *s, uint64_t sample)
 
 	int err = sim_take_snapshot(s);
 	if (!err)
-		err = walk_cache_build(s, &cache);
+		err = walk_cache_build(s, &cache, sample == 0 || sample >= live ? live : sample);
 	if (err) {
 		walk_cache_release(s, &cache);
 		return err;
 	}
-	if (sample == 0 || sample >= live) {
+	struct scan_totals t = { 0 };
+	bool check = s->check, trace = s->record_trace;
+	if ((sample == 0 || sample >= live) && !check && !trace) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
-			err = walk_one(s, &cache, p);
+			err = walk_one(s, &cache, p, &t, false, false);
+	} else if (sample == 0 || sample >= live) {
+		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
+			err = walk_one(s, &cache, p, &t, check, trace);
 	} else {
 		uint64_t need = sample, left = live;
 		for (idx_t p = s->lru_head; need && !err; p = page_at(s, p)->lru_next, left--) {
 			if ((double)left * sim_uniform(s) < (double)need) {
-				err = walk_one(s, &cache, p);
+				err = walk_one(s, &cache, p, &t, check, trace);
 				need--;
 			}
 		}
 	}
+	s->count.walks += t.walks;
+	s->count.entries += t.entries;
+	s->count.calls += t.calls;
+	s->count.hits += t.hits;
 	walk_cache_release(s, &cache);
 	if (!err && s->record_trace)
 		err = trace_end_scan(s);
@@ -408,9 +657,28 @@ static int count_chain_mismatches(struct sim *s, uint64_t *out)
 		}
 		sig[n++] = x;
 	}
-	qsort(sig, n, sizeof(*sig), sig_cmp);
-	for (size_t i = 1; i < n; i++)
-		*out += sig[i].anon_vma == sig[i - 1].anon_vma && sig_cmp(&sig[i], &sig[i - 1]) != 0;
+	/* Only anon_vmas that two or more VMAs use can count: when none is, nothing is sorted (a
+	 * fork storm's VMAs each use their own, and the sort was most of the snapshot). */
+	size_t seen_bytes = ((size_t)s->anon_vmas.top + 63) / 64 * sizeof(uint64_t);
+	uint64_t *seen = sim_malloc(s, seen_bytes);
+	if (!seen) {
+		sim_free(s, sig, bytes);
+		return sim_enomem(s);
+	}
+	memset(seen, 0, seen_bytes);
+	bool shared = false;
+	for (size_t i = 0; i < n && !shared; i++) {
+		uint64_t bit = 1ULL << (sig[i].anon_vma % 64);
+		shared = seen[sig[i].anon_vma / 64] & bit;
+		seen[sig[i].anon_vma / 64] |= bit;
+	}
+	sim_free(s, seen, seen_bytes);
+	if (shared) {
+		qsort(sig, n, sizeof(*sig), sig_cmp);
+		for (size_t i = 1; i < n; i++)
+			*out += sig[i].anon_vma == sig[i - 1].anon_vma &&
+				sig_cmp(&sig[i], &sig[i - 1]) != 0;
+	}
 	sim_free(s, sig, bytes);
 	return SIM_OK;
 }
