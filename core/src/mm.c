@@ -103,7 +103,7 @@ int do_mmap(struct sim *s, idx_t mm_i, uint32_t npages, idx_t *out)
 	if ((uint64_t)start + npages + 1 > UINT32_MAX)
 		return sim_fail(s, SIM_EINVAL, "address space of process %u exhausted (%u pages "
 				"asked at page %u)", mm_i, npages, start);
-	idx_t v;
+	idx_t v = NIL;  /* set on success; NIL quiets gcc -O3's may-be-uninitialized */
 	int err = vma_alloc(s, mm_i, start, npages, start, false, &v);
 	if (err)
 		return err;

@@ -240,7 +240,7 @@ static int run_op(struct sim *s, const struct prog_op *op)
 	case OP_MPROTECT:
 	case OP_MUNMAP:
 	case OP_MREMAP: {
-		uint32_t pos;
+		uint32_t pos = 0;  /* set on success; 0 quiets gcc -O3's may-be-uninitialized */
 		if ((err = lookup_range(s, op, &pos)))
 			return err;
 		uint32_t off = (uint32_t)op->c, len = (uint32_t)op->d;
