@@ -137,6 +137,19 @@ class Program:
         self._emit(Op.FORK, p)
         return self._new_process(self._vmas.get(p, 0))
 
+    def fork_many(self, p: int, n: int) -> range:
+        """``n`` forks of ``p`` in a row (aim7's storm); the children's numbers, in order.
+
+        The same rows as ``n`` calls of ``fork``, emitted at once: a Python call per child was
+        most of the time a 10,000-process point spent outside the core (46 ms of 0.5 s).
+        """
+        first = self._next_mm
+        nr_vmas = self._vmas.get(p, 0)
+        self._rows.extend([(int(Op.FORK), p, 0, 0, 0, 0.0)] * n)
+        self._next_mm += n
+        self._vmas.update(dict.fromkeys(range(first, first + n), nr_vmas))
+        return range(first, first + n)
+
     def exit(self, p: int) -> None:
         self._emit(Op.EXIT, p)
 
@@ -175,7 +188,7 @@ def aim7(
     parent = prog.new_mm()
     vma = prog.mmap(parent, pages_per_vma)
     prog.touch_all(parent, vma)
-    children = [prog.fork(parent) for _ in range(processes)]
+    children = prog.fork_many(parent, processes)
     if children:
         prog.cow_interleaved(children[0], len(children), vma, cow_fraction, cow_model)
     prog.scan(sample)
@@ -239,7 +252,7 @@ def prefork(
         if round_:
             for w in workers:
                 prog.exit(w)
-        workers = [prog.fork(server) for _ in range(processes)]
+        workers = list(prog.fork_many(server, processes))
         if workers:
             prog.cow_interleaved(workers[0], len(workers), vma, cow_fraction, cow_model)
     prog.scan(sample)
@@ -274,7 +287,7 @@ def mprotect(
     for i in range(1, pieces, 2):
         length = c if i < pieces - 1 else pages_per_vma - i * c
         prog.mprotect(parent, i - 1, c, length, pages_per_vma - (i - 1) * c)
-    children = [prog.fork(parent) for _ in range(processes)]
+    children = prog.fork_many(parent, processes)
     if children:
         for v in range(pieces):
             prog.cow_interleaved(children[0], len(children), v, cow_fraction, cow_model)

@@ -152,6 +152,22 @@ def test_program_builder_numbers_processes_and_vmas_like_the_core():
     assert (r["faults"], r["cows"], r["forks"], r["exits"]) == (5, 5, 1, 1)
 
 
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_fork_many_is_n_forks(n):
+    one, many = Program(), Program()
+    for prog in (one, many):
+        p = prog.new_mm()
+        prog.mmap(p, 3)
+    by_one = [one.fork(0) for _ in range(n)]
+    by_many = list(many.fork_many(0, n))
+    for prog in (one, many):  # numbering continues the same way, VMAs included
+        assert prog.fork(n) == n + 1
+        prog.touch_all(n + 1, 0)
+        prog.scan()
+    assert by_one == by_many == list(range(1, n + 1))
+    assert np.array_equal(one.array, many.array)
+
+
 def test_a_page_only_one_process_still_maps_is_reused_not_copied():
     prog = Program()
     p = prog.new_mm()
