@@ -12,6 +12,7 @@ depend on the machine, tests assert behaviour.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -74,15 +75,20 @@ def bench_fork_cow(kernel: str, children: int, pages: int) -> dict:
 
 
 def bench_reference_ratio(kernel: str) -> dict:
+    """Median over runs of each side. The reference's time varies by up to 2x from run to run
+    (its garbage collector, the heap it leaves): median of 5. The core's ~0.3 ms runs are
+    easily disturbed by whatever else the machine does for a moment: median of 200, after a
+    collection, so the reference's garbage is not collected inside the core's timings."""
     prog = core.aim7(200, 100, 0.5, "independent")
     refs = []
-    for _ in range(3):  # the reference's time varies with the garbage collector: median of 3
+    for _ in range(5):
         t0 = time.perf_counter()
         reference.run(prog, kernel, seed=3)
         refs.append(time.perf_counter() - t0)
     ref = statistics.median(refs)
+    gc.collect()
     times = []
-    for _ in range(20):
+    for _ in range(200):
         t0 = time.perf_counter()
         core.run(prog, kernel, seed=3)
         times.append(time.perf_counter() - t0)
