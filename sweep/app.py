@@ -190,18 +190,26 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
         if store.untouched:  # refused once Ray ran (a point too big for its nodes)
             store.discard()
         raise
-    runner.stop()
-    reported = report_job.wait() if report_job is not None else True
+    late = False  # Ctrl-C once every point had run and the store was saved
+    try:
+        runner.stop()
+    except KeyboardInterrupt:
+        late = True
+        logger.warning("interrupted while stopping; the store is saved")
+    reported = report_job.wait() if report_job is not None else "written"
     total = grid.size
     command = resume_command.format(path=path)
-    if not reported:
-        code = EXIT_INTERRUPTED
-        message = (f"interrupted while writing the report; all {done_sims * per_sim} points "
-                   f"are saved; write it with: python -m sweep.report {path}")
-    elif interrupted:
+    if interrupted:
         code = EXIT_INTERRUPTED
         message = (f"interrupted: {done_sims * per_sim} of {total} points done and saved; "
                    f"continue with: {command}")
+    elif late or reported == "interrupted":
+        code = EXIT_INTERRUPTED
+        message = f"interrupted at the end; the sweep's {done_sims * per_sim} points are saved"
+        if reported != "written":
+            message += f"; write the report with: python -m sweep.report {path}"
+        if failed:
+            message += f"; run the {failed * per_sim} failed points again with: {command}"
     elif failed:
         code = EXIT_FAILED
         message = (f"{failed * per_sim} of {total} points failed (their errors are in the "

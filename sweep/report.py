@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -229,25 +230,28 @@ class Job:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
-    def wait(self) -> bool:
-        """Wait for the report; False if it was interrupted (Ctrl-C), True otherwise."""
+    def wait(self) -> str:
+        """Wait for the report: "written", "failed" (logged) or "interrupted" (Ctrl-C, which
+        reaches the child too: it shares the terminal's process group)."""
         try:
             out, err = self._proc.communicate()
         except KeyboardInterrupt:
             self._proc.kill()
             self._proc.wait()
-            logger.warning("report interrupted; write it with: python -m sweep.report %s",
-                           self.store)
-            return False
+            out, err = "", ""
+        code = self._proc.returncode
         lines = [line for line in err.splitlines() if line.strip()]
-        if self._proc.returncode == 0:
+        if code == 0:
             for line in lines:  # the child's warnings, in the sweep's log
                 logger.warning("report: %s", line)
             logger.info("report: %s", out.strip().splitlines()[-1])
-        else:
-            logger.warning("report not written: %s", lines[-1] if lines else
-                           f"exit code {self._proc.returncode}")
-        return True
+            return "written"
+        if code in (-signal.SIGINT, -signal.SIGKILL, 130) or "KeyboardInterrupt" in err:
+            logger.warning("report interrupted; write it with: python -m sweep.report %s",
+                           self.store)
+            return "interrupted"
+        logger.warning("report not written: %s", lines[-1] if lines else f"exit code {code}")
+        return "failed"
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from sweep import grid, simulate
 from tests.conftest import core_values, interrupt_when_done, pids_with
 
 ARGS = [
-    "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[600,800,1000]",
+    "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[3000,4000,5000]",
     "grid.pages_per_vma=[200]", "grid.cow_fraction=[0.5,1.0]", "grid.cpus=[1]",
-    "grid.seed=[0,1,2]", "batch.max_points=1", "flush_seconds=0.3", "progress=log",
+    "grid.seed=[0,1,2,3,4,5]", "batch.max_points=1", "flush_seconds=0.3", "progress=log",
     "ray.inline_below_seconds=0",  # small enough to run without Ray otherwise
 ]
 

@@ -7,9 +7,11 @@ must complete it; a bad threshold is refused in one line.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +26,11 @@ SMALL = [
     "+grid=smoke", "grid.kernel=[2.6.33,2.6.34,6.0]", "grid.processes=[1,10,100]",
     "grid.cpus=[1,4]", "progress=log",
 ]
-# About 3 s of core time in 36 one-point tasks: long enough to interrupt, still inline.
+# About 10 s of core time in 72 one-point tasks (5 s on 2 CPUs): long enough to interrupt.
 SLOW = [
-    "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[600,800,1000]",
+    "+grid=smoke", "grid.kernel=[2.6.33,2.6.36]", "grid.processes=[3000,4000,5000]",
     "grid.pages_per_vma=[200]", "grid.cow_fraction=[0.5,1.0]", "grid.cpus=[1]",
-    "grid.seed=[0,1,2]", "batch.max_points=1", "flush_seconds=0.3", "progress=log",
+    "grid.seed=[0,1,2,3,4,5]", "batch.max_points=1", "flush_seconds=0.3", "progress=log",
     "ray.inline_below_seconds=1000", "report=false",
 ]
 
@@ -120,3 +122,26 @@ def test_bad_threshold_is_refused_in_one_line(tmp_path, value):
     assert len(lines) == 1 and lines[0].startswith("sweep: error: "), run.stderr
     assert "ray.inline_below_seconds" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_during_the_report_keeps_the_sweep_and_says_how_to_report(tmp_path):
+    run = tmp_path / "run"
+    path = run / "results.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *SMALL, f"hydra.run.dir={run}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = run / "__main__.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and "writing the report" in log.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before its report could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at the end" in err and f"python -m sweep.report {path}" in err, err
+    assert out.strip().splitlines()[-1] == str(path)
+    assert bool(xr.open_zarr(path, consolidated=False).done.all())  # the sweep is whole
+    assert not (run / "report.md").exists()  # and no half-written report
