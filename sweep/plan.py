@@ -17,11 +17,17 @@ from sweep.grid import Sim
 
 logger = logging.getLogger(__name__)
 
-# Core throughput measured on the 2-core reference machine (benchmarks/bench_sweep.py): rmap
-# entries visited per second in a walk, and page-table entries copied or COW-faulted per second.
-ENTRIES_PER_SECOND = 3e8
-PTES_PER_SECOND = 4e7
-CALL_SECONDS = 2e-4  # building the program and one core call, however small
+# Core throughput measured on the 2-core reference machine (docs/performance.md): rmap entries
+# visited per second in a walk over the scan's copy of the lists, the same in 2.6.33's full
+# scans, where a child's walk searches a row of its family's list 16 entries at a time
+# (core/src/walk.c; sampled scans walk too few pages per index to build rows), and page-table
+# entries copied or COW-faulted per second. Recalibrated after the core's speed-ups: the
+# estimates were 10-25x too high for 2.6.33 full scans, which sent sweeps of a few real core
+# seconds to Ray rather than inline (ray.inline_below_seconds).
+ENTRIES_PER_SECOND = 1e9
+ROW_ENTRIES_PER_SECOND = 8e9
+PTES_PER_SECOND = 5e7
+CALL_SECONDS = 5e-4  # building the program, one core call and its contention replays
 # Never make a shared task shorter than this: Ray costs 1 to 2 ms per task.
 MIN_TASK_SECONDS = 0.02
 #: Generations with one shared anon_vma list per family (the default of ``shared_kernels``;
@@ -58,9 +64,12 @@ def estimate_seconds(grid: Grid, sim: Sim, shared_kernels: frozenset[str] = SHAR
     parent_share = v / pages
     shared = sim.kernel in shared_kernels
     child_walk = (n + 1) / 2 if shared else 1.0
-    entries = walks * (parent_share * (n + 1) + (1 - parent_share) * child_walk)
+    parent_entries = walks * parent_share * (n + 1)
+    child_entries = walks * (1 - parent_share) * child_walk
+    rows = shared and grid.sample is None
     ptes = n * v * (1 + f)
-    return CALL_SECONDS + ptes / PTES_PER_SECOND + entries / ENTRIES_PER_SECOND
+    return (CALL_SECONDS + ptes / PTES_PER_SECOND + parent_entries / ENTRIES_PER_SECOND
+            + child_entries / (ROW_ENTRIES_PER_SECOND if rows else ENTRIES_PER_SECOND))
 
 
 def largest_workload(grid: Grid) -> tuple[int, int, float]:
