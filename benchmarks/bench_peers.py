@@ -8,8 +8,9 @@ Needs the `bench` extra (`pip install -e '.[bench]'`: hydra-joblib-launcher, ray
 The points: 4 generations x 5 process counts x 2 COW fractions x 5 seeds = 200 aim7 points
 of 64 pages, full scans, one CPU count. Each point is the call the sweep's workers make
 (sweep/simulate.py run_point): ``core.run(core.aim7(n, 64, f, "independent", None), kernel,
-point_seed(seed, n, 64, f), cpus=[1])``. The four ways, each a fresh subprocess timed from
-start to exit (interpreter start, imports and Ray start included, as a user waits):
+point_seed(seed, n, 64, f), cpus=[1])``. The five ways, each a fresh subprocess timed from
+start to exit (interpreter start, imports and Ray start included, as a user waits), in
+``--repeat`` rounds (3) of all five, interleaved; each way's median is compared:
 
 - serial: a plain Python loop;
 - hydra-joblib: Hydra multirun, ``hydra/launcher=joblib``, one job per point;
@@ -33,11 +34,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +144,7 @@ class Outcome:
     points: int
     cows: int
     entries_mean: float
+    runs: tuple[float, ...] = ()  # every round's wall time (``seconds`` is their median)
 
 
 def derived_seeds() -> dict[tuple[int, float, int], int]:
@@ -230,26 +233,37 @@ def run_sweep(work: Path, env: dict[str, str], cpus: int, on_ray: bool = False) 
                    int(ds.cows.sum()), float(ds.entries_mean.sum()))
 
 
-def compare(cpus: int, reuse_actors: bool = True) -> list[Outcome]:
-    """Run the four ways on the same points; raise if they did not do the same work."""
+def compare(cpus: int, reuse_actors: bool = True, repeat: int = 3) -> list[Outcome]:
+    """Run the five ways on the same points, ``repeat`` rounds interleaved, each way's median
+    wall time kept (this machine's timings drift between phases about 1.5x apart: rounds
+    interleave so that no way is measured in one phase only); raise if any run did different
+    work."""
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    rounds: list[list[Outcome]] = []
     try:
         (work / "peer_task.py").write_text(TASK.format(pages=PAGES, seeds=derived_seeds()))
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                "PYTHONPATH": os.pathsep.join([str(work), str(REPO)])}
-        outcomes = [run_serial(work, env), run_hydra(work, env, cpus),
-                    run_tune(work, env, cpus, reuse_actors), run_sweep(work, env, cpus, True),
-                    run_sweep(work, env, cpus)]
+        for _ in range(repeat):
+            rounds.append([run_serial(work, env), run_hydra(work, env, cpus),
+                           run_tune(work, env, cpus, reuse_actors),
+                           run_sweep(work, env, cpus, True), run_sweep(work, env, cpus)])
+            for d in ("hydra-multirun", "tune", "sweep-run", "sweep-ray-run"):
+                shutil.rmtree(work / d, ignore_errors=True)  # each round starts afresh
     finally:
         shutil.rmtree(work, ignore_errors=True)
     want = len(KERNELS) * len(PROCESSES) * len(COW_FRACTIONS) * len(SEEDS)
-    first = outcomes[0]
-    for o in outcomes:
+    first = rounds[0][0]
+    for o in (o for r in rounds for o in r):
         same = (o.points == want and o.cows == first.cows
                 and abs(o.entries_mean - first.entries_mean) <= 1e-6 * first.entries_mean)
         if not same:
             raise RuntimeError(f"{o.name} did different work: {o} vs {first}")
-    return outcomes
+    return [
+        replace(way[0], seconds=statistics.median(o.seconds for o in way),
+                runs=tuple(o.seconds for o in way))
+        for way in zip(*rounds, strict=True)
+    ]
 
 
 def table(outcomes: list[Outcome], cpus: int) -> str:
@@ -257,18 +271,20 @@ def table(outcomes: list[Outcome], cpus: int) -> str:
     lines = [
         f"{outcomes[0].points} aim7 points ({len(KERNELS)} generations x {len(PROCESSES)} "
         f"process counts x {len(COW_FRACTIONS)} COW fractions x {len(SEEDS)} seeds, "
-        f"{PAGES} pages, full scans) on {cpus} CPUs; wall time from process start to exit. "
+        f"{PAGES} pages, full scans) on {cpus} CPUs; wall time from process start to exit, "
+        f"{len(outcomes[0].runs)} rounds of all five ways, interleaved. "
         f"All five did the same work: {first_checksum(outcomes)}.",
         "",
-        "| way | wall (s) | vs the sweep | target |",
-        "|---|---|---|---|",
+        "| way | wall (s), median | every run (s) | vs the sweep | target |",
+        "|---|---|---|---|---|",
     ]
     for o in outcomes:
         ratio = o.seconds / sweep
         target = ""
         if o.name.startswith(("Hydra", "Ray Tune")):  # the issue's two targets
             target = f">= {TARGET:.0f}x: {'met' if ratio >= TARGET else 'missed'}"
-        lines.append(f"| {o.name} | {o.seconds:.1f} | {ratio:.2f}x | {target} |")
+        runs = ", ".join(f"{r:.1f}" for r in o.runs)
+        lines.append(f"| {o.name} | {o.seconds:.1f} | {runs} | {ratio:.2f}x | {target} |")
     return "\n".join(lines)
 
 
@@ -283,9 +299,11 @@ def main() -> int:
                     help="CPUs for joblib, Ray Tune and the sweep (default: all)")
     ap.add_argument("--tune-fresh-actors", action="store_true",
                     help="Ray Tune with its default reuse_actors=False (slow)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of all five ways, interleaved; medians are reported (3)")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
-    outcomes = compare(args.cpus, reuse_actors=not args.tune_fresh_actors)
+    outcomes = compare(args.cpus, reuse_actors=not args.tune_fresh_actors, repeat=args.repeat)
     text = table(outcomes, args.cpus) + "\n"
     print(text)
     if args.out:
