@@ -6,7 +6,7 @@ Runs, each as a subprocess of this interpreter: bench_core.py (``--quick`` passe
 sizes), bench_sweep.py (``python -m sweep +grid=aim7``), bench_peers.py (the 200-point
 comparison with Hydra+joblib and Ray Tune) and bench_memory.py. The ones that start Ray run
 inside ``offline`` (a loopback-only network namespace; ``--offline`` names it, default
-../shared/bin/offline next to the repository). About 3 minutes on the 2-core reference machine
+../shared/bin/offline next to the repository). About 6 minutes on the 2-core reference machine
 (Ray Tune and Hydra are most of it). Needs the `bench` extra: ``pip install -e '.[bench]'``.
 """
 
