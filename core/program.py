@@ -134,8 +134,7 @@ class Program:
         self._range_op(Op.MREMAP, p, v, off, length, (off > 0) + (off + length < npages))
 
     def fork(self, p: int) -> int:
-        self._emit(Op.FORK, p)
-        return self._new_process(self._vmas.get(p, 0))
+        return self.fork_many(p, 1)[0]
 
     def fork_many(self, p: int, n: int) -> range:
         """``n`` forks of ``p`` in a row (aim7's storm); the children's numbers, in order.

@@ -130,8 +130,7 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     todo = [i for i, s in enumerate(sims) if resumed is None or not resumed.sim_done(s)]
     runner = choose_runner(sweep, sims, todo, shared)
     if runner.local:
-        largest = estimates(plan_mod.largest_workload(grid))
-        plan_mod.check_memory(grid, largest, physical_memory(), "this machine")
+        check_local_memory(sweep, estimates)
 
     # What needs no Ray is done while Ray starts: the store's template is written on a thread
     # (Store.create(background=True)) and the memory estimates of the plan are computed on

@@ -46,8 +46,7 @@ class Inline:
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self._cpus, thread_name_prefix="sweep-inline")
-        logger.info("running in this process on %d threads (%d CPUs), without Ray",
-                    self._cpus, self._cpus)
+        logger.info("running in this process on %d threads, without Ray", self._cpus)
 
     def stop(self, failed: bool = False) -> None:
         """Drop tasks not started; those running (Ctrl-C) end on their own, in seconds at most

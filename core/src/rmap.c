@@ -249,7 +249,6 @@ static idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
  */
 int __anon_vma_prepare(struct sim *s, idx_t vma_i)
 {
-
 	idx_t avc = NIL;
 	if (s->gen->structure != RMAP_SHARED_LIST) {
 		avc = anon_vma_chain_alloc(s);

@@ -580,6 +580,9 @@ int sim_scan(struct sim *s, uint64_t sample)
 	}
 	struct scan_totals t = { 0 };
 	bool check = s->check, trace = s->record_trace;
+	/* The full scan twice on purpose: with constant flags the inlined walk_one drops its
+	 * check and trace branches in the common case (a sweep point records its trace, so it
+	 * takes the second loop; benchmarks and plain core.run calls the first). */
 	if ((sample == 0 || sample >= live) && !check && !trace) {
 		for (idx_t p = s->lru_head; p != NIL && !err; p = page_at(s, p)->lru_next)
 			err = walk_one(s, &cache, p, &t, false, false);
