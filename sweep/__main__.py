@@ -34,10 +34,14 @@ def _app(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     args = [a for a in _result["overrides"] if not a.startswith("resume.path=")]  # type: ignore[union-attr]
     resume = shlex.join([sys.executable, "-m", "sweep", *args]) + " resume={path}"
+    from sweep.store import StoreError
+
     try:
         _result["result"] = app.run(sweep, run_dir, resume)
     except config.ConfigError as exc:
         _result["error"] = str(exc)
+    except StoreError as exc:  # the environment (locked, disk full, read-only): exit 1
+        _result["error"], _result["code"] = str(exc), 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if sweep.ray.address is None and not _env_address():
                 app.check_local_memory(sweep)
+            from sweep.store import StoreError, check_run_dir
+
+            check_run_dir(_run_dir(overrides))
         except config.ConfigError as exc:
             return _fail(str(exc))
+        except StoreError as exc:
+            return _fail(str(exc), 1)
     _result["overrides"] = overrides
     sys.argv = [sys.argv[0], *flags, *overrides]
     try:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted before the sweep started; nothing was written", 130)
     if "error" in _result:
-        return _fail(str(_result["error"]))
+        return _fail(str(_result["error"]), int(_result.get("code", 2)))  # type: ignore[call-overload]
     result = _result.get("result")
     if result is None:
         return 0
@@ -73,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     print(result.path)
     return result.code
+
+
+def _run_dir(overrides: list[str]) -> str:
+    """The run directory Hydra will make: ``hydra.run.dir=``, or the default's fixed part."""
+    for arg in reversed(overrides):
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "hydra.run.dir" and "${" not in value:
+            return value
+    return "outputs"
 
 
 def _env_address() -> str | None:

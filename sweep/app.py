@@ -98,8 +98,30 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     with ``{path}`` where the store path goes, if points fail or the sweep is interrupted.
 
     Raises ConfigError (with a one-line message) for what can only be refused once Ray runs:
-    a point too big for the cluster's largest node, a store that cannot be resumed.
+    a point too big for the cluster's largest node, a store that cannot be resumed; and
+    StoreError (one line, exit 1) for a store that is locked by another sweep or cannot be
+    written (a full disk: how many points are saved and the resume command).
     """
+    from sweep.store import StoreWriteError
+
+    opened: list[Store] = []
+    try:
+        return _run(sweep, run_dir, resume_command, opened.append)
+    except StoreWriteError as exc:
+        store = opened[0] if opened else None
+        if store is not None and store.remove_unsaved():  # leave no half-written store
+            raise StoreWriteError(f"{exc}; the store was removed: free space and run the "
+                                  "same command again", exc.path, 0, exc.total) from exc
+        raise StoreWriteError(f"{exc}; free space and continue with: "
+                              f"{resume_command.format(path=exc.path)}",
+                              exc.path, exc.saved, exc.total) from exc
+    finally:
+        for store in opened:
+            store.close()
+
+
+def _run(sweep: Sweep, run_dir: str, resume_command: str,
+         keep: Callable[[Store], None]) -> Result:
     import core
     from sweep.store import ResumeError
 
@@ -117,9 +139,11 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     if sweep.resume.path:
         path = os.path.abspath(sweep.resume.path)
         try:
-            resumed = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force)
+            resumed = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force,
+                                   sweep.resume.repair)
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
+        keep(resumed)
     else:
         path = os.path.join(os.path.abspath(run_dir), "results.zarr")
         if os.path.exists(path):
@@ -136,6 +160,8 @@ def run(sweep: Sweep, run_dir: str, resume_command: str) -> Result:
     # (Store.create(background=True)) and the memory estimates of the plan are computed on
     # another (together 1 to 2 s of a sweep's wall otherwise: docs/performance.md).
     store = resumed if resumed is not None else _create_store(sweep, path)
+    if resumed is None:
+        keep(store)
     estimated = _background(lambda: [estimates(sims[i].workload) for i in todo])
     try:
         runner.start()

@@ -107,6 +107,7 @@ class BatchSettings:
 class ResumeSettings:
     path: str | None
     force: bool
+    repair: bool = False
 
 
 @dataclass(frozen=True)
@@ -387,7 +388,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
             b.max_points,
             _positive(b.big_bytes, "batch.big_bytes", int),
         ),
-        resume=ResumeSettings(obj.resume.path, obj.resume.force),
+        resume=ResumeSettings(obj.resume.path, obj.resume.force, obj.resume.repair),
         flush_seconds=_positive(obj.flush_seconds, "flush_seconds"),
         progress=obj.progress,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),

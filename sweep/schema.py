@@ -108,6 +108,8 @@ class ResumeConf:
     path: Optional[str] = None  # noqa: UP045
     # Accept a store written by another build of the core (the grid must still match).
     force: bool = False
+    # Run again the points of chunks found lost, truncated or corrupted (refused otherwise).
+    repair: bool = False
 
 
 @dataclass

@@ -6,16 +6,25 @@ whole chunks of finished points (data first, the ``done`` mask last), at most ev
 ever touch a chunk and no chunk is ever half-updated; zarr's local store replaces each chunk
 file atomically. A reader (``xr.open_zarr``) sees unfinished points as NaN with done False.
 
+Faults: one sweep at a time (``sweep.lock``); every chunk carries a crc32c checksum and every
+chunk of a finished point is written even when it is all NaN (``write_empty_chunks``), so resume
+can tell a lost, truncated or corrupted chunk from one that was never written, and never leaves
+a point done without its values (``_verify``); a failed write (a full disk) raises
+``StoreWriteError`` with how many points are saved. A finished store has consolidated
+metadata, so a plain ``xr.open_zarr(path)`` is silent; resume drops it until it finishes again.
+
 Never imports Ray; knows nothing of how points were computed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -24,6 +33,7 @@ import numpy as np
 
 from sweep.config import AXES, Grid
 from sweep.grid import Sim
+from sweep.lock import LockHeld, StoreLock
 from sweep.simulate import VARIABLES
 
 logger = logging.getLogger(__name__)
@@ -39,6 +49,33 @@ class ResumeError(ValueError):
 
 class StoreExistsError(ValueError):
     """The run directory already holds a results.zarr."""
+
+
+class StoreError(Exception):
+    """The store cannot be written or read here (locked by another sweep, a read-only file
+    system, a full disk): an environment failure, exit 1. ``str()`` is one line."""
+
+
+class StoreWriteError(StoreError):
+    """Writing the store failed mid-sweep; ``saved`` points are on disk, done."""
+
+    def __init__(self, message: str, path: str, saved: int, total: int) -> None:
+        super().__init__(message)
+        self.path, self.saved, self.total = path, saved, total
+
+
+#: Variables never NaN for a finished point: in a store written before chunks were checksummed
+#: and always written (no crc32c codec), only these chunks' absence proves a loss, since the
+#: others (writer_wait_mean_ns with no writers) may be all NaN and were then never written.
+NEVER_NAN = ("walks", "pages", "vmas", "faults", "sim_seconds")
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    return exc.strerror or str(exc)
 
 
 def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_POINTS) -> tuple[int, ...]:
@@ -90,8 +127,11 @@ class Store:
     """
 
     def __init__(self, path: str, grid: Grid, group: Any, data: dict[str, np.ndarray],
-                 done: np.ndarray, errors: dict[str, str]) -> None:
+                 done: np.ndarray, errors: dict[str, str], lock: StoreLock | None = None) -> None:
         self.path = path
+        self._lock = lock
+        self._arrays: dict[str, Any] = {}
+        self._saved = done.copy()  # points whose done (and data) are on disk
         self.grid = grid
         self._group = group
         self.data = data
@@ -108,6 +148,25 @@ class Store:
         if isinstance(self._group, Future):
             self._group = self._group.result()
         return self._group
+
+    def _array(self, name: str) -> Any:
+        """An array to write whole chunks into; data arrays write all-NaN chunks too."""
+        if name not in self._arrays:
+            import zarr
+
+            with zarr.config.set({"array.write_empty_chunks": name != "done"}):
+                self._arrays[name] = self._ready()[name]
+        return self._arrays[name]
+
+    @property
+    def saved(self) -> int:
+        """Points done on disk."""
+        return int(self._saved.sum())
+
+    def close(self) -> None:
+        """Release the store's lock (every exit path of a sweep calls this; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
@@ -131,6 +190,24 @@ class Store:
         chunks = chunk_shape(shape)
         data = {name: np.full(shape, np.nan) for name in VARIABLES}
         done = np.zeros(shape, dtype=bool)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {_reason(exc)}") from exc
+        lock = _take_lock(path, "")
+        try:
+            # The store's own directory, made at once: of two sweeps given one run dir, the
+            # second is refused here, before it computes anything.
+            os.mkdir(path)
+        except FileExistsError:
+            lock.release()
+            raise StoreExistsError(
+                f"{path} already exists; continue it with resume={path} or choose another "
+                "hydra.run.dir"
+            ) from None
+        except OSError as exc:
+            lock.release()
+            raise StoreError(f"cannot create {path}: {_reason(exc)}") from exc
 
         def write() -> Any:
             group = write_template(path, grid, attrs, chunks)
@@ -145,7 +222,7 @@ class Store:
             pool.shutdown(wait=False)
         else:
             group = write()
-        store = cls(path, grid, group, data, done, {})
+        store = cls(path, grid, group, data, done, {}, lock)
         store._created = True
         return store
 
@@ -164,21 +241,46 @@ class Store:
         except Exception:  # noqa: BLE001 - a half-written template is removed just the same
             pass
         shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
+
+    def remove_unsaved(self) -> bool:
+        """Remove a store created by this process of which no point is saved (its template
+        may be half-written: a full disk); True if removed."""
+        if not self._created or self.saved:
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
+        return True
 
     @classmethod
-    def resume(cls, path: str, grid: Grid, build_id: str, force: bool) -> Store:
+    def resume(cls, path: str, grid: Grid, build_id: str, force: bool,
+               repair: bool = False) -> Store:
         """Open an existing store for this grid; refuse, listing every difference, if it is not.
 
         ``force`` accepts a different core build (recorded in ``core_build_ids_resumed``),
-        never a different grid.
+        never a different grid. A damaged store (a chunk of finished points lost, truncated or
+        corrupted) is refused naming the damage, or with ``repair`` its damaged chunks' points
+        are marked not done (on disk, at once) and run again. Takes the store's lock first.
         """
         if not os.path.isdir(path):
             raise ResumeError(f"resume: {path} is not a directory holding a results.zarr store")
+        lock = _take_lock(path, "resume: ")
         try:
+            return cls._resume(path, grid, build_id, force, repair, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _resume(cls, path: str, grid: Grid, build_id: str, force: bool, repair: bool,
+                lock: StoreLock) -> Store:
+        try:
+            # Not the consolidated metadata: what is on disk now, array by array.
             group = _open_group(path)
             attrs = dict(group.attrs)
         except Exception as exc:
-            raise ResumeError(f"resume: {path} is not a readable Zarr store ({exc})") from exc
+            raise ResumeError(f"resume: {path} is not a readable Zarr store "
+                              f"({_first_line(exc)})") from exc
         if "grid" not in attrs or "core_build_id" not in attrs:
             raise ResumeError(f"resume: {path} was not written by python -m sweep")
         diffs = [
@@ -190,24 +292,35 @@ class Store:
                 f"resume: {path} holds a different grid; " + "; ".join(diffs)
                 + " (a resumed sweep must use the same grid)"
             )
-        if attrs["core_build_id"] != build_id:
-            if not force:
-                raise ResumeError(
-                    f"resume: {path} was written by core build {attrs['core_build_id']}, this is "
-                    f"build {build_id}; resume.force=true mixes the two builds in one dataset"
-                )
-            seen = list(attrs.get("core_build_ids_resumed", []))
-            group.attrs["core_build_ids_resumed"] = [*seen, build_id]
-            logger.warning("resume: mixing core builds %s and %s (resume.force)",
-                           attrs["core_build_id"], build_id)
-        data = {name: np.asarray(group[name][...], dtype=np.float64) for name in VARIABLES}
-        done = np.asarray(group["done"][...], dtype=bool)
+        if attrs["core_build_id"] != build_id and not force:
+            raise ResumeError(
+                f"resume: {path} was written by core build {attrs['core_build_id']}, this is "
+                f"build {build_id}; resume.force=true mixes the two builds in one dataset"
+            )
+        data, done, damaged = _verify(path, group, grid)
+        if damaged and not repair:
+            raise ResumeError(f"resume: {path} is damaged: {_damage(damaged, grid)}; "
+                              "resume.repair=true runs the points of those chunks again")
+        try:
+            if damaged:
+                _unmark(group, grid, damaged, data, done)
+                logger.warning("resume.repair: %s; running their points again",
+                               _damage(damaged, grid))
+            if attrs["core_build_id"] != build_id:
+                seen = list(attrs.get("core_build_ids_resumed", []))
+                group.attrs["core_build_ids_resumed"] = [*seen, build_id]
+                logger.warning("resume: mixing core builds %s and %s (resume.force)",
+                               attrs["core_build_id"], build_id)
+            # Rewriting the group's metadata drops its consolidated metadata (the group was
+            # opened without it): until this sweep finishes, readers see the store as it is.
+            resumed = list(attrs.get("resumed_times", []))
+            group.attrs["resumed_times"] = [*resumed, _now()]
+        except OSError as exc:
+            raise StoreError(f"resume: cannot write {path}: {_reason(exc)}") from exc
         # Failed points are run again; those that fail again are recorded again.
         errors: dict[str, str] = {}
-        store = cls(path, grid, group, data, done, errors)
+        store = cls(path, grid, group, data, done, errors, lock)
         store._errors_dirty = bool(attrs.get("errors"))
-        resumed = list(attrs.get("resumed_times", []))
-        group.attrs["resumed_times"] = [*resumed, _now()]
         return store
 
     # -- recording ----------------------------------------------------------------------------
@@ -250,18 +363,28 @@ class Store:
 
         A driver killed between the two leaves those points not done, so resume runs them
         again: nothing marked done is ever missing its data. Returns the chunks written.
+        Raises StoreWriteError (what is saved, why the rest is not) if a write fails.
         """
+        try:
+            return self._flush()
+        except OSError as exc:
+            raise StoreWriteError(
+                f"writing {self.path} failed: {_reason(exc)}; {self.saved} of "
+                f"{self.grid.size} points are saved", self.path, self.saved, self.grid.size,
+            ) from exc
+
+    def _flush(self) -> int:
         dirty = sorted(self._dirty)
         if dirty:
             regions = [self._region(c) for c in dirty]
-            group = self._ready()
             for name in VARIABLES:
-                arr = group[name]
+                arr = self._array(name)
                 for region in regions:
                     arr[region] = self.data[name][region]
-            done = group["done"]
+            done = self._array("done")
             for region in regions:
                 done[region] = self.done[region]
+                self._saved[region] = self.done[region]
             self._dirty.clear()
         if self._errors_dirty:
             self._ready().attrs["errors"] = dict(self.errors)
@@ -278,13 +401,54 @@ class Store:
         )
 
     def finish(self, attrs: dict[str, Any]) -> None:
-        """Flush what is left and record the final attributes (``end_time``, ...)."""
+        """Flush what is left, record the final attributes (``end_time``, ...) and consolidate
+        the metadata, so a plain ``xr.open_zarr(path)`` is silent and reads one file of it."""
         self.flush()
-        self._ready().attrs.update(attrs)
+        try:
+            self._ready().attrs.update(attrs)
+            consolidate(self.path)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"writing {self.path} failed: {_reason(exc)}; {self.saved} of "
+                f"{self.grid.size} points are saved", self.path, self.saved, self.grid.size,
+            ) from exc
 
 
 #: NaN as xarray records it in a float variable's ``_FillValue`` attribute (base64 of its bytes).
 _NAN_FILL = "AAAAAAAA+H8="
+
+
+def check_run_dir(path: str) -> None:
+    """Refuse, in one line, a run directory Hydra could not make or write: a file where a
+    directory must be (ConfigError, exit 2), a read-only or unwritable place (StoreError)."""
+    from sweep.config import ConfigError
+
+    full = os.path.abspath(path)
+    probe = full
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == full else f"is under {probe}, a file"
+        raise ConfigError(f"hydra.run.dir: {path} {what}; allowed: a directory (new or "
+                          "existing)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        try:
+            readonly = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            readonly = False
+        why = "is on a read-only file system" if readonly else "is not writable"
+        raise StoreError(f"hydra.run.dir: {path} {why}; choose another hydra.run.dir")
+
+
+def compressors() -> tuple:
+    """Every array's bytes codecs: zarr's default zstd, then a crc32c checksum of the chunk, so
+    a truncated or corrupted chunk is an error on reading, never silently wrong values."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 
 
 def write_template(path: str, grid: Grid, attrs: dict[str, Any],
@@ -294,7 +458,8 @@ def write_template(path: str, grid: Grid, attrs: dict[str, Any],
     The metadata are those ``xr.Dataset.to_zarr`` writes for the same dataset
     (tests/test_store_template.py compares them file by file); zarr alone skips importing
     xarray and pandas, 0.4 s of a small sweep's 2 s. No chunk of a data variable is written:
-    every one equals the fill value (NaN, or False for ``done``).
+    every one equals the fill value (NaN, or False for ``done``). ``path`` may be an empty
+    directory (``Store.create`` makes it first, to claim it).
     """
     import zarr
 
@@ -311,15 +476,16 @@ def write_template(path: str, grid: Grid, attrs: dict[str, Any],
         else:
             dtype, fill = values.dtype, 0
         arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=dtype,
-                                 fill_value=fill, dimension_names=[name], attributes=meta)
+                                 fill_value=fill, dimension_names=[name], attributes=meta,
+                                 compressors=compressors())
         arr[...] = values
     for name, (units, long_name) in VARIABLES.items():
         group.create_array(name, shape=grid.shape, chunks=chunks, dtype=np.float64,
-                           fill_value=np.nan, dimension_names=AXES,
+                           fill_value=np.nan, dimension_names=AXES, compressors=compressors(),
                            attributes={"units": units, "long_name": long_name,
                                        "_FillValue": _NAN_FILL})
     group.create_array("done", shape=grid.shape, chunks=chunks, dtype=bool, fill_value=False,
-                       dimension_names=AXES,
+                       dimension_names=AXES, compressors=compressors(),
                        attributes={"units": "1", "long_name": "point finished and written"})
     return group
 
@@ -327,7 +493,135 @@ def write_template(path: str, grid: Grid, attrs: dict[str, Any],
 def _open_group(path: str) -> Any:
     import zarr
 
-    return zarr.open_group(path, mode="r+", zarr_format=3)
+    return zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+
+
+def consolidate(path: str) -> None:
+    """Write the store's consolidated metadata (into the group's zarr.json)."""
+    import zarr
+
+    with warnings.catch_warnings():
+        # "not part of the Zarr format 3 specification": xarray and zarr-python read it.
+        warnings.simplefilter("ignore", UserWarning)
+        zarr.consolidate_metadata(path, zarr_format=3)
+
+
+def _take_lock(path: str, prefix: str) -> StoreLock:
+    try:
+        return StoreLock.acquire(path)
+    except LockHeld as exc:
+        raise StoreError(f"{prefix}{exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"{prefix}cannot lock {path}: {_reason(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _chunk_regions(grid: Grid) -> Iterable[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    chunks = chunk_shape(grid.shape)
+    counts = [math.ceil(n / c) for n, c in zip(grid.shape, chunks, strict=True)]
+    for index in np.ndindex(*counts):
+        yield index, tuple(slice(i * c, min((i + 1) * c, n))
+                           for i, c, n in zip(index, chunks, grid.shape, strict=True))
+
+
+def _verify(path: str, group: Any, grid: Grid
+            ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[tuple[int, ...], list[str]]]:
+    """Read the store back; return its values, its done mask and its damaged chunks.
+
+    A chunk is damaged if a variable's chunk cannot be decoded (truncated, corrupted: the
+    crc32c codec makes any change of its bytes an error) or, for a chunk holding finished
+    points, is not there. Raises ResumeError for what cannot be repaired by running points
+    again (a variable missing or with unreadable metadata, another shape).
+    """
+    arrays = {}
+    for name in [*_coords(grid), *VARIABLES, "done"]:
+        try:
+            arr = group[name]
+        except KeyError:
+            raise ResumeError(f"resume: {path} is damaged: the variable {name} is missing "
+                              f"({name}/zarr.json); it cannot be repaired, run the sweep again "
+                              "into a new hydra.run.dir") from None
+        except Exception as exc:
+            raise ResumeError(f"resume: {path} is damaged: {name}/zarr.json is unreadable "
+                              f"({_first_line(exc)}); it cannot be repaired, run the sweep "
+                              "again into a new hydra.run.dir") from exc
+        want = grid.shape if name in VARIABLES or name == "done" else (len(getattr(grid, name)),)
+        if tuple(arr.shape) != tuple(want):
+            raise ResumeError(f"resume: {path} is damaged: {name} has shape {tuple(arr.shape)}, "
+                              f"the grid's is {tuple(want)}")
+        arrays[name] = arr
+    for name in _coords(grid):
+        try:
+            arrays[name][...]
+        except Exception as exc:
+            raise ResumeError(f"resume: {path} is damaged: the coordinate {name} is unreadable "
+                              f"({_first_line(exc)}); it cannot be repaired, run the sweep "
+                              "again into a new hydra.run.dir") from exc
+    damaged: dict[tuple[int, ...], list[str]] = {}
+    regions = list(_chunk_regions(grid))
+    values = {}
+    for name in [*VARIABLES, "done"]:
+        arr = arrays[name]
+        dtype = bool if name == "done" else np.float64
+        try:
+            values[name] = np.asarray(arr[...], dtype=dtype)
+            continue
+        except Exception:  # noqa: BLE001 - find the chunks that fail, below
+            pass
+        out = np.zeros(grid.shape, dtype=bool) if name == "done" else np.full(grid.shape, np.nan)
+        for index, region in regions:
+            try:
+                out[region] = arr[region]
+            except Exception:  # noqa: BLE001 - any decoding error is damage
+                damaged.setdefault(index, []).append(f"{name} unreadable")
+        values[name] = out
+    done = values.pop("done")
+    checksummed = all(_has_crc32c(arrays[name]) for name in VARIABLES)
+    checked = VARIABLES if checksummed else [v for v in NEVER_NAN if v in VARIABLES]
+    for index, region in regions:
+        if not done[region].any():
+            continue
+        for name in checked:
+            key = arrays[name].metadata.encode_chunk_key(index)
+            if not os.path.exists(os.path.join(path, name, *key.split("/"))):
+                damaged.setdefault(index, []).append(f"{name} chunk {key} missing")
+    return values, done, damaged
+
+
+def _has_crc32c(arr: Any) -> bool:
+    return any(getattr(c, "name", None) == "crc32c" or type(c).__name__ == "Crc32cCodec"
+               for c in arr.metadata.codecs)
+
+
+def _damage(damaged: dict[tuple[int, ...], list[str]], grid: Grid) -> str:
+    """One line: how many chunks and points, and the first few problems."""
+    problems = [p for index in sorted(damaged) for p in damaged[index]]
+    points = sum(
+        int(np.prod([r.stop - r.start for r in region]))
+        for index, region in _chunk_regions(grid) if index in damaged
+    )
+    shown = ", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3
+                                       else "")
+    return f"{len(damaged)} chunk(s) of {points} points ({shown})"
+
+
+def _unmark(group: Any, grid: Grid, damaged: dict, data: dict[str, np.ndarray],
+            done: np.ndarray) -> None:
+    """Mark the damaged chunks' points not done (done first: never done without values) and
+    remove their data chunks (written as the fill value, which zarr stores as no chunk)."""
+    regions = [region for index, region in _chunk_regions(grid) if index in damaged]
+    for region in regions:
+        done[region] = False
+        group["done"][region] = False
+    for name in VARIABLES:
+        arr = group[name]
+        for region in regions:
+            data[name][region] = np.nan
+            arr[region] = np.nan
 
 
 def _differences(old: dict, new: dict) -> Iterable[tuple[str, Any, Any]]:

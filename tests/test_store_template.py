@@ -16,7 +16,7 @@ import xarray as xr
 
 from sweep.config import AXES
 from sweep.simulate import VARIABLES
-from sweep.store import COORD_ATTRS, Store, _coords, chunk_shape, write_template
+from sweep.store import COORD_ATTRS, Store, _coords, chunk_shape, compressors, write_template
 
 ATTRS = {"title": "t", "grid": {"processes": [1, 10]}, "flag": True, "generations": [{"a": 1}]}
 
@@ -32,7 +32,10 @@ def xarray_template(path: Path, grid, attrs: dict) -> None:
                   {"units": "1", "long_name": "point finished and written"})
     ds.attrs.update(attrs)
     ds.attrs["errors"] = {}
-    encoding = {name: {"chunks": chunk_shape(shape)} for name in [*VARIABLES, "done"]}
+    # every array checksummed (crc32c after zstd): the sweep's choice, given to xarray too
+    encoding = {name: {"compressors": compressors()} for name in ds.variables}
+    for name in [*VARIABLES, "done"]:
+        encoding[name]["chunks"] = chunk_shape(shape)
     ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
 
 
