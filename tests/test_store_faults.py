@@ -226,7 +226,7 @@ def test_a_lock_of_another_host_is_not_taken_over(copy):
 # -- 3. the environment: a full disk, read-only places, a file as run dir --------------------
 
 FILL = r'''
-import os, subprocess, sys, time
+import os, signal, subprocess, sys, time
 import zarr
 mnt, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
 store = os.path.join(mnt, "run", "results.zarr")
@@ -238,6 +238,7 @@ while proc.poll() is None:  # state, not time: fill the disk once some points ar
     except Exception:
         pass
     time.sleep(0.02)
+proc.send_signal(signal.SIGSTOP)  # the sweep waits while the disk fills up
 try:
     with open(os.path.join(mnt, "filler"), "wb") as f:
         while True:
@@ -245,6 +246,7 @@ try:
             f.flush()
 except OSError:
     pass
+proc.send_signal(signal.SIGCONT)
 stdout, stderr = proc.communicate()
 open(os.path.join(out, "rc"), "w").write(str(proc.returncode))
 open(os.path.join(out, "stderr"), "w").write(stderr)
