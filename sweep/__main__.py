@@ -39,7 +39,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         _result["result"] = app.run(sweep, run_dir, resume)
     except config.ConfigError as exc:
-        _result["error"] = str(exc)
+        _result["error"], _result["code"] = str(exc), 2
     except StoreError as exc:  # the environment (locked, disk full, read-only): exit 1
         _result["error"], _result["code"] = str(exc), 1
 

@@ -123,7 +123,8 @@ class Store:
 
     Create with ``Store.create`` (a new store) or ``Store.resume`` (an existing one); then
     ``record`` / ``record_error`` finished points, ``flush`` whenever convenient (it writes only
-    if ``flush_seconds`` passed or ``force``), ``finish`` at the end.
+    if ``flush_seconds`` passed or ``force``), ``finish`` at the end, and ``close`` (the lock)
+    on every way out.
     """
 
     def __init__(self, path: str, grid: Grid, group: Any, data: dict[str, np.ndarray],
