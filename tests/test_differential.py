@@ -140,6 +140,7 @@ def test_walk_rows_match_reference(children, npages, sample):
 MERGE_RULES = {
     "null or equal": "NULL or equal anon_vma",
     "singular target": "NULL only into a singular chain, else equal",
+    "singular source": "NULL only beside a singular faulted chain, else equal",
 }
 
 

@@ -24,7 +24,11 @@ from tests.test_vma_ops import CHAIN, GENS, IMPLS, KERNELS, SHARED, TREE, run_on
 #: 2.6.33 - 2.6.39: a NULL anon_vma merges with anything; 3.0 on (965f55dea0e3) only into a
 #: VMA whose chain is singular, and never into an unfaulted one (empty chain) until 6.16.
 NULL_OR_EQUAL = ("2.6.33", "2.6.34", "2.6.36")
-SINGULAR = tuple(k for k in GENS if k not in NULL_OR_EQUAL)
+#: 6.16 (879bca0a2c4f): the singular test is on the side that has the anon_vma.
+SINGULAR_SOURCE = ("6.16",)
+SINGULAR = tuple(k for k in GENS if k not in NULL_OR_EQUAL + SINGULAR_SOURCE)
+#: where a faulted range with a singular chain may merge into an unfaulted neighbour
+FAULTED_INTO_UNFAULTED = NULL_OR_EQUAL + SINGULAR_SOURCE
 
 
 def avcs(kernel: str, chain_avcs: int) -> int:
@@ -54,7 +58,7 @@ def test_merge_right_partial_and_whole(impl, kernel):
     # primer §4 item 7 (merge_existing): vma [0,4) F faulted (A), next [4,7) T unfaulted.
     # Modifying [1,4) to T: next may take it only where a NULL side may join a VMA whose chain is
     # empty (before 3.0); it then imports A (anon_vma_clone: one more AVC). From 3.0 the split
-    # happens instead.
+    # happens instead -- until 6.16, which tests the range's own (singular) chain.
     prog = Program()
     p = prog.new_mm()
     prog.mmap(p, 7)
@@ -63,16 +67,16 @@ def test_merge_right_partial_and_whole(impl, kernel):
     prog.mprotect(p, 0, 1, 3, 4)
     prog.scan()
     r = run_on(impl, prog.array, kernel)
-    merged = kernel in NULL_OR_EQUAL
+    merged = kernel in FAULTED_INTO_UNFAULTED
     assert r["vmas"] == (2 if merged else 3)
     assert (r["anon_vmas"], r["avcs"]) == (1, avcs(kernel, 2))
     # four pages, each found, a walk stopping at its one hit. Merged: A's list is [vma, next]
     # (the import went to the tail): page 0 costs 1 entry, pages 1-3 two. 3.0 split instead:
     # [vma [1,4), the new piece [0,1) below it]: page 0 costs 2, pages 1-3 one. Tree: 1 each.
-    entries = 7 if merged else 4 if kernel in TREE else 5
+    entries = 4 if kernel in TREE else 7 if merged else 5
     assert walk_totals(r) == (4, entries, 4, 4)
 
-    # the whole VMA: next grows down over all of it and the VMA is removed (before 3.0)
+    # the whole VMA: next grows down over all of it and the VMA is removed (before 3.0, 6.16)
     whole = Program()
     p = whole.new_mm()
     whole.mmap(p, 7)
@@ -100,11 +104,11 @@ def test_faulted_range_into_unfaulted_prev(impl, kernel):
     prog.mprotect(p, 1, 0, 2, 5)
     prog.scan()
     r = run_on(impl, prog.array, kernel)
-    assert r["vmas"] == (2 if kernel in NULL_OR_EQUAL else 3)
+    assert r["vmas"] == (2 if kernel in FAULTED_INTO_UNFAULTED else 3)
     assert (r["anon_vmas"], r["avcs"]) == (1, avcs(kernel, 2))
     # A's list merged: [vma [5,8), prev [0,5) imported at the tail]: pages 3-4 cost 2 entries,
     # 5-7 one. Split (3.0): [vma [3,5), the new piece [5,8)]: 3-4 one, 5-7 two. Tree: one each.
-    entries = 7 if kernel in NULL_OR_EQUAL else 5 if kernel in TREE else 8
+    entries = 5 if kernel in TREE else 7 if kernel in NULL_OR_EQUAL else 8
     assert walk_totals(r) == (5, entries, 5, 5)
     # after the merge the importer's pages fault and COW through A like any other
     prog.fault(p, 0, 0)
@@ -218,7 +222,7 @@ def test_a_range_strictly_inside_never_merges(impl, kernel):
 
 
 @pytest.mark.parametrize("impl", [core, reference], ids=["core", "reference"])
-@pytest.mark.parametrize("kernel", NULL_OR_EQUAL[1:])
+@pytest.mark.parametrize("kernel", FAULTED_INTO_UNFAULTED[1:])
 def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(impl, kernel):
     # Minchan Kim's 2010 question for vma_adjust: the importer's anon_vma_clone fails (-ENOMEM);
     # nothing may have moved, and mprotect goes on as when vma_merge returns NULL: it splits.
@@ -237,7 +241,8 @@ def test_a_failed_import_leaves_the_merge_undone_and_mprotect_splits(impl, kerne
     r = impl.run(prog.array, kernel, check=True, inject=Injection(at=at + 1))
     assert (r["injected"], r["ops_failed"]) == (1, 0)
     assert r["vmas"] == 3  # split, not merged
-    assert walk_totals(r) == (5, 8, 5, 5)  # as 3.0's split in test_faulted_range_into...
+    # as 3.0's split in test_faulted_range_into...
+    assert walk_totals(r) == (5, 5 if kernel in TREE else 8, 5, 5)
     assert impl.run(prog.array, kernel, check=True)["vmas"] == 2  # without the failure
 
 
@@ -245,4 +250,42 @@ def test_merge_rules_in_the_generation_table():
     rules = {row["name"]: row["merge"] for row in core.generation_table()}
     assert {rules[k] for k in NULL_OR_EQUAL} == {"NULL or equal anon_vma"}
     assert {rules[k] for k in SINGULAR} == {"NULL only into a singular chain, else equal"}
+    assert {rules[k] for k in SINGULAR_SOURCE} == {
+        "NULL only beside a singular faulted chain, else equal"
+    }
     assert set(CHAIN) | set(SHARED) == set(GENS)
+
+
+@IMPLS
+@pytest.mark.parametrize("kernel", ["6.0", "6.16"])
+def test_6_0_refuses_and_6_16_allows_a_faulted_range_into_an_unfaulted_prev(impl, kernel):
+    # 879bca0a2c4f (primer §1h, §4 items 5 and 8): prev [0,3) T unfaulted, vma [3,8) F faulted
+    # with a singular chain [A]; mprotect [3,8) to T. 6.0 reads prev's (empty) chain and splits
+    # nothing but refuses the merge: two VMAs stay. 6.16 reads vma's singular chain: prev takes
+    # the whole vma (dup_anon_vma: prev gets A and one AVC), vma is removed.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mprotect(p, 0, 0, 3, 8)
+    prog.touch_all(p, 1)
+    prog.mprotect(p, 1, 0, 5, 5)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    if kernel == "6.0":
+        assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 1, 1)
+    else:
+        assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1, 1, 1)
+    assert walk_totals(r) == (5, 5, 5, 5)
+    # item 8: the same layout in a child, whose vma has an un-COWed parent (chain [X1, A]):
+    # refused in 6.16 too.
+    forked = Program()
+    p = forked.new_mm()
+    forked.mmap(p, 8)
+    forked.mprotect(p, 0, 0, 3, 8)
+    forked.touch_all(p, 1)
+    c = forked.fork(p)
+    forked.exit(p)
+    forked.mprotect(c, 1, 0, 5, 5)
+    forked.scan()
+    r = run_on(impl, forked.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 2, 2)
