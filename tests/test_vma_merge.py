@@ -289,3 +289,237 @@ def test_6_0_refuses_and_6_16_allows_a_faulted_range_into_an_unfaulted_prev(impl
     forked.scan()
     r = run_on(impl, forked.array, kernel)
     assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 2, 2)
+
+
+# ---- expansion: mmap next to a VMA, brk, mremap next to a VMA, mremap growing in place ----------
+#
+# docs/core.md "mmap_after", "brk", "mremap_after", "mremap_grow". Addresses are page numbers:
+# the first mmap of a process starts at 16, the next after a guard page.
+
+
+@IMPLS
+@KERNELS
+def test_brk_expands_an_unforked_heap_in_every_era(impl, kernel):
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.brk(p, 0, 3, touch=True)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (1, 1, avcs(kernel, 1), 7)
+    assert walk_totals(r) == (7, 7, 7, 7)
+
+
+@IMPLS
+@KERNELS
+def test_brk_of_a_forked_heap_maps_a_new_vma_from_3_0(impl, kernel):
+    # The child's heap [16,20) is linked to A and to its own X1 (chain of 2). brk asks
+    # can_vma_merge_after with no anon_vma for the new pages: before 3.0 a NULL side merges with
+    # anything, so the heap grows; from 3.0 (and in 6.16, which tests the target's chain when
+    # the range has no anon_vma) the forked heap is refused and the first brk maps [20,22),
+    # whose first fault cannot borrow the heap's anon_vma (not singular either): a new B. The
+    # second brk grows that VMA (chain [B], singular).
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    c = prog.fork(p)
+    prog.brk(c, 0, 2, touch=True)
+    prog.brk(c, 0, 2, touch=True)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    if kernel in SHARED:
+        assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 1, 0)
+        # the family list [p, c]: the shared pages two hits each; the new ones (index 20-23)
+        # outside p's VMA (an entry, no call), then c's
+        assert walk_totals(r) == (8, 16, 12, 12)
+    elif kernel in NULL_OR_EQUAL:
+        assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 2, 3)
+    else:
+        assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (3, 3, 4)
+    assert (r["pages"], r["faults"]) == (8, 8)
+
+
+@IMPLS
+@KERNELS
+def test_mmap_filling_a_hole_expands_prev_over_next(impl, kernel):
+    # primer §4 items 1 and 3 (merge_new, dup_anon_vma case 1): prev [16,19) unfaulted, next
+    # [21,24) faulted (A, singular), left by munmap of [19,21); a 2-page mmap right after prev
+    # fits both (pgoffs contiguous), prev and next are NULL and A: a three-way merge in every
+    # era. prev imports A (the clone: one AVC) and next is removed.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.munmap(p, 0, 3, 2, 8)
+    prog.touch_all(p, 1)
+    prog.mmap(p, 2, adjacent_to=0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1, 1, avcs(kernel, 1))
+    assert walk_totals(r) == (3, 3, 3, 3)
+    prog.touch_all(p, 0)  # the whole [16,24) is one VMA now: five more pages through A
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["pages"], r["anon_vmas"]) == (8, 1)
+    assert walk_totals(r)[0] == 3 + 8
+
+
+@pytest.mark.parametrize("impl", [core, reference], ids=["core", "reference"])
+@pytest.mark.parametrize("kernel", CHAIN)
+def test_enomem_in_the_import_leaves_no_merge_and_maps_a_new_vma(impl, kernel):
+    # primer §4 item 6: the import of the test above fails (-ENOMEM at its AVC, the 5th
+    # allocation: munmap's two split VMAs, the fault's AVC and anon_vma). No merge and prev as
+    # it was -- no anon_vma, no links (unlink_anon_vmas clears ->anon_vma); __mmap_region then
+    # maps a new VMA for the range. Not a failed op.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.munmap(p, 0, 3, 2, 8)
+    prog.touch_all(p, 1)
+    prog.mmap(p, 2, adjacent_to=0)
+    prog.scan()
+    assert reference.allocations(prog.array, kernel) == 5
+    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=5))
+    assert (r["injected"], r["ops_failed"], r["faults_failed"]) == (1, 0, 0)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (3, 1, 1)
+    assert walk_totals(r) == (3, 3, 3, 3)
+
+
+@IMPLS
+@KERNELS
+def test_mmap_before_a_faulted_vma_expands_it_down(impl, kernel):
+    # an unfaulted range joins a faulted VMA with a singular chain in every era (item 2's
+    # check); next grows down, vm_pgoff with it, and is re-keyed in its tree
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 3, adjacent_to=0, side="before")
+    prog.touch_all(p, 0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (1, 1, avcs(kernel, 1), 7)
+    assert walk_totals(r) == (7, 7, 7, 7)
+
+
+@IMPLS
+@KERNELS
+def test_mremap_next_to_an_incompatible_vma_makes_a_new_one(impl, kernel):
+    # primer §4 item 9, no neighbour: A [16,20) and B [21,25) faulted; pages 2-3 of A go right
+    # after B: [25,27) with vm_pgoff 18, not contiguous with B's 21 + 4: a new VMA, cloned
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mremap(p, 0, 2, 2, 4, to=1)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (3, 2, avcs(kernel, 3), 8)
+    # A's list [A [16,18), the copy at its tail]: the moved pages cost an entry more (lists)
+    assert walk_totals(r) == (8, 8 if kernel in TREE else 10, 8, 8)
+
+
+@IMPLS
+@KERNELS
+def test_mremap_back_merges_into_the_compatible_next(impl, kernel):
+    # primer §4 item 9, merged: [16,24) faulted (A); pages 6-7 moved away (to [25,27), pgoff
+    # 22); then pages 4-5 ([20,22), pgoff 20) moved right before that VMA: [23,25), pgoff 20 +
+    # 2 = 22, the same anon_vma: copy_vma merges them into it; nothing new is allocated.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 8))
+    prog.mremap(p, 0, 6, 2, 8)
+    prog.mremap(p, 0, 4, 2, 6, to=1, side="before")
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 1, avcs(kernel, 2), 8)
+    assert walk_totals(r)[0] == 8
+    # the second move allocates only its munmap's split (a VMA, and its AVC): no copy
+    assert reference.allocations(prog.array, kernel) == (
+        reference.allocations(prog.array[:4], kernel) + (1 if kernel in SHARED else 2)
+    )
+
+
+@IMPLS
+@KERNELS
+def test_mremap_of_a_faulted_range_next_to_an_unfaulted_vma(impl, kernel):
+    # primer §4 item 9, the 2026 rule (C-LORENZO-2026): [16,20) faulted (A, singular) moves
+    # right before an unfaulted VMA at [25,29) with vm_pgoff 20: contiguous. Before 3.0 and
+    # from 6.16 the unfaulted VMA may take it, and it receives A (dup_anon_vma from the
+    # copied-from VMA) so that the moved pages stay reachable; 3.0-6.0 refuse (the target's
+    # empty chain) and copy_vma makes a new VMA.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mremap(p, 0, 4, 4, 8)  # [16,20) pgoff 16, [25,29) pgoff 20, both unfaulted
+    prog.touch_all(p, 0)
+    prog.mremap(p, 0, 0, 4, 4, to=1, side="before")
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    merged = kernel in FAULTED_INTO_UNFAULTED
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1 if merged else 2, 1, avcs(kernel, 1))
+    assert walk_totals(r) == (4, 4, 4, 4)
+
+
+@IMPLS
+@KERNELS
+def test_mremap_grows_a_vma_in_place(impl, kernel):
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    c = prog.fork(p)
+    prog.mremap_grow(c, 0, 4)  # a forked VMA grows too: no anon_vma test, it is itself
+    prog.touch_all(c, 0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["pages"], r["faults"], r["cows"]) == (2, 12, 8, 4)
+
+
+@IMPLS
+def test_expansion_into_pages_that_are_not_free_is_refused(impl):
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)
+    prog.mmap(p, 4)
+    prog.mremap_grow(p, 0, 2)  # [20,22): VMA 1 starts at 21
+    with pytest.raises(ProgramError, match=r"op 3 \(mremap_grow\): pages 20\.\.21 are not free"):
+        run_on(impl, prog.array, "6.16")
+    for bad in (
+        lambda q: q.mmap(p, 2, adjacent_to=0),  # the guard page only
+        lambda q: q.mmap(p, 16, adjacent_to=0, side="before"),  # page 0
+        lambda q: q.brk(p, 0, 5),
+        lambda q: q.mremap(p, 1, 0, 2, 4, to=0),
+    ):
+        q = Program()
+        p = q.new_mm()
+        q.mmap(p, 4)
+        q.mmap(p, 4)
+        bad(q)
+        with pytest.raises(ProgramError, match=r"op 3 \((mmap_after|mmap_before|brk|mremap_after)\)"):
+            run_on(impl, q.array, "3.0")
+
+
+def test_the_builders_refuse_bad_uses_naming_the_op():
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)
+    cases = [
+        (lambda: prog.mmap(p, 0), "mmap: npages"),
+        (lambda: prog.mmap(p, 2, adjacent_to=-1), "mmap: adjacent_to"),
+        (lambda: prog.mmap(p, 2, adjacent_to=0, side="left"), "mmap: side"),
+        (lambda: prog.brk(p, 0, 0), "brk: npages"),
+        (lambda: prog.brk(p, True, 1), "brk: v"),
+        (lambda: prog.mremap(p, 0, 0, 1, 4, to=-2), "mremap: to"),
+        (lambda: prog.mremap(p, 0, 0, 1, 4, to=0, side=None), "mremap: side"),
+        (lambda: prog.mremap_grow(p, 0, -1), "mremap_grow: npages"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ProgramError, match=message):
+            call()
+    assert len(prog) == 2  # nothing was emitted
+
+
+def test_mmap_next_to_a_vma_makes_later_positions_unknown_to_the_builder():
+    prog = Program()
+    p = prog.new_mm()
+    assert prog.mmap(p, 4) == 0
+    assert prog.mmap(p, 2, adjacent_to=0) is None
+    assert prog.mmap(p, 4) is None  # 1 or 2: the generation decides
