@@ -483,17 +483,18 @@ def test_expansion_into_pages_that_are_not_free_is_refused(impl):
     with pytest.raises(ProgramError, match=r"op 3 \(mremap_grow\): pages 20\.\.21 are not free"):
         run_on(impl, prog.array, "6.16")
     for bad in (
-        lambda q: q.mmap(p, 2, adjacent_to=0),  # the guard page only
-        lambda q: q.mmap(p, 16, adjacent_to=0, side="before"),  # page 0
-        lambda q: q.brk(p, 0, 5),
-        lambda q: q.mremap(p, 1, 0, 2, 4, to=0),
+        lambda q, p: q.mmap(p, 2, adjacent_to=0),  # the guard page only
+        lambda q, p: q.mmap(p, 16, adjacent_to=0, side="before"),  # page 0
+        lambda q, p: q.brk(p, 0, 5),
+        lambda q, p: q.mremap(p, 1, 0, 2, 4, to=0),
     ):
         q = Program()
         p = q.new_mm()
         q.mmap(p, 4)
         q.mmap(p, 4)
-        bad(q)
-        with pytest.raises(ProgramError, match=r"op 3 \((mmap_after|mmap_before|brk|mremap_after)\)"):
+        bad(q, p)
+        names = r"op 3 \((mmap_after|mmap_before|brk|mremap_after)\)"
+        with pytest.raises(ProgramError, match=names):
             run_on(impl, q.array, "3.0")
 
 
