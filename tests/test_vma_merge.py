@@ -524,3 +524,31 @@ def test_mmap_next_to_a_vma_makes_later_positions_unknown_to_the_builder():
     assert prog.mmap(p, 4) == 0
     assert prog.mmap(p, 2, adjacent_to=0) is None
     assert prog.mmap(p, 4) is None  # 1 or 2: the generation decides
+
+
+@IMPLS
+@KERNELS
+def test_the_heap_scenario_per_era(impl, kernel):
+    # core.heap(4 workers, 8 pages, COW 0.5): each worker's brk grows the heap 4 times by 2
+    # pages. Before 3.0 the forked heap takes them (5 VMAs: the server's and one per worker);
+    # from 3.0 the first brk of a worker maps a VMA with a new anon_vma and one AVC, the three
+    # later ones expand it (9 VMAs, 4 more anon_vmas and AVCs than 2.6.34). Pages and faults
+    # are the same in every era: 8 + 4 * 8 new pages, plus the COWs.
+    prog = core.heap(4, 8, 0.5, "independent")
+    assert len(prog) == 4 * (4 + 1) + 5
+    r = run_on(impl, prog, kernel)
+    expected = (5, 1, 0) if kernel in SHARED else (5, 5, 9) if kernel in NULL_OR_EQUAL else (
+        9, 9, 13
+    )
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == expected
+    assert r["faults"] == 8 + 4 * 8
+    ref = reference.run(prog, "2.6.34", check=True)
+    assert (r["pages"], r["cows"]) == (ref["pages"], ref["cows"])
+
+
+def test_the_heap_builder_refuses_bad_parameters():
+    with pytest.raises(ValueError, match="steps"):
+        core.heap(2, 8, 0.5, steps=-1)
+    with pytest.raises(ValueError, match="step_pages"):
+        core.heap(2, 8, 0.5, step_pages=0)
+    assert core.SCENARIOS["heap"] is core.heap
