@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.inject import Injection
-from core.program import COW_MODELS, PROGRAM_DTYPE, SCENARIOS, Op, Program, aim7, chain, prefork
+from core.program import (
+    COW_MODELS,
+    PROGRAM_DTYPE,
+    SCENARIOS,
+    Op,
+    Program,
+    aim7,
+    chain,
+    heap,
+    prefork,
+)
 
 try:
     from core import _core
@@ -40,6 +50,7 @@ __all__ = [
     "UnknownGenerationError",
     "aim7",
     "chain",
+    "heap",
     "prefork",
     "SCENARIOS",
     "estimate_bytes",

@@ -12,8 +12,10 @@ import math
 
 import numpy as np
 
-__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "mprotect", "COW_MODELS",
-           "SCENARIOS"]
+from core.errors import ProgramError
+
+__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork",
+           "mprotect", "heap", "COW_MODELS", "SCENARIOS"]
 
 #: One operation: opcode, four integer arguments, one float argument (32 bytes, C-aligned).
 PROGRAM_DTYPE = np.dtype(
@@ -39,6 +41,12 @@ class Op(enum.IntEnum):
     MPROTECT = 12  # (a=process, b=vma, c=offset, d=len): toggle exec on the range, splitting
     MUNMAP = 13  # (a=process, b=vma, c=offset, d=len): unmap the range, splitting
     MREMAP = 14  # (a=process, b=vma, c=offset, d=len): move the range to a new address
+    MMAP_AFTER = 15  # (a=process, b=vma, c=npages): map right after VMA b (merging if it can)
+    MMAP_BEFORE = 16  # (a=process, b=vma, c=npages): map right before VMA b (merging if it can)
+    BRK = 17  # (a=process, b=heap's first vma, c=npages, d=touch): grow the heap at its break
+    MREMAP_AFTER = 18  # (a=process, b=vma, c=offset, d=len, x=w): move the range after VMA w
+    MREMAP_BEFORE = 19  # (a=process, b=vma, c=offset, d=len, x=w): move it before VMA w
+    MREMAP_GROW = 20  # (a=process, b=vma, c=npages): grow VMA b in place by npages
 
 
 #: COW models of the grids, each the name of the builder's write pattern.
@@ -56,6 +64,9 @@ class Program:
         self._rows: list[tuple[int, int, int, int, int, float]] = []
         self._next_mm = 0
         self._vmas: dict[int, int] = {}
+        #: processes whose VMA count depends on a merge (the generation's rule, the faults):
+        #: ``mmap`` there returns None instead of a position
+        self._uncertain: set[int] = set()
 
     def _emit(self, op: Op, a: int = 0, b: int = 0, c: int = 0, x: float = 0.0,
               d: int = 0) -> None:
@@ -71,11 +82,38 @@ class Program:
         self._vmas[pid] = nr_vmas
         return pid
 
-    def mmap(self, p: int, npages: int) -> int:
-        self._emit(Op.MMAP, p, npages)
+    def mmap(self, p: int, npages: int, *, adjacent_to: int | None = None,
+             side: str = "after") -> int | None:
+        """Map ``npages`` anonymous pages: at the process's next free address (after a guard
+        page: a new last VMA, whose position is returned), or with ``adjacent_to=v`` right after
+        (``side="after"``) or right before (``side="before"``) VMA v, where a neighbour of the
+        same flags takes the pages if the generation's rule lets it (docs/core.md "mmap_after").
+        Whether a VMA is added then depends on the generation and the faults: None is returned
+        and the process's later VMA positions are the caller's to know."""
+        _check_count("mmap", "npages", npages)
+        if adjacent_to is None:
+            self._emit(Op.MMAP, p, npages)
+            return self._add_vma(p)
+        _check_vma("mmap", "adjacent_to", adjacent_to)
+        op = _side_op("mmap", side, Op.MMAP_AFTER, Op.MMAP_BEFORE)
+        self._emit(op, p, adjacent_to, npages)
+        self._uncertain.add(p)
+        return None
+
+    def _add_vma(self, p: int) -> int | None:
         v = self._vmas.get(p, 0)
         self._vmas[p] = v + 1
-        return v
+        return None if p in self._uncertain else v
+
+    def brk(self, p: int, v: int, npages: int, *, touch: bool = False) -> None:
+        """Grow the heap that starts at VMA v by ``npages`` at its break (the end of v and of
+        the VMAs that follow it without a gap); ``touch`` writes every new page. The VMA
+        before the break expands when the generation's rule lets it, otherwise a new VMA is
+        mapped there (docs/core.md "brk"), so the process's VMA count is then uncertain."""
+        _check_vma("brk", "v", v)
+        _check_count("brk", "npages", npages)
+        self._emit(Op.BRK, p, v, npages, d=int(bool(touch)))
+        self._uncertain.add(p)
 
     def fault(self, p: int, v: int, i: int) -> None:
         self._emit(Op.FAULT, p, v, i)
@@ -129,9 +167,25 @@ class Program:
         """Unmap pages off..off+length-1 of VMA v (``npages`` long)."""
         self._range_op(Op.MUNMAP, p, v, off, length, (off > 0) + (off + length < npages) - 1)
 
-    def mremap(self, p: int, v: int, off: int, length: int, npages: int) -> None:
-        """Move pages off..off+length-1 of VMA v (``npages`` long) to a new last VMA."""
-        self._range_op(Op.MREMAP, p, v, off, length, (off > 0) + (off + length < npages))
+    def mremap(self, p: int, v: int, off: int, length: int, npages: int, *,
+               to: int | None = None, side: str = "after") -> None:
+        """Move pages off..off+length-1 of VMA v (``npages`` long): to a new last VMA, or with
+        ``to=w`` to the free pages right after (``side="after"``) or before (``"before"``) VMA
+        w, where a neighbour may take them (copy_vma's merge; docs/core.md "mremap_after")."""
+        if to is None:
+            self._range_op(Op.MREMAP, p, v, off, length, (off > 0) + (off + length < npages))
+            return
+        _check_vma("mremap", "to", to)
+        op = _side_op("mremap", side, Op.MREMAP_AFTER, Op.MREMAP_BEFORE)
+        self._rows.append((int(op), p, v, off, length, float(to)))
+        self._uncertain.add(p)
+
+    def mremap_grow(self, p: int, v: int, npages: int) -> None:
+        """mremap VMA v to ``npages`` more pages, growing it in place (the pages after it must
+        be free)."""
+        _check_vma("mremap_grow", "v", v)
+        _check_count("mremap_grow", "npages", npages)
+        self._emit(Op.MREMAP_GROW, p, v, npages)
 
     def fork(self, p: int) -> int:
         return self.fork_many(p, 1)[0]
@@ -147,6 +201,8 @@ class Program:
         self._rows.extend([(int(Op.FORK), p, 0, 0, 0, 0.0)] * n)
         self._next_mm += n
         self._vmas.update(dict.fromkeys(range(first, first + n), nr_vmas))
+        if p in self._uncertain:
+            self._uncertain.update(range(first, first + n))
         return range(first, first + n)
 
     def exit(self, p: int) -> None:
@@ -294,6 +350,69 @@ def mprotect(
     return prog.array
 
 
+def _check_count(op: str, name: str, n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ProgramError(f"{op}: {name} must be an integer >= 1, got {n!r}")
+
+
+def _check_vma(op: str, name: str, v: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ProgramError(f"{op}: {name} must be a VMA position >= 0, got {v!r}")
+
+
+def _side_op(op: str, side: str, after: Op, before: Op) -> Op:
+    if side == "after":
+        return after
+    if side == "before":
+        return before
+    raise ProgramError(f"{op}: side must be 'after' or 'before', got {side!r}")
+
+
+def heap(
+    processes: int,
+    pages_per_vma: int,
+    cow_fraction: float,
+    cow_model: str = "independent",
+    sample: int | None = None,
+    steps: int = 4,
+    step_pages: int | None = None,
+) -> np.ndarray:
+    """Forked workers that grow their heaps by brk: what expansion does to the rmap per era.
+
+    A server maps a heap of ``pages_per_vma`` pages and touches it, forks ``processes``
+    workers, and the workers COW ``cow_fraction`` of the inherited heap concurrently (round
+    robin, under ``cow_model``). Then ``steps`` times every worker in turn moves its break up by
+    ``step_pages`` pages (default ``max(1, pages_per_vma // steps)``: the heap doubles) and
+    writes the new pages. Then the scan (every page, or ``sample`` of them).
+
+    Where the era lets the worker's heap VMA take the new pages (before 3.0 always; from 3.0
+    only a VMA with a singular chain, which a forked heap never has) the heap expands in place;
+    otherwise the first brk maps a new VMA with its own anon_vma, which the later ones expand.
+
+    Size, with N = processes, P = pages_per_vma, S = steps, G = step_pages: ops N (S + 1) + 5
+    (4 when N = 0); processes N + 1; VMAs at most 2N + 1; pages at most P + N (P + S G).
+    """
+    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if step_pages is None:
+        step_pages = max(1, pages_per_vma // max(steps, 1))
+    if isinstance(step_pages, bool) or not isinstance(step_pages, int) or step_pages < 1:
+        raise ValueError(f"step_pages must be an integer >= 1, got {step_pages!r}")
+    prog = Program()
+    server = prog.new_mm()
+    vma = prog.mmap(server, pages_per_vma)
+    prog.touch_all(server, vma)
+    workers = prog.fork_many(server, processes)
+    if workers:
+        prog.cow_interleaved(workers[0], len(workers), vma, cow_fraction, cow_model)
+    for _ in range(steps):
+        for w in workers:
+            prog.brk(w, vma, step_pages, touch=True)
+    prog.scan(sample)
+    return prog.array
+
+
 def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow_model: str):
     if processes < 0:
         raise ValueError(f"processes must be >= 0, got {processes}")
@@ -306,4 +425,4 @@ def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow
 
 
 #: Scenario builders by name: (processes, pages_per_vma, cow_fraction, cow_model, sample).
-SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork, "mprotect": mprotect}
+SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork, "mprotect": mprotect, "heap": heap}

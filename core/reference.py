@@ -72,7 +72,9 @@ class Generation:
     #: is_mergeable_anon_vma of vma_merge: "null or equal" (before 3.0: a side without an
     #: anon_vma merges with anything) or "singular target" (3.0, 965f55dea0e3 "mmap: avoid
     #: merging cloned VMAs": a side without one merges only into a target whose chain has one
-    #: entry, or in the three-way check that names no target).
+    #: entry, or in the three-way check that names no target) or "singular source" (6.16,
+    #: 879bca0a2c4f: the side that has an anon_vma must have a singular chain -- the range's
+    #: when the target has none, the target's when the range has none; both: the same one).
     merge: str = "null or equal"
 
 
@@ -102,6 +104,13 @@ GENERATION_TABLE: tuple[Generation, ...] = (
     Generation(
         "6.0", "tree", False, True, 96, 64, 200, "root's rwsem, walks read", "counters",
         merge="singular target",
+    ),
+    # 6.16: 879bca0a2c4f moves the singular-chain test to the side that has the anon_vma, so a
+    # faulted range may merge into an unfaulted neighbour (primer §1h); the VMA is 192 B since
+    # 6.15 (primer §2); anon_vma and AVC as in 6.0.
+    Generation(
+        "6.16", "tree", False, True, 96, 64, 192, "root's rwsem, walks read", "counters",
+        merge="singular source",
     ),
 )
 
@@ -837,14 +846,25 @@ class _Sim:
         vma.exec = not vma.exec
 
     def is_mergeable_anon_vma(
-        self, a1: AnonVma | None, a2: AnonVma | None, target: Vma | None
+        self, a1: AnonVma | None, a2: AnonVma | None, target: Vma | None,
+        source: Vma | None = None,
     ) -> bool:
         """mm/mmap.c is_mergeable_anon_vma. A side without an anon_vma merges with anything
         before 3.0; from 3.0 (965f55dea0e3) only when no target is named (the three-way
         prev/next check) or the target's chain is singular, so a forked VMA (linked to its
         parent's anon_vmas too) never absorbs pages it could not reach. An unfaulted target has
         an empty chain and fails that test too. Otherwise the two must be the same anon_vma
-        (two missing ones count as the same: NULL == NULL)."""
+        (two missing ones count as the same: NULL == NULL).
+
+        6.16 (879bca0a2c4f) asks the side that has an anon_vma instead: ``source`` (the VMA
+        whose pages the range holds, None for a new range) must have a singular chain when the
+        target has none; the target must when the range has none."""
+        if self.gen.merge == "singular source":
+            if a1 is not None and a2 is None:
+                return source is None or len(source.chain) == 1
+            if a1 is None and a2 is not None:
+                return target is None or len(target.chain) == 1
+            return a1 is a2
         if a1 is None or a2 is None:
             if self.gen.merge == "null or equal" or target is None or len(target.chain) == 1:
                 return True
@@ -877,14 +897,14 @@ class _Sim:
             and prev.start + prev.npages == s
             and prev.exec == flag
             and prev.pgoff + prev.npages == g
-            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev)
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, vma)
         )
         next_fits = (
             nxt is not None
             and nxt.start == s + length
             and nxt.exec == flag
             and nxt.pgoff == g + length
-            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt)
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, vma)
         )
         if not prev_fits and not next_fits:
             return False
@@ -1008,6 +1028,178 @@ class _Sim:
         if not self.unmap_range(vma, off, length):
             # move_vma: do_munmap of the old range could not split it. The pages have moved
             # and stay moved; the old range stays mapped with empty PTEs.
+            self.counters["ops_failed"] += 1
+
+    # ---- expansion and moves next to a VMA (docs/core.md "mmap_after", "brk", "mremap_after")
+
+    def check_free(self, mm: Mm, at: int, start: int, n: int) -> None:
+        """Pages start..start+n-1 must be free where a new VMA would be the ``at``-th of the
+        list: the VMA before it ends at or below start, the one at ``at`` starts at or above
+        start + n. Page 0 is never mapped."""
+        if start < 1 or start + n >= 2**32 - 1:
+            self._raise(f"pages {start}..{start + n - 1} are outside the address space")
+        if at > 0 and mm.vmas[at - 1].start + mm.vmas[at - 1].npages > start:
+            self._raise(f"pages {start}..{start + n - 1} are not free: VMA {at - 1} is there")
+        if at < len(mm.vmas) and mm.vmas[at].start < start + n:
+            self._raise(f"pages {start}..{start + n - 1} are not free: VMA {at} is there")
+
+    def note_end(self, mm: Mm, end: int) -> None:
+        """A later plain mmap still leaves a guard page after everything mapped."""
+        mm.next_free = max(mm.next_free, end + 1)
+
+    def merge_new_range(
+        self, mm: Mm, at: int, start: int, n: int, pgoff: int, flag: bool,
+        src: Vma | None, ptes: list[Pte | None], just_expand: bool,
+    ) -> Vma | None | bool:
+        """vma_merge_new_range: may the neighbours of the free pages start..start+n-1 (a new
+        VMA would be the ``at``-th) take them? The range has flags ``flag``, vm_pgoff ``pgoff``
+        and, when it is copied (mremap), the anon_vma of ``src``. Returns the VMA that took
+        it, None when none may, or False when the importer's anon_vma_clone failed (-ENOMEM,
+        nothing changed)."""
+        a = src.anon_vma if src is not None else None
+        prev = mm.vmas[at - 1] if at > 0 else None
+        nxt = mm.vmas[at] if not just_expand and at < len(mm.vmas) else None
+        prev_fits = (
+            prev is not None
+            and prev.start + prev.npages == start
+            and prev.exec == flag
+            and prev.pgoff + prev.npages == pgoff
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, src)
+        )
+        next_fits = (
+            nxt is not None
+            and nxt.start == start + n
+            and nxt.exec == flag
+            and nxt.pgoff == pgoff + n
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, src)
+        )
+        if not prev_fits and not next_fits:
+            return None
+        three_way = (
+            prev_fits and next_fits
+            and self.is_mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        )
+        importer = prev if prev_fits else nxt
+        assert importer is not None
+        # The importer takes the copied-from VMA's anon_vma state (C-LORENZO-2026, every era
+        # here), or, merging three ways, next's (dup_anon_vma): before anything moves.
+        exporter = src if a is not None else (nxt if three_way else None)
+        if importer.anon_vma is None and exporter is not None and exporter.anon_vma is not None:
+            importer.anon_vma = exporter.anon_vma
+            if self.chain:
+                if not self.anon_vma_clone(importer, exporter):
+                    return False
+            else:
+                importer.anon_vma.entries.append(importer)
+        if prev_fits:
+            prev.npages += n
+            prev.ptes = prev.ptes + list(ptes)
+            if three_way:
+                prev.npages += nxt.npages
+                prev.ptes = prev.ptes + nxt.ptes
+            self.rekey(prev)
+            if three_way:
+                self.remove_merged(nxt)
+        else:
+            nxt.start -= n
+            nxt.pgoff -= n
+            nxt.npages += n
+            nxt.ptes = list(ptes) + nxt.ptes
+            self.rekey(nxt)
+        return importer
+
+    def new_region(self, mm: Mm, at: int, start: int, n: int) -> Vma:
+        """mmap's own new VMA (never injected), the ``at``-th of the list."""
+        vma = Vma(mm=mm, start=start, npages=n, pgoff=start, ptes=[None] * n)
+        mm.vmas.insert(at, vma)
+        return vma
+
+    def _count(self, n: int) -> None:
+        if n < 1:
+            self._raise(f"npages must be >= 1, got {n}")
+
+    def op_mmap_near(self, p: int, v: int, n: int, before: bool) -> None:
+        """mmap of n pages right after (before) VMA v: a neighbour takes them if it may,
+        else a new VMA; a failed import maps the new VMA (__mmap_region)."""
+        vma = self.vma(p, v)
+        self._count(n)
+        mm = vma.mm
+        start = vma.start - n if before else vma.start + vma.npages
+        at = v if before else v + 1
+        self.check_free(mm, at, start, n)
+        took = self.merge_new_range(mm, at, start, n, start, False, None, [None] * n, False)
+        if took is None or took is False:
+            self.new_region(mm, at, start, n)
+        self.note_end(mm, start + n)
+
+    def op_brk(self, p: int, v: int, n: int, touch: int) -> None:
+        """do_brk_flags at the break of the heap that starts with VMA v."""
+        vma = self.vma(p, v)
+        self._count(n)
+        if touch not in (0, 1):
+            self._raise(f"touch must be 0 or 1, got {touch}")
+        mm = vma.mm
+        last = v
+        while (last + 1 < len(mm.vmas)
+               and mm.vmas[last].start + mm.vmas[last].npages == mm.vmas[last + 1].start):
+            last += 1
+        heap = mm.vmas[last]
+        start = heap.start + heap.npages
+        self.check_free(mm, last + 1, start, n)
+        took = self.merge_new_range(mm, last + 1, start, n, start, False, None, [None] * n, True)
+        if took is None:
+            took, first = self.new_region(mm, last + 1, start, n), 0
+        else:
+            first = took.npages - n
+        self.note_end(mm, start + n)
+        if touch:
+            for i in range(first, first + n):
+                self.fault(took, i)
+
+    def op_mremap_grow(self, p: int, v: int, n: int) -> None:
+        """mremap growing VMA v in place: its end moves up over free pages."""
+        vma = self.vma(p, v)
+        self._count(n)
+        start = vma.start + vma.npages
+        self.check_free(vma.mm, v + 1, start, n)
+        vma.npages += n
+        vma.ptes = vma.ptes + [None] * n
+        self.rekey(vma)
+        self.note_end(vma.mm, start + n)
+
+    def op_mremap_to(self, p: int, v: int, off: int, length: int, to: float, before: bool) -> None:
+        """mremap of the range to the free pages right after (before) VMA ``to``: copy_vma
+        merges it into a neighbour if one may take it, else a new VMA (vm_area_dup, then
+        anon_vma_clone); the PTEs move; then the old range is unmapped."""
+        vma = self.range_vma(p, v, off, length)
+        mm = vma.mm
+        if not (to >= 0 and to < len(mm.vmas) and to == math.floor(to)):
+            self._raise(f"target VMA {to} of process {p} does not exist")
+        w = mm.vmas[int(to)]
+        start = w.start - length if before else w.start + w.npages
+        at = int(to) if before else int(to) + 1
+        self.check_free(mm, at, start, length)
+        pgoff = vma.pgoff + off
+        moved = vma.ptes[off : off + length]
+        took = self.merge_new_range(mm, at, start, length, pgoff, vma.exec, vma, moved, False)
+        if took is False:
+            self.counters["ops_failed"] += 1  # copy_vma returned NULL: nothing moved
+            return
+        if took is None:
+            if self.alloc_fails():  # copy_vma's vm_area_dup
+                self.counters["ops_failed"] += 1
+                return
+            new = Vma(mm, start, length, pgoff, list(moved), vma.anon_vma, exec=vma.exec)
+            if self.chain:
+                if not self.anon_vma_clone(new, vma):
+                    self.counters["ops_failed"] += 1
+                    return
+            elif new.anon_vma is not None:
+                new.anon_vma.entries.append(new)
+            mm.vmas.insert(at, new)
+        vma.ptes[off : off + length] = [None] * length
+        self.note_end(mm, start + length)
+        if not self.unmap_range(vma, off, length):
             self.counters["ops_failed"] += 1
 
     # ---- the walk and scans ------------------------------------------------------------------
@@ -1407,6 +1599,14 @@ def _execute(sim: _Sim, op: Op, a: int, b: int, c: int, d: int, x: float) -> Non
         sim.op_munmap(a, b, c, d)
     elif op is Op.MREMAP:
         sim.op_mremap(a, b, c, d)
+    elif op is Op.MMAP_AFTER or op is Op.MMAP_BEFORE:
+        sim.op_mmap_near(a, b, c, before=op is Op.MMAP_BEFORE)
+    elif op is Op.BRK:
+        sim.op_brk(a, b, c, d)
+    elif op is Op.MREMAP_GROW:
+        sim.op_mremap_grow(a, b, c)
+    elif op is Op.MREMAP_AFTER or op is Op.MREMAP_BEFORE:
+        sim.op_mremap_to(a, b, c, d, x, before=op is Op.MREMAP_BEFORE)
 
 
 def allocations(program, kernel: str, seed: int = 0, *, inject: Injection | None = None) -> int:

@@ -177,9 +177,14 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
     ptes = vmas = links = walks = scan_walks = 0
     created = 0.0
     peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
+    # processes where mmap_after/before, brk or mremap_after/before may have merged: their
+    # list below holds a piece per op whatever merged, so a VMA is charged all their pages
+    grown: set[int] = set()
 
     def npages(p: int, v: int) -> int:
         vs = procs[p] if 0 <= p < len(procs) else None
+        if vs is not None and p in grown:
+            return sum(vs)
         return vs[v] if vs is not None and 0 <= v < len(vs) else 0
 
     def alive(p: int) -> bool:
@@ -195,7 +200,19 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         elif op == 2 and alive(a) and b > 0:  # mmap
             procs[a].append(b)
             ptes, vmas, links = ptes + b, vmas + 1, links + depth[a] + 1
+        elif op in (15, 16, 17) and alive(a) and 0 <= b < len(procs[a]) and c > 0:
+            # mmap_after/before, brk: a new VMA or a neighbour grown by c pages
+            procs[a].append(c)
+            ptes, vmas, links = ptes + c, vmas + 1, links + depth[a] + 1
+            grown.add(a)
+            if op == 17 and d:
+                created += c  # brk's touch
+        elif op == 20 and alive(a) and 0 <= b < len(procs[a]) and c > 0:  # mremap_grow
+            procs[a][b] += c
+            ptes += c
         elif op == 7 and alive(a):  # fork: the child is one level deeper
+            if a in grown:
+                grown.add(len(procs))
             procs.append(list(procs[a]))
             depth.append(depth[a] + 1)
             ptes += sum(procs[a])
@@ -206,17 +223,20 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
             vmas -= len(procs[a])
             links -= len(procs[a]) * (depth[a] + 1)
             procs[a] = None
-        elif op in (12, 13, 14) and alive(a) and 0 <= b < len(procs[a]) and d > 0:
+        elif op in (12, 13, 14, 18, 19) and alive(a) and 0 <= b < len(procs[a]) and d > 0:
             # mprotect / munmap / mremap: the VMA becomes its pieces (each split one more VMA,
             # linked like the original); munmap drops the range, mremap re-adds it at the end
             n = procs[a][b]
             rest = n - c - d
-            if c < 0 or rest < 0:
+            if c < 0 or (rest < 0 and a not in grown):
                 continue
+            rest = max(rest, 0)
             before = len(procs[a])
             procs[a][b:b + 1] = [x for x in (c, d if op == 12 else 0, rest) if x > 0]
-            if op == 14:
+            if op in (14, 18, 19):
                 procs[a].append(d)
+            if op in (18, 19):
+                grown.add(a)
             added = len(procs[a]) - before
             vmas += added
             links += added * (depth[a] + 1)

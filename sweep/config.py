@@ -22,7 +22,7 @@ from sweep import schema
 #: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
 AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
-SCENARIOS = ("aim7", "chain", "prefork", "mprotect")
+SCENARIOS = ("aim7", "chain", "prefork", "mprotect", "heap")
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63

@@ -117,6 +117,75 @@ class _Builder:
             self.layout[p].append((self.next_free[p], pgoff + off, exe))
             self.next_free[p] += length + 1
 
+    def gap_after(self, p: int, v: int) -> int:
+        """Free pages right after VMA v (a large number after the last one)."""
+        end = self.layout[p][v][0] + self.vmas[p][v]
+        if v + 1 < len(self.vmas[p]):
+            return self.layout[p][v + 1][0] - end
+        return 1 << 20
+
+    def gap_before(self, p: int, v: int) -> int:
+        """Free pages right before VMA v (page 0 is never mapped)."""
+        start = self.layout[p][v][0]
+        if v > 0:
+            return start - (self.layout[p][v - 1][0] + self.vmas[p][v - 1])
+        return start - 1
+
+    def heap_last(self, p: int, v: int) -> int:
+        """The last VMA of the heap that starts at v: v and the VMAs right after it."""
+        while (v + 1 < len(self.vmas[p])
+               and self.layout[p][v][0] + self.vmas[p][v] == self.layout[p][v + 1][0]):
+            v += 1
+        return v
+
+    def expand(self, draw, p: int) -> None:
+        """One of the expanding ops (docs/core.md "mmap_after", "brk", "mremap_after",
+        "mremap_grow") on p, over free pages only. Whether a neighbour takes the pages
+        depends on the generation and the faults, so p becomes uncertain -- except after
+        mremap_grow, which always grows the VMA in place."""
+        n = len(self.vmas[p])
+        options = []
+        for v in range(n):
+            if self.gap_after(p, v) >= 1:
+                options += [("mmap_after", v), ("mremap_grow", v)]
+            if self.gap_before(p, v) >= 1:
+                options.append(("mmap_before", v))
+            if self.gap_after(p, self.heap_last(p, v)) >= 1:
+                options.append(("brk", v))
+            for w in range(n):
+                if self.gap_after(p, w) >= 1:
+                    options.append(("mremap_after", (v, w)))
+                if self.gap_before(p, w) >= 1:
+                    options.append(("mremap_before", (v, w)))
+        if not options:
+            return
+        kind, arg = draw(st.sampled_from(options))
+        if kind in ("mremap_after", "mremap_before"):
+            v, w = arg
+            gap = self.gap_after(p, w) if kind == "mremap_after" else self.gap_before(p, w)
+            npages = self.vmas[p][v]
+            length = draw(st.integers(1, min(npages, gap)))
+            off = draw(st.integers(0, npages - length))
+            self.range_npages[len(self.prog)] = npages
+            self.prog.mremap(p, v, off, length, npages, to=w, side=kind[len("mremap_"):])
+            self.uncertain.add(p)
+            return
+        v = arg
+        last = self.heap_last(p, v) if kind == "brk" else v
+        gap = self.gap_before(p, v) if kind == "mmap_before" else self.gap_after(p, last)
+        count = draw(st.integers(1, min(gap, 6)))
+        if kind == "mremap_grow":
+            self.prog.mremap_grow(p, v, count)
+            end = self.layout[p][v][0] + self.vmas[p][v] + count
+            self.vmas[p][v] += count
+            self.next_free[p] = max(self.next_free[p], end + 1)
+            return
+        if kind == "brk":
+            self.prog.brk(p, v, count, touch=draw(st.booleans()))
+        else:
+            self.prog.mmap(p, count, adjacent_to=v, side=kind[len("mmap_"):])
+        self.uncertain.add(p)
+
     def with_vmas(self) -> list[int]:
         """Live processes whose VMAs can be named: they have some, and their list is known."""
         return sorted(p for p, v in self.vmas.items() if v and p not in self.uncertain)
@@ -171,6 +240,8 @@ def _build(draw, max_ops: int = 60) -> _Builder:
         "mprotect",
         "munmap",
         "mremap",
+        "expand",
+        "expand",
     ]
     target = draw(st.integers(0, max_ops - 12))
     while len(bld.prog) < target:
@@ -186,6 +257,7 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             or (k == "fork" and live and len(live) < MAX_LIVE)
             or (k in ("exit", "scan"))
             or (k in RANGE_KINDS and any(len(bld.vmas[p]) < MAX_SPLIT_VMAS for p in with_vmas))
+            or (k == "expand" and with_vmas)
         ]
         if not live:
             possible = ["new_mm", "scan"]
@@ -202,6 +274,8 @@ def _build(draw, max_ops: int = 60) -> _Builder:
             bld.exit(draw(st.sampled_from(live)))
         elif kind == "scan":
             bld.prog.scan(draw(st.one_of(st.none(), st.integers(1, 20))))
+        elif kind == "expand":
+            bld.expand(draw, draw(st.sampled_from(with_vmas)))
         elif kind in RANGE_KINDS:
             p = draw(st.sampled_from([p for p in with_vmas if len(bld.vmas[p]) < MAX_SPLIT_VMAS]))
             _range_op(draw, bld, p, draw(st.integers(0, len(bld.vmas[p]) - 1)), kind)
@@ -242,7 +316,9 @@ def programs(max_ops: int = 60) -> st.SearchStrategy[np.ndarray]:
     return _build(max_ops).map(lambda bld: bld.prog.array)
 
 
-RANGE_OPS = (Op.MPROTECT, Op.MUNMAP, Op.MREMAP)
+RANGE_OPS = (Op.MPROTECT, Op.MUNMAP, Op.MREMAP, Op.MREMAP_AFTER, Op.MREMAP_BEFORE)
+#: the expanding ops that name (process, VMA, npages in c)
+GROW_OPS = (Op.MMAP_AFTER, Op.MMAP_BEFORE, Op.BRK, Op.MREMAP_GROW)
 
 
 @st.composite
@@ -269,8 +345,14 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
     choices = ["opcode"]
     if op not in (Op.NEW_MM, Op.SCAN):
         choices.append("process")
-    if op in (Op.FAULT, Op.TOUCH_ALL, Op.COW_RANDOM, Op.COW_FIRST, *RANGE_OPS):
+    if op in (Op.FAULT, Op.TOUCH_ALL, Op.COW_RANDOM, Op.COW_FIRST, *RANGE_OPS, *GROW_OPS):
         choices.append("vma")
+    if op in GROW_OPS:
+        choices.append("grow_npages")
+    if op == Op.BRK:
+        choices.append("touch")
+    if op in (Op.MREMAP_AFTER, Op.MREMAP_BEFORE):
+        choices.append("target")
     if op in RANGE_OPS:
         choices += ["range_off", "range_len"]
     if op in (Op.COW_RANDOM_RR, Op.COW_FIRST_RR):
@@ -288,7 +370,13 @@ def invalid_programs(draw, max_ops: int = 40) -> tuple[np.ndarray, int]:
         choices.append("sample")
     what = draw(st.sampled_from(choices))
     if what == "opcode":
-        arr[index]["op"] = draw(st.sampled_from([0, 15, 42, -1]))
+        arr[index]["op"] = draw(st.sampled_from([0, 21, 42, -1]))
+    elif what == "grow_npages":
+        arr[index]["c"] = draw(st.sampled_from([0, -5]))
+    elif what == "touch":
+        arr[index]["d"] = draw(st.sampled_from([2, -1]))
+    elif what == "target":
+        arr[index]["x"] = draw(st.sampled_from([-1.0, 100.0, 0.5, float("nan")]))
     elif what == "range_off":
         # negative, or just past the end: off + len = npages + 1 (or the offset is npages)
         npages, length = bld.range_npages[index], int(row["d"])

@@ -140,6 +140,7 @@ def test_walk_rows_match_reference(children, npages, sample):
 MERGE_RULES = {
     "null or equal": "NULL or equal anon_vma",
     "singular target": "NULL only into a singular chain, else equal",
+    "singular source": "NULL only beside a singular faulted chain, else equal",
 }
 
 
@@ -189,9 +190,10 @@ def assert_same_under_injection(prog, kernel: str, seed: int, inject: Injection,
         return "refused"
     assert_same(c, ref, context)
     failed = c["faults_failed"] + c["forks_failed"] + c["ops_failed"]
-    # Every failure is one of the three, except a failed merge import (mprotect splits instead).
+    # Every failure is one of the three, except a failed merge import (mprotect splits instead,
+    # mmap_after/before maps a new VMA).
     assert c["injected"] >= failed, context
-    if not any(int(op) == Op.MPROTECT for op in prog["op"]):
+    if not any(int(op) in (Op.MPROTECT, Op.MMAP_AFTER, Op.MMAP_BEFORE) for op in prog["op"]):
         assert c["injected"] == failed, context
     return "same"
 
@@ -258,3 +260,49 @@ def test_every_allocation_of_a_small_fork_program_fails_alike():
         for s in range(8):
             inject = Injection(probability=0.15, seed=s)
             assert_same_under_injection(prog, kernel, 5, inject, kernel)
+
+
+def small_expand_program() -> Program:
+    """The expanding ops' injectable paths: mmap_after's three-way import (primer §4 item 3),
+    a move merged into its compatible next and one copied next to an incompatible VMA (item 9),
+    the 2026 copied_from import, brk of a forked heap and mremap growing in place. A process is
+    not named by VMA after an op whose merge an injected failure can undo."""
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.munmap(p, 0, 3, 2, 8)
+    prog.touch_all(p, 1)
+    prog.mmap(p, 2, adjacent_to=0)  # fills the hole: prev imports next's anon_vma
+    q = prog.new_mm()
+    prog.touch_all(q, prog.mmap(q, 8))
+    prog.mremap(q, 0, 6, 2, 8)  # [16,22) and [25,27) with vm_pgoff 22
+    prog.mremap(q, 0, 4, 2, 6, to=1, side="before")  # back before it: merged, [16,20) [23,27)
+    prog.mremap_grow(q, 1, 2)
+    prog.mremap(q, 0, 0, 2, 4, to=1)  # after [23,29): vm_pgoff 16, no neighbour fits
+    c = prog.fork(q)
+    prog.brk(c, 0, 2, touch=True)
+    u = prog.new_mm()
+    prog.mmap(u, 8)
+    prog.mremap(u, 0, 4, 4, 8)  # [16,20) and [25,29) with vm_pgoff 20, both unfaulted
+    prog.touch_all(u, 0)
+    prog.mremap(u, 0, 0, 4, 4, to=1, side="before")  # the 2026 rule where the era merges
+    prog.scan()
+    prog.exit(c)
+    prog.scan(5)
+    return prog
+
+
+def test_every_allocation_of_a_small_expand_program_fails_alike():
+    prog = small_expand_program().array
+    for kernel in core.GENERATIONS:
+        c = core.run(prog, kernel, check=True)
+        assert_same(c, reference.run(prog, kernel, check=True), kernel)
+        allocated = reference.allocations(prog, kernel)
+        assert allocated > (8 if kernel == "2.6.33" else 16), kernel
+        seen = {
+            k: assert_same_under_injection(prog, kernel, 0, Injection(at=k), kernel)
+            for k in range(1, allocated + 2)
+        }
+        assert "same" in seen.values(), kernel
+        for s in range(8):
+            assert_same_under_injection(prog, kernel, 5, Injection(probability=0.2, seed=s), kernel)

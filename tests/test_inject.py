@@ -350,3 +350,43 @@ def test_both_implementations_refuse_what_is_not_an_injection_alike(bad):
             impl.run(prog.array, "3.8", inject=bad)
         refused.append(type(err.value))
     assert refused[0] is refused[1], refused
+
+
+@IMPLS
+@pytest.mark.parametrize("kernel", ["2.6.36", "3.8", "6.0", "6.16"])
+def test_a_failed_copy_of_mremap_next_to_a_vma_moves_nothing(impl, kernel):
+    # docs/core.md "ENOMEM injection", mremap_after: pages 2-3 of [16,20) (faulted: A) go after
+    # [21,25) where nothing can take them; copy_vma's VMA is allocation 3 (after the fault's AVC
+    # and anon_vma), its clone's AVC allocation 4. Either failing: -ENOMEM, nothing moved.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 4)
+    prog.mremap(p, 0, 2, 2, 4, to=1)
+    prog.scan()
+    for at in (3, 4):
+        r = impl.run(prog.array, kernel, check=True, inject=Injection(at=at))
+        assert (r["injected"], r["ops_failed"]) == (1, 1), at
+        assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 1, 1, 4), at
+
+
+@IMPLS
+@pytest.mark.parametrize("kernel", ["2.6.36", "6.16"])
+def test_a_failed_copied_from_import_fails_the_move(impl, kernel):
+    # the 2026 rule's import (C-LORENZO-2026): [16,20) faulted (A, singular) moves right
+    # before the unfaulted [25,29) (vm_pgoff 20), which may take it before 3.0 and in 6.16 and
+    # must then clone A's chain first. Allocations: the plain mremap's copy and its split (2),
+    # the fault's AVC and anon_vma (4), the import's AVC (5). Failing it: copy_vma returns NULL,
+    # mremap fails, nothing moved; the unfaulted VMA is as it was.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 8)
+    prog.mremap(p, 0, 4, 4, 8)
+    prog.touch_all(p, 0)
+    prog.mremap(p, 0, 0, 4, 4, to=1, side="before")
+    prog.scan()
+    assert reference.allocations(prog.array, kernel) == 5
+    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=5))
+    assert (r["injected"], r["ops_failed"]) == (1, 1)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 1, 1, 4)
+    assert impl.run(prog.array, kernel, check=True)["vmas"] == 1

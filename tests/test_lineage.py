@@ -26,8 +26,8 @@ from tests.strategies import programs, seeds
 
 #: Generations without anon_vma reuse, with anon_vma_chain (list or tree).
 GROWING = ("2.6.34", "2.6.36", "3.0", "3.7", "3.8")
-REUSING = ("3.19", "6.0")
-TREE = ("3.7", "3.8", "3.19", "6.0")
+REUSING = ("3.19", "6.0", "6.16")
+TREE = ("3.7", "3.8", "3.19", "6.0", "6.16")
 
 
 def run_on(impl: str, prog: np.ndarray, kernel: str, seed: int = 0) -> dict:
@@ -55,7 +55,9 @@ def test_generation_rows():
             vma,
         )
     assert {n for n, g in rows.items() if g.structure == "tree"} == set(TREE)
-    assert {n: g.reuse for n, g in rows.items() if g.reuse} == {"3.19": "degree", "6.0": "counters"}
+    assert {n: g.reuse for n, g in rows.items() if g.reuse} == {
+        "3.19": "degree", "6.0": "counters", "6.16": "counters"
+    }
     assert rows["3.7"].lock == "root's mutex"
     assert {rows[n].lock for n in ("3.8", "3.19", "6.0")} == {"root's rwsem, walks read"}
 

@@ -19,7 +19,7 @@ from tests.strategies import programs, seeds
 GENS = reference.GENERATIONS
 CHAIN_GENS = ("2.6.34", "2.6.36")
 #: anon_vma reuse at fork (primer §1f, §1g): bounded lineage.
-REUSE_GENS = ("3.19", "6.0")
+REUSE_GENS = ("3.19", "6.0", "6.16")
 
 
 def run(prog, kernel, seed=0):
@@ -48,6 +48,7 @@ def test_generation_names():
         "3.8",
         "3.19",
         "6.0",
+        "6.16",
     )
     assert tuple(SIZES) == reference.GENERATIONS
 

@@ -81,7 +81,7 @@ def test_bad_config_refused_naming_key(overrides, key, allowed):
 
 
 def test_unknown_grid_and_no_grid_list_the_grids():
-    grids = "available grids: aim7, aim7-full, chain, contention, mprotect, prefork, smoke"
+    grids = "available grids: aim7, aim7-full, chain, contention, heap, mprotect, prefork, smoke"
     with pytest.raises(config.ConfigError, match=grids):
         config.compose(["+grid=nope"])
     with pytest.raises(config.NoGridError, match=grids):
@@ -95,7 +95,7 @@ def test_resume_shorthand():
 
 CLI_CASES = [
     ([], 2, "no grid given: choose one with +grid=NAME; available grids: aim7, aim7-full, "
-     "chain, contention, mprotect, prefork, smoke"),
+     "chain, contention, heap, mprotect, prefork, smoke"),
     (["+grid=smoke", "grid.processes=[0]"], 2, "grid.processes: 0 is not allowed"),
     (["+grid=smoke", "+grid.foo=1"], 2, "grid.foo: unknown key"),
     (["+grid=smoke", "grid.kernel=[2.6.99]"], 2, "known: 2.6.33"),

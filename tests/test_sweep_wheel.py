@@ -58,6 +58,6 @@ def test_the_installed_wheel_finds_its_grids(tmp_path):
     no_grid = subprocess.run([python, "-m", "sweep"], cwd=outside, env=env,
                              capture_output=True, text=True, timeout=120)
     assert no_grid.returncode == 2
-    grids = "available grids: aim7, aim7-full, chain, contention, mprotect, prefork, smoke"
+    grids = "available grids: aim7, aim7-full, chain, contention, heap, mprotect, prefork, smoke"
     assert grids in no_grid.stderr
     assert not (outside / "outputs").exists()

@@ -26,7 +26,7 @@ from core.program import mprotect as mprotect_scenario
 GENS = reference.GENERATIONS
 SHARED = ("2.6.33",)
 LISTS = ("2.6.34", "2.6.36", "3.0")  # anon_vma_chain on a list: vma_address filters
-TREE = ("3.7", "3.8", "3.19", "6.0")  # interval tree: a stabbing query
+TREE = ("3.7", "3.8", "3.19", "6.0", "6.16")  # interval tree: a stabbing query
 CHAIN = LISTS + TREE
 
 

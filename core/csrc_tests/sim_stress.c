@@ -90,6 +90,78 @@ static void range_op(struct builder *b, int p, int v)
 		nr_merges++;
 }
 
+static uint64_t nr_expansions;
+
+/* Free pages right after / right before VMA v of process p (page 0 is never mapped). */
+static int64_t gap_after(struct builder *b, int p, int v)
+{
+	const struct mm *mm = mm_at(&b->live, (idx_t)p);
+	const struct vma *x = vma_at(&b->live, mm->vmas[v]);
+	if ((uint32_t)v + 1 < mm->nr_vmas)
+		return (int64_t)vma_at(&b->live, mm->vmas[v + 1])->start - (x->start + x->npages);
+	return 1 << 20;
+}
+
+static int64_t gap_before(struct builder *b, int p, int v)
+{
+	const struct mm *mm = mm_at(&b->live, (idx_t)p);
+	const struct vma *x = vma_at(&b->live, mm->vmas[v]);
+	if (v > 0) {
+		const struct vma *q = vma_at(&b->live, mm->vmas[v - 1]);
+		return (int64_t)x->start - (q->start + q->npages);
+	}
+	return (int64_t)x->start - 1;
+}
+
+static int min_int(int64_t a, int b) { return a < b ? (int)a : b; }
+
+/*
+ * mmap_after/before, brk, mremap_after/before or mremap_grow of VMA v over free pages: they
+ * expand a neighbour or map a new VMA (docs/core.md "mmap_after"). Counted as an expansion
+ * when the VMA count shows a neighbour took the pages.
+ */
+static void grow_op(struct builder *b, int p, int v)
+{
+	int nv = nr_vmas(b, p), w = below(nv), kind = below(6);
+	if (nv + 3 > MAX_VMAS)
+		kind = 5;   /* mremap_grow adds no VMA */
+	int before = nv, expect = 1;
+	if (kind == 0 || kind == 5) {   /* mmap_after, mremap_grow */
+		int64_t gap = gap_after(b, p, v);
+		if (gap < 1)
+			return;
+		emit(b, kind == 0 ? OP_MMAP_AFTER : OP_MREMAP_GROW, p, v, 1 + below(min_int(gap, 6)), 0);
+		expect = kind == 0;
+	} else if (kind == 1) {          /* mmap_before */
+		int64_t gap = gap_before(b, p, v);
+		if (gap < 1)
+			return;
+		emit(b, OP_MMAP_BEFORE, p, v, 1 + below(min_int(gap, 6)), 0);
+	} else if (kind == 2) {          /* brk: at the end of the run of VMAs from v */
+		int last = v;
+		while (last + 1 < nv && gap_after(b, p, last) == 0)
+			last++;
+		int64_t gap = gap_after(b, p, last);
+		if (gap < 1)
+			return;
+		emit(b, OP_BRK, p, v, 1 + below(min_int(gap, 6)), 0);
+		b->ops[b->n].d = below(2);
+	} else {                         /* mremap_after / mremap_before of a range of v */
+		int64_t gap = kind == 3 ? gap_after(b, p, w) : gap_before(b, p, w);
+		int n = npages(b, p, v);
+		if (gap < 1)
+			return;
+		int len = 1 + below(min_int(gap, n)), off = below(n - len + 1);
+		emit(b, kind == 3 ? OP_MREMAP_AFTER : OP_MREMAP_BEFORE, p, v, off, (double)w);
+		b->ops[b->n].d = len;
+		/* without a merge: the copy, and a split per side the range does not reach */
+		expect = (off > 0) + (off + len < n);
+	}
+	commit(b);
+	if (nr_vmas(b, p) - before < expect)
+		nr_expansions++;
+}
+
 static int pick_alive(struct builder *b)
 {
 	int live[MAX_PROCS], n = 0;
@@ -135,7 +207,10 @@ static void build(struct builder *b, const struct generation *g, uint64_t seed)
 			while (p + run < b->nr_procs && b->alive[p + run] && nr_vmas(b, p + run) > v &&
 			       npages(b, p + run, v) == npages(b, p, v))
 				run++;
-			switch (below(6)) {
+			switch (below(7)) {
+			case 6:
+				grow_op(b, p, v);
+				continue;
 			case 5:
 				range_op(b, p, v);
 				continue;
@@ -187,10 +262,11 @@ static int run_injected(const struct generation *g, const struct builder *b, uin
 			}
 			err = sim_run_program(&s, b->ops, b->n);
 			nr_injected += s.count.injected;
-			/* after a failed mprotect/munmap/mremap the VMAs are not those the program was
-			 * written for, so a later op may name one that is not there: refused, as it
+			/* after a failed mprotect/munmap/mremap, or a failed merge import (mprotect
+			 * splits, mmap_after maps a new VMA instead), the VMAs are not those the program
+			 * was written for, so a later op may name one that is not there: refused, as it
 			 * should be, after every op until then was checked */
-			if (err == SIM_EINVAL && s.count.ops_failed)
+			if (err == SIM_EINVAL && (s.count.ops_failed || s.count.injected))
 				err = SIM_OK;
 			if (err) {
 				fprintf(stderr, "%s seed %llu inject %s %llu: error %d: %s\n", g->name,
@@ -285,6 +361,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "no mprotect merged VMAs\n");
 		failures++;
 	}
+	if (programs >= 12 && !nr_expansions) {
+		fprintf(stderr, "no mmap_after, brk or mremap_after expanded a neighbour\n");
+		failures++;
+	}
 	if (programs >= 12 && !nr_injected) {
 		fprintf(stderr, "no allocation failure was injected\n");
 		failures++;
@@ -312,9 +392,9 @@ int main(int argc, char **argv)
 	}
 	int runs = 2 * enomem_runs + (int)sim_nr_generations;
 	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs hit ENOMEM, "
-	       "%llu allocation failures injected, %llu merges built\n", programs, sim_nr_generations,
-	       nr_enomem, enomem_runs, (unsigned long long)nr_injected,
-	       (unsigned long long)nr_merges);
+	       "%llu allocation failures injected, %llu merges and %llu expansions built\n", programs,
+	       sim_nr_generations, nr_enomem, enomem_runs, (unsigned long long)nr_injected,
+	       (unsigned long long)nr_merges, (unsigned long long)nr_expansions);
 	printf("%d passed, %d failed\n", runs - failures, failures);
 	return failures != 0;
 }

@@ -101,6 +101,18 @@ const struct generation sim_generations[] = {
 		.sizeof_vma = 200,       /* the primer's unverified ~200 B of 4.x-5.x */
 		.source = "C-JANN 2555283eb40d; MOD-RMAP; primer 2 sizes",
 	},
+	{
+		.name = "6.16",
+		.merge = MERGE_SINGULAR_SOURCE,
+		.structure = RMAP_CHAIN_TREE,
+		.has_root = true,
+		.lock = LOCK_ROOT_RWSEM,
+		.reuse = REUSE_COUNTERS,
+		.sizeof_anon_vma = 96,   /* unchanged since 6.0 */
+		.sizeof_avc = 64,
+		.sizeof_vma = 192,       /* 6.15 repacked it to 3 cachelines (pahole in C-SUREN) */
+		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2",
+	},
 };
 
 const size_t sim_nr_generations = sizeof(sim_generations) / sizeof(sim_generations[0]);
@@ -138,6 +150,7 @@ const char *merge_rule_name(enum merge_rule m)
 	switch (m) {
 	case MERGE_NULL_OR_EQUAL: return "NULL or equal anon_vma";
 	case MERGE_SINGULAR_TARGET: return "NULL only into a singular chain, else equal";
+	case MERGE_SINGULAR_SOURCE: return "NULL only beside a singular faulted chain, else equal";
 	}
 	return "?";
 }

@@ -334,37 +334,48 @@ int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_belo
 }
 
 /*
- * is_mergeable_anon_vma - may a range holding anon_vma a1 join the neighbour `target` holding
- * a2 (target NIL: prev and next of a three-way merge, which only compares the two)? Equal
- * anon_vmas always may. A NULL side may before 3.0; from 3.0 (965f55dea0e3) only when the
- * target's chain is singular, so a cloned (forked) VMA never merges with an unfaulted one. The
- * check reads the target's chain, which is empty when the target is unfaulted: faulted ranges
- * were refused a merge into unfaulted neighbours until 6.16 (879bca0a2c4f, primer §1h).
+ * is_mergeable_anon_vma - may a range holding anon_vma a1 (the pages of VMA `src`, NIL for a
+ * new range) join the neighbour `target` holding a2 (target NIL: prev and next of a three-way
+ * merge, which only compares the two)? Equal anon_vmas always may. A NULL side may before 3.0;
+ * from 3.0 (965f55dea0e3) only when the target's chain is singular, so a cloned (forked) VMA
+ * never merges with an unfaulted one. That check reads the target's chain, which is empty when
+ * the target is unfaulted: faulted ranges were refused a merge into unfaulted neighbours until
+ * 6.16 (879bca0a2c4f, primer §1h), which tests the side that has the anon_vma instead: the
+ * range's own chain when the target is unfaulted (it then gets a dup_anon_vma), the target's
+ * when the range is unfaulted.
  */
-static bool is_mergeable_anon_vma(struct sim *s, idx_t a1, idx_t a2, idx_t target)
+static bool is_mergeable_anon_vma(struct sim *s, idx_t a1, idx_t src, idx_t a2, idx_t target)
 {
+	if (s->gen->merge == MERGE_SINGULAR_SOURCE) {
+		if (a1 != NIL && a2 == NIL)
+			return src == NIL || vma_at(s, src)->nr_chain == 1;
+		if (a1 == NIL && a2 != NIL)
+			return target == NIL || vma_at(s, target)->nr_chain == 1;
+		return a1 == a2;
+	}
 	if ((a1 == NIL || a2 == NIL) &&
 	    (s->gen->merge == MERGE_NULL_OR_EQUAL || target == NIL || vma_at(s, target)->nr_chain == 1))
 		return true;
 	return a1 == a2;
 }
 
-/* May the range (flags `exec`, anon_vma `av`, pages [start, end), vm_pgoff `pgoff`) extend
- * `prev` (can_vma_merge_after) or be prepended to `next` (can_vma_merge_before)? */
-static bool can_vma_merge_after(struct sim *s, idx_t prev, bool exec, idx_t av, uint32_t start,
-				uint32_t pgoff)
+/* May the range (flags `exec`, the anon_vma `av` of VMA `src`, pages [start, end), vm_pgoff
+ * `pgoff`) extend `prev` (can_vma_merge_after) or be prepended to `next`
+ * (can_vma_merge_before)? */
+static bool can_vma_merge_after(struct sim *s, idx_t prev, bool exec, idx_t av, idx_t src,
+				uint32_t start, uint32_t pgoff)
 {
 	const struct vma *p = vma_at(s, prev);
 	return p->start + p->npages == start && p->exec == exec && p->pgoff + p->npages == pgoff &&
-	       is_mergeable_anon_vma(s, av, p->anon_vma, prev);
+	       is_mergeable_anon_vma(s, av, src, p->anon_vma, prev);
 }
 
-static bool can_vma_merge_before(struct sim *s, idx_t next, bool exec, idx_t av, uint32_t end,
-				 uint32_t end_pgoff)
+static bool can_vma_merge_before(struct sim *s, idx_t next, bool exec, idx_t av, idx_t src,
+				 uint32_t end, uint32_t end_pgoff)
 {
 	const struct vma *n = vma_at(s, next);
 	return n->start == end && n->exec == exec && n->pgoff == end_pgoff &&
-	       is_mergeable_anon_vma(s, av, n->anon_vma, next);
+	       is_mergeable_anon_vma(s, av, src, n->anon_vma, next);
 }
 
 /*
@@ -418,13 +429,14 @@ static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint
 	bool whole = off == 0 && len == o.npages;
 	idx_t prev = off == 0 && pos > 0 ? mm->vmas[pos - 1] : NIL;
 	idx_t next = off + len == o.npages && pos + 1 < mm->nr_vmas ? mm->vmas[pos + 1] : NIL;
-	bool merge_prev = prev != NIL && can_vma_merge_after(s, prev, exec, o.anon_vma, start, pgoff);
+	bool merge_prev = prev != NIL &&
+			  can_vma_merge_after(s, prev, exec, o.anon_vma, v, start, pgoff);
 	bool merge_next = next != NIL &&
-			  can_vma_merge_before(s, next, exec, o.anon_vma, start + len, pgoff + len);
+			  can_vma_merge_before(s, next, exec, o.anon_vma, v, start + len, pgoff + len);
 	if (!merge_prev && !merge_next)
 		return 0;
 	if (merge_prev && merge_next &&
-	    !(whole && is_mergeable_anon_vma(s, vma_at(s, prev)->anon_vma,
+	    !(whole && is_mergeable_anon_vma(s, vma_at(s, prev)->anon_vma, NIL,
 					     vma_at(s, next)->anon_vma, NIL)))
 		merge_next = false;   /* prev is tried first: cases 2 and 5 */
 
@@ -564,6 +576,281 @@ int move_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len
 	/* move_vma: if the old range cannot be split off (-ENOMEM), it stays mapped, empty, and
 	 * mremap still succeeds ("OOM: unable to split vma, just get accounts right"). */
 	err = do_munmap(s, mm_i, pos, off, len);
+	if (err == SIM_EKERNEL)
+		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
+	return err == SIM_EKERNEL ? SIM_OK : err;
+}
+
+/* ---------------------------------------------------------------- expansion and moves */
+
+/* The VMA's position in its process's address-ordered list. */
+static uint32_t mm_vma_position(struct sim *s, idx_t mm_i, idx_t vma_i)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	uint32_t pos = 0;
+	while (mm->vmas[pos] != vma_i)
+		pos++;
+	return pos;
+}
+
+/*
+ * Are pages [start, start + n) free, given that a new VMA there would take position `pos`
+ * (after vmas[pos - 1], before vmas[pos])? Page 0 is never mapped.
+ */
+static int range_free(struct sim *s, idx_t mm_i, uint32_t pos, int64_t start, uint32_t n)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	if (start < 1 || start + n >= UINT32_MAX)
+		return sim_fail(s, SIM_EINVAL, "pages %lld..%lld are outside the address space "
+				"(1..%u)", (long long)start, (long long)start + n - 1, UINT32_MAX - 2);
+	if (pos > 0) {
+		const struct vma *p = vma_at(s, mm->vmas[pos - 1]);
+		if (p->start + p->npages > start)
+			return sim_fail(s, SIM_EINVAL, "pages %lld..%lld are not free: VMA %u of "
+					"process %u holds pages %u..%u", (long long)start,
+					(long long)start + n - 1, pos - 1, mm_i, p->start,
+					p->start + p->npages - 1);
+	}
+	if (pos < mm->nr_vmas) {
+		const struct vma *q = vma_at(s, mm->vmas[pos]);
+		if (q->start < start + n)
+			return sim_fail(s, SIM_EINVAL, "pages %lld..%lld are not free: VMA %u of "
+					"process %u holds pages %u..%u", (long long)start,
+					(long long)start + n - 1, pos, mm_i, q->start,
+					q->start + q->npages - 1);
+	}
+	return SIM_OK;
+}
+
+static void mm_note_end(struct sim *s, idx_t mm_i, uint32_t end)
+{
+	/* the next plain mmap still leaves a guard page after everything mapped */
+	if (mm_at(s, mm_i)->next_addr < end + 1)
+		mm_at(s, mm_i)->next_addr = end + 1;
+}
+
+/*
+ * vma_merge_new_range - may the neighbours of the free pages [start, start + n), which a new
+ * VMA would enter at position `pos`, take them instead (mmap_region / do_brk_flags / copy_vma
+ * calling vma_merge_new_range, or vma_merge with no VMA in the range before 6.12)? The range
+ * has flags `exec`, vm_pgoff `pgoff` and, for copy_vma, the anon_vma of `src`, the VMA it is
+ * copied from (NIL for mmap and brk: no anon_vma). `pt`: the range's PTEs (NULL: all empty).
+ * just_expand (brk): only prev is a candidate.
+ *   prev and next both fit and their anon_vmas are NULL or equal: prev grows over the range
+ *     and next, next is removed;
+ *   prev fits: prev grows over the range (vma_expand);
+ *   next fits: next grows down over it.
+ * Before anything moves, an importer without anon_vma takes one (vma_import_anon_vma): from
+ * src if it has one -- the 2026 rule (C-LORENZO-2026 copied_from), applied in every era so no
+ * moved page is ever out of its VMA's reach -- else, merging three ways, from next
+ * (dup_anon_vma). Returns 1 with the VMA that took the range in *out, 0 (no merge), or an
+ * error (SIM_EKERNEL: the import failed cleanly, nothing changed).
+ */
+static int vma_merge_new_range(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start,
+			       uint32_t n, uint32_t pgoff, bool exec, idx_t src, const pte_t *pt,
+			       bool just_expand, idx_t *out)
+{
+	struct mm *mm = mm_at(s, mm_i);
+	idx_t av = src != NIL ? vma_at(s, src)->anon_vma : NIL;
+	idx_t prev = pos > 0 ? mm->vmas[pos - 1] : NIL;
+	idx_t next = !just_expand && pos < mm->nr_vmas ? mm->vmas[pos] : NIL;
+	bool merge_prev = prev != NIL && can_vma_merge_after(s, prev, exec, av, src, start, pgoff);
+	bool merge_next = next != NIL &&
+			  can_vma_merge_before(s, next, exec, av, src, start + n, pgoff + n);
+	if (!merge_prev && !merge_next)
+		return 0;
+	if (merge_prev && merge_next &&
+	    !is_mergeable_anon_vma(s, vma_at(s, prev)->anon_vma, NIL, vma_at(s, next)->anon_vma, NIL))
+		merge_next = false;   /* prev alone */
+
+	idx_t into = merge_prev ? prev : next;
+	bool three = merge_prev && merge_next;
+	uint32_t grow = n + (three ? vma_at(s, next)->npages : 0);
+	uint32_t old_n = vma_at(s, into)->npages;
+	pte_t *npt = sim_malloc(s, (size_t)(old_n + grow) * sizeof(pte_t));
+	if (!npt)
+		return sim_enomem(s);
+	idx_t exporter = av != NIL ? src : three ? next : NIL;
+	int err = vma_import_anon_vma(s, into, exporter);
+	if (err) {
+		sim_free(s, npt, (size_t)(old_n + grow) * sizeof(pte_t));
+		return err;
+	}
+	struct vma *in = vma_at(s, into);
+	pte_t *range = merge_prev ? npt + old_n : npt;
+	if (pt)
+		memcpy(range, pt, (size_t)n * sizeof(pte_t));
+	else
+		memset(range, 0xff, (size_t)n * sizeof(pte_t));
+	if (merge_prev) {
+		memcpy(npt, in->pt, (size_t)old_n * sizeof(pte_t));
+		if (three)
+			memcpy(npt + old_n + n, vma_at(s, next)->pt,
+			       (size_t)vma_at(s, next)->npages * sizeof(pte_t));
+	} else {
+		memcpy(npt + n, in->pt, (size_t)old_n * sizeof(pte_t));
+		in->start -= n;
+		in->pgoff -= n;
+	}
+	sim_free(s, in->pt, (size_t)old_n * sizeof(pte_t));
+	in->pt = npt;
+	in->npages = old_n + grow;
+	vma_rekey(s, into);
+	if (three)
+		vma_remove(s, mm_i, pos);
+	*out = into;
+	return 1;
+}
+
+/* A new anonymous VMA of mmap or brk at pages [start, start + n), position `pos`: like
+ * do_mmap's, never injected. */
+static int mmap_region_new(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start, uint32_t n)
+{
+	idx_t v = NIL;
+	int err = vma_alloc(s, mm_i, start, n, start, false, &v);
+	if (err)
+		return err;
+	if ((err = mm_insert_vma(s, mm_i, pos, v))) {
+		vma_free(s, v);
+		return err;
+	}
+	return SIM_OK;
+}
+
+/*
+ * do_mmap_near - an anonymous mapping of n pages right after (or right before) the VMA at
+ * `pos`, vm_pgoff its address: mmap_region first lets the neighbours take it
+ * (vma_merge_new_range: expansion, primer §4 item 1), else maps a new VMA. A failed import
+ * (-ENOMEM) is not mmap's failure: __mmap_region goes on to map a new VMA.
+ */
+int do_mmap_near(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, bool before)
+{
+	const struct vma *v = vma_at(s, mm_at(s, mm_i)->vmas[pos]);
+	int64_t start = before ? (int64_t)v->start - n : (int64_t)v->start + v->npages;
+	uint32_t at = before ? pos : pos + 1;
+	int err = range_free(s, mm_i, at, start, n);
+	if (err)
+		return err;
+	idx_t into;
+	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, n, (uint32_t)start, false, NIL,
+				  NULL, false, &into);
+	if (err == 0 || err == SIM_EKERNEL)
+		err = mmap_region_new(s, mm_i, at, (uint32_t)start, n);
+	else if (err == 1)
+		err = SIM_OK;
+	if (!err)
+		mm_note_end(s, mm_i, (uint32_t)start + n);
+	return err;
+}
+
+/*
+ * do_brk - the heap that starts with the VMA at `pos` grows by n pages at its break: the heap
+ * is that VMA and the VMAs that follow it without a gap, the break the end of the last one.
+ * do_brk_flags expands the VMA before the break when it may take the range
+ * (vma_merge_new_range with only prev: can_vma_merge_after and the era's anon_vma rule,
+ * which from 3.0 refuses a forked heap, whose chain is not singular), else maps a new VMA
+ * there. Nothing is imported, so nothing is injected. Returns the VMA holding the new pages
+ * and the offset of the first one in it.
+ */
+int do_brk(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, idx_t *out, uint32_t *first)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	uint32_t last = pos;
+	while (last + 1 < mm->nr_vmas &&
+	       vma_at(s, mm->vmas[last])->start + vma_at(s, mm->vmas[last])->npages ==
+	       vma_at(s, mm->vmas[last + 1])->start)
+		last++;
+	const struct vma *heap = vma_at(s, mm->vmas[last]);
+	uint32_t start = heap->start + heap->npages;
+	int err = range_free(s, mm_i, last + 1, start, n);
+	if (err)
+		return err;
+	idx_t into;
+	err = vma_merge_new_range(s, mm_i, last + 1, start, n, start, false, NIL, NULL, true,
+				  &into);
+	if (err == 1) {
+		*out = into;
+		*first = vma_at(s, into)->npages - n;
+	} else if (err == 0) {
+		if ((err = mmap_region_new(s, mm_i, last + 1, start, n)))
+			return err;
+		*out = mm_at(s, mm_i)->vmas[last + 1];
+		*first = 0;
+	} else {
+		return err;
+	}
+	mm_note_end(s, mm_i, start + n);
+	return SIM_OK;
+}
+
+/*
+ * mremap_grow - mremap of a whole VMA to a larger size, in place (vma_expandable: the pages
+ * after it are free): the VMA's end moves up by n pages (vma_expand / vma_adjust; the anon_vma
+ * test is of the VMA with itself, always true). Empty PTEs; no allocation of the rmap.
+ */
+int mremap_grow(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n)
+{
+	idx_t v_i = mm_at(s, mm_i)->vmas[pos];
+	struct vma *v = vma_at(s, v_i);
+	uint32_t start = v->start + v->npages;
+	int err = range_free(s, mm_i, pos + 1, start, n);
+	if (err)
+		return err;
+	pte_t *pt = sim_realloc(s, v->pt, (size_t)v->npages * sizeof(pte_t),
+				(size_t)(v->npages + n) * sizeof(pte_t));
+	if (!pt)
+		return sim_enomem(s);
+	v = vma_at(s, v_i);
+	memset(pt + v->npages, 0xff, (size_t)n * sizeof(pte_t));
+	v->pt = pt;
+	v->npages += n;
+	vma_rekey(s, v_i);
+	mm_note_end(s, mm_i, start + n);
+	return SIM_OK;
+}
+
+/*
+ * move_vma_to - mremap pages off .. off+len-1 of the VMA at `pos` to the free pages right after
+ * (or right before) the VMA at `to` (MREMAP_FIXED): copy_vma first lets the destination's
+ * neighbours take the range (vma_merge_new_range with the range's vm_pgoff, flags and
+ * anon_vma; the importer is given the old VMA's anon_vma state, C-LORENZO-2026), else makes a
+ * new VMA linked by anon_vma_clone; the PTEs move; then the old range is unmapped as move_vma
+ * does. A failed copy (-ENOMEM, import or new VMA) moves nothing.
+ */
+int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
+		bool before)
+{
+	idx_t old = mm_at(s, mm_i)->vmas[pos];
+	const struct vma *w = vma_at(s, mm_at(s, mm_i)->vmas[to]);
+	int64_t start = before ? (int64_t)w->start - len : (int64_t)w->start + w->npages;
+	uint32_t at = before ? to : to + 1;
+	int err = range_free(s, mm_i, at, start, len);
+	if (err)
+		return err;
+	const struct vma *o = vma_at(s, old);
+	uint32_t pgoff = o->pgoff + off;
+	idx_t into;
+	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, len, pgoff, o->exec, old,
+				  o->pt + off, false, &into);
+	if (err < 0)
+		return err;   /* SIM_EKERNEL: copy_vma returned NULL, nothing moved */
+	if (err == 0) {
+		idx_t nv;
+		if ((err = vma_alloc(s, mm_i, (uint32_t)start, len, pgoff, true, &nv)))
+			return err;
+		vma_at(s, nv)->exec = vma_at(s, old)->exec;
+		vma_at(s, nv)->anon_vma = vma_at(s, old)->anon_vma;
+		if ((err = anon_vma_link_new(s, nv, old))) {
+			vma_free(s, nv);
+			return err;
+		}
+		if ((err = mm_insert_vma(s, mm_i, at, nv)))
+			return err;
+		memcpy(vma_at(s, nv)->pt, vma_at(s, old)->pt + off, (size_t)len * sizeof(pte_t));
+	}
+	memset(vma_at(s, old)->pt + off, 0xff, (size_t)len * sizeof(pte_t));
+	mm_note_end(s, mm_i, (uint32_t)start + len);
+	err = do_munmap(s, mm_i, mm_vma_position(s, mm_i, old), off, len);
 	if (err == SIM_EKERNEL)
 		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
 	return err == SIM_EKERNEL ? SIM_OK : err;

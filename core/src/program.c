@@ -16,6 +16,9 @@ static const char *const op_names[] = {
 	[OP_COW_FIRST] = "cow_first", [OP_FORK] = "fork", [OP_EXIT] = "exit", [OP_SCAN] = "scan",
 	[OP_COW_RANDOM_RR] = "cow_random_rr", [OP_COW_FIRST_RR] = "cow_first_rr",
 	[OP_MPROTECT] = "mprotect", [OP_MUNMAP] = "munmap", [OP_MREMAP] = "mremap",
+	[OP_MMAP_AFTER] = "mmap_after", [OP_MMAP_BEFORE] = "mmap_before", [OP_BRK] = "brk",
+	[OP_MREMAP_AFTER] = "mremap_after", [OP_MREMAP_BEFORE] = "mremap_before",
+	[OP_MREMAP_GROW] = "mremap_grow",
 };
 
 static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out);
@@ -23,7 +26,7 @@ static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out);
 /* The range ops name pages off .. off+len-1 of a VMA; returns its position in the process. */
 static int lookup_range(struct sim *s, const struct prog_op *op, uint32_t *pos)
 {
-	idx_t vma;
+	idx_t vma = NIL;  /* set on success; NIL quiets gcc -O3 */
 	int err = lookup_vma(s, op->a, op->b, &vma);
 	if (err)
 		return err;
@@ -249,6 +252,44 @@ static int run_op(struct sim *s, const struct prog_op *op)
 		if (op->op == OP_MUNMAP)
 			return do_munmap(s, (idx_t)op->a, pos, off, len);
 		return move_vma(s, (idx_t)op->a, pos, off, len);
+	}
+
+	case OP_MMAP_AFTER:
+	case OP_MMAP_BEFORE:
+	case OP_MREMAP_GROW:
+	case OP_BRK: {
+		if ((err = lookup_vma(s, op->a, op->b, &vma)))
+			return err;
+		if (op->c < 1)
+			return sim_fail(s, SIM_EINVAL, "npages must be >= 1, got %d", (int)op->c);
+		uint32_t n = (uint32_t)op->c, pos = (uint32_t)op->b;
+		if (op->op == OP_MREMAP_GROW)
+			return mremap_grow(s, (idx_t)op->a, pos, n);
+		if (op->op != OP_BRK)
+			return do_mmap_near(s, (idx_t)op->a, pos, n, op->op == OP_MMAP_BEFORE);
+		if (op->d != 0 && op->d != 1)
+			return sim_fail(s, SIM_EINVAL, "touch must be 0 or 1, got %d", (int)op->d);
+		uint32_t first = 0;
+		vma = NIL;
+		if ((err = do_brk(s, (idx_t)op->a, pos, n, &vma, &first)))
+			return err;
+		for (uint32_t i = 0; op->d && i < n; i++)
+			if ((err = fault_page(s, vma, first + i)))
+				return err;
+		return SIM_OK;
+	}
+
+	case OP_MREMAP_AFTER:
+	case OP_MREMAP_BEFORE: {
+		uint32_t pos = 0;
+		if ((err = lookup_range(s, op, &pos)))
+			return err;
+		uint32_t nr = mm_at(s, (idx_t)op->a)->nr_vmas;
+		if (!(op->x >= 0.0 && op->x < (double)nr && op->x == floor(op->x)))
+			return sim_fail(s, SIM_EINVAL, "target VMA %g of process %d does not exist "
+					"(VMAs 0..%u)", op->x, (int)op->a, nr - 1);
+		return move_vma_to(s, (idx_t)op->a, pos, (uint32_t)op->c, (uint32_t)op->d,
+				   (uint32_t)op->x, op->op == OP_MREMAP_BEFORE);
 	}
 
 	case OP_COW_RANDOM_RR:

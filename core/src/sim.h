@@ -56,6 +56,10 @@ enum merge_rule {
 	MERGE_NULL_OR_EQUAL,  /* either NULL, or the same anon_vma (2.6.x to 2.6.39) */
 	MERGE_SINGULAR_TARGET,/* a NULL side only if the neighbour's chain is singular, else the
 			       * same (3.0, 965f55dea0e3 "mmap: avoid merging cloned VMAs") */
+	MERGE_SINGULAR_SOURCE,/* the side that has an anon_vma must have a singular chain: the
+			       * range's own when the neighbour is unfaulted (dup_anon_vma into
+			       * it), the neighbour's otherwise; both faulted: the same (6.16,
+			       * 879bca0a2c4f "fix incorrectly disallowed anonymous VMA merges") */
 };
 
 enum rmap_lock {
@@ -373,6 +377,11 @@ int split_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t k, bool new_below)
 int mprotect_fixup(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int do_munmap(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int move_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
+int do_mmap_near(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages, bool before);
+int do_brk(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages, idx_t *vma, uint32_t *first);
+int mremap_grow(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages);
+int move_vma_to(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
+		bool before);
 
 /* walk.c: measurement */
 struct walk_count { uint32_t entries, calls, hits; };
@@ -411,8 +420,9 @@ enum prog_opcode {
 	OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST,
 	OP_FORK, OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR,
 	OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
+	OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW,
 };
-#define OP_LAST OP_MREMAP
+#define OP_LAST OP_MREMAP_GROW
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
 
 #endif /* ANONVMA_SIM_H */
