@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if not flags:  # --help, --cfg, --info ...: Hydra's own, nothing runs
         try:
             sweep = config.resolve(config.compose(overrides))
+            if sweep.dry_run:  # before Hydra's run: no run directory, no Ray, no store
+                from sweep import plan
+
+                print(plan.dry_run(sweep))
+                return 0
             from sweep import app
 
             if sweep.ray.address is None and not _env_address():
