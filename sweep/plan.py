@@ -23,33 +23,31 @@ from sweep.grid import Sim
 
 logger = logging.getLogger(__name__)
 
-# Core throughput measured on the 2-core reference machine (docs/performance.md): rmap entries
-# visited per second in a walk over the scan's copy of the lists, the same in 2.6.33's full
-# scans, where a child's walk searches a row of its family's list 16 entries at a time
-# (core/src/walk.c; sampled scans walk too few pages per index to build rows), and page-table
-# entries copied or COW-faulted per second. Recalibrated after the core's speed-ups: the
-# estimates were 10-25x too high for 2.6.33 full scans, which sent sweeps of a few real core
-# seconds to Ray rather than inline (ray.inline_below_seconds).
+# Core throughput on the 2-core reference machine (docs/performance.md "The plan's cost
+# model", benchmarks/bench_cost.py), for states that fit the caches: rmap entries visited per
+# second in a walk over the scan's copy of the lists; the same in 2.6.33's full scans, where a
+# child's walk searches a row of its family's list 16 entries at a time (core/src/walk.c;
+# sampled scans walk too few pages per index to build rows); page-table entries copied or
+# COW-faulted per second. ray.inline_below_seconds compares its threshold with these
+# estimates, so the small end must stay close to the measured core time.
 ENTRIES_PER_SECOND = 1e9
 ROW_ENTRIES_PER_SECOND = 8e9
 PTES_PER_SECOND = 5e7
 CALL_SECONDS = 5e-4  # building the program, one core call and its contention replays
-# Fork and COW at scale (benchmarks/bench_cost.py, docs/performance.md "The plan's cost
-# model"): past about 2e7 child pages (processes x pages_per_vma, half a GiB of state) the
-# cost per child page rises, and from 1e8 (3 GiB) it is a flat 7.3e-8 s whatever the COW
-# fraction: the core's accesses to page-table entries and pages are random over a state far
-# larger than the caches, and their misses, not the copies and faults counted above, set the
-# time. Between the two, the estimate moves from one rate to the other on a log scale. The
-# linear rate alone under-estimated aim7-full's largest simulations 2x.
+# Fork and COW at scale: past about 2e7 child pages (processes x pages_per_vma, half a GiB of
+# state) the cost per child page rises, and from 1e8 (3 GiB) it is a flat 7.3e-8 s whatever
+# the COW fraction: the core's accesses to page-table entries and pages are random over a
+# state far larger than the caches, so their misses, not the number of copies and faults, set
+# the time. Between the two, the estimate moves from one rate to the other on a log scale.
 SCALE_START = 2e7
 SCALE_FULL = 1e8
 SCALE_CHILD_PAGES_PER_SECOND = 1.37e7
 # A walk's entries the same way: each entry looks up its VMA's page-table entry, so once the
-# children's page tables (4 B an entry) outgrow the 32 MiB L3, from about 1e6 child pages,
-# the rate falls, to about 8e7 entries/s from 1e8 (2.6.33's sampled walks over lists of
-# 10,000 to 100,000 VMAs measured 6.5e7 to 1.25e8/s). aim7's small points barely move.
-ENTRIES_SCALE_START = 1e6
-SCALE_ENTRIES_PER_SECOND = 8e7
+# children's page tables (4 B an entry) crowd the 32 MiB L3, from about 3e6 child pages
+# (12 MiB of them beside the pages and lists), the rate falls, to about 5e7 entries/s from
+# 1e8 (2.6.33's sampled walks over lists of 10,000 to 100,000 VMAs: 1.25e8 down to 4.5e7/s).
+ENTRIES_SCALE_START = 3e6
+SCALE_ENTRIES_PER_SECOND = 5e7
 # Never make a shared task shorter than this: Ray costs 1 to 2 ms per task.
 MIN_TASK_SECONDS = 0.02
 #: Generations with one shared anon_vma list per family (the default of ``shared_kernels``;
@@ -267,7 +265,7 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     n, v, f = largest
     node_gib = math.ceil(largest_bytes / RAY_MEMORY_FRACTION / 2**30)
     lines = [
-        f"plan of grid {grid.scenario} (dry run: nothing started, nothing written)",
+        f"plan of an {grid.scenario} sweep (dry run: nothing started, nothing written)",
         f"  points       {grid.size:,} = {len(sims):,} simulations x {len(grid.cpus)} cpus "
         "value(s), one simulation replayed on each",
         f"  tasks        {len(tasks):,} ({alone:,} alone, {len(tasks) - alone:,} shared; "
@@ -278,7 +276,7 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
         f"{_gib(largest_bytes)} estimated",
         f"  a cluster    fits nodes with >= {node_gib} GiB (Ray gives tasks "
         f"{RAY_MEMORY_FRACTION:.0%} of a node's memory); about {core_seconds / 3600:.1f} core "
-        f"hours; no shorter than the longest simulation",
+        f"hours, the wall no shorter than the longest simulation",
     ]
     if sweep.ray.address is not None or os.environ.get("RAY_ADDRESS"):
         address = sweep.ray.address or os.environ["RAY_ADDRESS"]
