@@ -63,7 +63,7 @@ def test_the_cost_model_holds_at_aim7_fulls_largest_point(kernel):
     assert est == pytest.approx(MEASURED_LARGEST[kernel], rel=0.25)
 
 
-MEASURED_LARGEST = {"6.0": 32.9, "2.6.33": 32.9}
+MEASURED_LARGEST = {"6.0": 32.9, "2.6.33": 41.0}
 
 
 def test_aim7s_estimate_and_the_inline_choice_stay_where_they_were():
