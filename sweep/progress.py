@@ -53,20 +53,21 @@ class Progress:
             )
             self._bar.set_postfix_str(self._postfix())
         elif self._weighted:
+            work = f"{self.work:,.0f}" if self.work >= 100 else f"{self.work:.3g}"
             logger.info("%d of %d points to run, estimated %s core seconds",
-                        total - initial, total, f"{self.work:,.0f}")
+                        total - initial, total, work)
         else:
             logger.info("%d of %d points to run", total - initial, total)
 
     def update(self, done: int, failed: int, work: float | None = None) -> None:
         """``done`` and ``failed`` points so far; ``work``: estimated core seconds of the
         simulations finished (done or failed) in this run (default: their points)."""
-        if self._bar is not None:
-            self._bar.update(done - self.done)
+        delta = done - self.done
         self.done, self.failed = done, failed
         self.work_done = float(done + failed - self.initial) if work is None else float(work)
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix())
+            self._bar.set_postfix_str(self._postfix(), refresh=delta == 0)
+            self._bar.update(delta)
         now = self._clock()
         if self._bar is None and now - self._last_log >= LOG_SECONDS:
             self._last_log = now
