@@ -270,13 +270,13 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
         "value(s), one simulation replayed on each",
         f"  tasks        {len(tasks):,} ({alone:,} alone, {len(tasks) - alone:,} shared; "
         f"packed for {machine.cpus} CPUs)",
-        f"  core time    {_seconds(core_seconds)} estimated ({core_seconds / 3600:.1f} core "
-        f"hours); the longest simulation {_seconds(max(costs, default=0.0))}",
+        f"  core time    {_seconds(core_seconds)} estimated ({_hours(core_seconds)}); the longest "
+        f"simulation {_seconds(max(costs, default=0.0))}",
         f"  largest      processes={n}, pages_per_vma={v}, cow_fraction={f:g}: "
-        f"{_gib(largest_bytes)} estimated",
+        f"{_size(largest_bytes)} estimated",
         f"  a cluster    fits nodes with >= {node_gib} GiB (Ray gives tasks "
-        f"{RAY_MEMORY_FRACTION:.0%} of a node's memory); about {core_seconds / 3600:.1f} core "
-        f"hours, the wall no shorter than the longest simulation",
+        f"{RAY_MEMORY_FRACTION:.0%} of a node's memory); {_hours(core_seconds)} in all, the "
+        "wall no shorter than the longest simulation",
     ]
     if sweep.ray.address is not None or os.environ.get("RAY_ADDRESS"):
         address = sweep.ray.address or os.environ["RAY_ADDRESS"]
@@ -296,6 +296,14 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
         lines.append(f"  this machine {here}: about {_seconds(wall)} wall on Ray, its start "
                      f"not counted{note}")
     return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    return _gib(n) if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _hours(s: float) -> str:
+    return f"{s / 3600:.1f} core hours" if s >= 360 else "under 0.1 core hours"
 
 
 def _seconds(s: float) -> str:
