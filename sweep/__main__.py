@@ -31,6 +31,11 @@ def _app(cfg: DictConfig) -> None:
     from sweep import app
 
     sweep = config.resolve(cfg)
+    if sweep.dry_run:  # reached only with Hydra's flags (main() stops it earlier): run nothing
+        from sweep import plan
+
+        print(plan.dry_run(sweep))
+        return
     run_dir = HydraConfig.get().runtime.output_dir
     args = [a for a in _result["overrides"] if not a.startswith("resume.path=")]  # type: ignore[union-attr]
     resume = shlex.join([sys.executable, "-m", "sweep", *args]) + " resume={path}"
@@ -54,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if not flags:  # --help, --cfg, --info ...: Hydra's own, nothing runs
         try:
             sweep = config.resolve(config.compose(overrides))
+            if sweep.dry_run:  # before Hydra's run: no run directory, no Ray, no store
+                from sweep import plan
+
+                print(plan.dry_run(sweep))
+                return 0
             from sweep import app
 
             if sweep.ray.address is None and not _env_address():

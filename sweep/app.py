@@ -187,18 +187,23 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
                               node_memory or None, shared)
         from sweep.progress import Progress
 
-        progress = Progress(grid.size, done_sims * per_sim, sweep.progress)
+        # The rate and ETA weigh each simulation by its estimated core seconds, not as a point.
+        cost = {i: plan_mod.estimate_seconds(grid, sims[i], shared) for i in todo}
+        progress = Progress(grid.size, done_sims * per_sim, sweep.progress,
+                            work=sum(cost.values()))
         failed = 0
+        work = 0.0
         try:
             for outcomes in runner.map_unordered(tasks, specs, settings):
                 for sim_id, values, error in outcomes:
+                    work += cost[sim_id]
                     if values is not None:
                         store.record(sims[sim_id], values)
                         done_sims += 1
                     else:
                         store.record_error(sims[sim_id], error or "unknown error")
                         failed += 1
-                progress.update(done_sims * per_sim, failed * per_sim)
+                progress.update(done_sims * per_sim, failed * per_sim, work)
                 if store.due(sweep.flush_seconds):
                     store.flush()
         except KeyboardInterrupt:

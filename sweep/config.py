@@ -122,6 +122,7 @@ class Sweep:
     progress: str
     config_yaml: str
     report: bool = True
+    dry_run: bool = False
 
 
 def available_grids() -> list[str]:
@@ -393,6 +394,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         progress=obj.progress,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         report=bool(obj.report),
+        dry_run=bool(obj.dry_run),
     )
 
 

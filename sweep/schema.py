@@ -127,6 +127,9 @@ class SweepConf:
     progress: str = "auto"
     # Write report.md, figures/ and scaling.zarr next to the store at the end (sweep.report).
     report: bool = True
+    # Print the plan (points, tasks, estimated core time, memory, what a cluster needs) and
+    # stop: no Ray, no run directory, no store (sweep.plan.describe).
+    dry_run: bool = False
 
 
 def register() -> None:
