@@ -200,6 +200,14 @@ class Store:
             group.attrs["core_build_ids_resumed"] = [*seen, build_id]
             logger.warning("resume: mixing core builds %s and %s (resume.force)",
                            attrs["core_build_id"], build_id)
+        # A store of an older version lacks variables added since (issue 13's *_slab_bytes):
+        # with resume.force it would get this far and fail on the first missing array.
+        lacking = [name for name in VARIABLES if name not in group]
+        if lacking:
+            raise ResumeError(
+                f"resume: {path} lacks variable(s) {', '.join(lacking)} (written by an older "
+                "version of the sweep); start a new store"
+            )
         data = {name: np.asarray(group[name][...], dtype=np.float64) for name in VARIABLES}
         done = np.asarray(group["done"][...], dtype=bool)
         # Failed points are run again; those that fail again are recorded again.

@@ -179,3 +179,14 @@ def test_unfinished_points_are_reported_not_fatal(tmp_path, aim7):
     assert f"points done: {done} of {ds['done'].size}" in text
     for name in AIM7_FIGURES:
         assert_png(tmp_path / "figures" / f"{name}.png")
+
+
+def test_dataset_doc_has_a_row_per_variable_with_its_units():
+    # docs/dataset.md is the store's contract: every (non-contention) variable a sweep writes
+    # has a table row with the units the store records.
+    from sweep.simulate import CONTENTION, VARIABLES
+
+    doc = (ROOT / "docs" / "dataset.md").read_text()
+    missing = [name for name, (units, _) in VARIABLES.items()
+               if name not in CONTENTION and f"| `{name}` | {units} |" not in doc]
+    assert missing == []
