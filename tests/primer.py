@@ -24,6 +24,9 @@ SIZES = {
 #: KMEM_CACHE(anon_vma_chain, SLAB_PANIC[|SLAB_ACCOUNT]); vm_area_struct: KMEM_CACHE(
 #: vm_area_struct, SLAB_PANIC[|SLAB_ACCOUNT]) in kernel/fork.c, aligned to __alignof__ = 8.
 SLAB_CACHES = {name: ((True, 8), (False, 8), (False, 8)) for name in SIZES}
+#: 6.15+ (for the 6.16 row): the VMA cache is SLAB_HWCACHE_ALIGN (64 B) and typesafe-by-RCU
+#: with its free pointer inside the object (kmem_cache_args.freeptr_offset): no extra word.
+SLAB_CACHES["6.16"] = ((True, 8), (False, 8), (False, 64))
 
 #: SLUB's slot (s->size, slabinfo's objsize) of each object, worked by hand from SIZES and
 #: SLAB_CACHES: anon_vma = sizeof + 8 (its free pointer), the others = sizeof (already
