@@ -101,6 +101,9 @@ static PyObject *results_dict(const struct sim *s)
 	    set_int(d, "chain_mismatches", snap->chain_mismatches) ||
 	    set_int(d, "rmap_bytes", snap->anon_vmas * g->sizeof_anon_vma + snap->avcs * g->sizeof_avc) ||
 	    set_int(d, "vma_bytes", snap->vmas * g->sizeof_vma) ||
+	    set_int(d, "rmap_slab_bytes",
+		    snap->anon_vmas * g->slab.anon_vma + snap->avcs * g->slab.avc) ||
+	    set_int(d, "vma_slab_bytes", snap->vmas * g->slab.vma) ||
 	    set_int(d, "faults", c->faults) || set_int(d, "cows", c->cows) ||
 	    set_int(d, "reuses", c->reuses) || set_int(d, "forks", c->forks) ||
 	    set_int(d, "exits", c->exits) || set_int(d, "peak_bytes", s->peak_bytes) ||
@@ -298,7 +301,7 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 	for (size_t i = 0; i < sim_nr_generations; i++) {
 		const struct generation *g = &sim_generations[i];
 		PyObject *row = Py_BuildValue(
-			"{s:s,s:s,s:O,s:O,s:s,s:s,s:s,s:i,s:i,s:i,s:s}",
+			"{s:s,s:s,s:O,s:O,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s}",
 			"name", g->name,
 			"structure", rmap_structure_name(g->structure),
 			"prepare_at_head", g->prepare_at_head ? Py_True : Py_False,
@@ -309,6 +312,9 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 			"sizeof_anon_vma", (int)g->sizeof_anon_vma,
 			"sizeof_avc", (int)g->sizeof_avc,
 			"sizeof_vma", (int)g->sizeof_vma,
+			"slab_anon_vma", (int)g->slab.anon_vma,
+			"slab_avc", (int)g->slab.avc,
+			"slab_vma", (int)g->slab.vma,
 			"source", g->source);
 		if (!row || PyList_Append(list, row)) {
 			Py_XDECREF(row);

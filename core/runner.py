@@ -35,7 +35,8 @@ BUILD_ID: str = _build_id()
 
 
 def generation_table() -> list[dict]:
-    """One dict per generation: structure, list rules, lock kind and struct sizes."""
+    """One dict per generation: structure, list rules, lock kind, struct sizes (``sizeof_*``)
+    and the slab slots SLUB charges for them (``slab_*``, docs/core.md "Slab slots")."""
     return [dict(row) for row in _core.generations()]
 
 

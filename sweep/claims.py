@@ -58,7 +58,7 @@ class Claim:
 
 def check_claims(ds: xr.Dataset) -> list[Claim]:
     """Every claim of the seed, in the order of issue 6 (a, b, c)."""
-    return [*_claims_a(ds), *_claims_b(ds), *_claims_c(ds)]
+    return [*_claims_a(ds), *_claims_b(ds), _claim_b3(ds), *_claims_c(ds)]
 
 
 # -- selection helpers ------------------------------------------------------------------------
@@ -199,9 +199,10 @@ def _claim_a3(ds: xr.Dataset, key: str, claim: str, point: dict, where: str) -> 
 
 
 # -- (b) memory -----------------------------------------------------------------------------
-def _per_child(ds: xr.Dataset, kernel: str, point: dict) -> tuple[float, float] | None:
-    """(bytes per child, bytes at N = 0) of rmap_bytes over the processes axis; a line fit."""
-    da = results.finished(ds, "rmap_bytes").sel(kernel=kernel, **point).isel(cpus=0)
+def _per_child(ds: xr.Dataset, kernel: str, point: dict,
+               name: str = "rmap_bytes") -> tuple[float, float] | None:
+    """(bytes per child, bytes at N = 0) of ``name`` over the processes axis; a line fit."""
+    da = results.finished(ds, name).sel(kernel=kernel, **point).isel(cpus=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         y = np.nanmean(np.asarray(da.values, dtype=float), axis=-1)  # over seeds
@@ -265,17 +266,63 @@ def _both_b(c1: str, e1: str, c2: str, e2: str, why: str) -> list[Claim]:
     return [_unanswerable("b1", c1, MINCHAN, e1, why), _unanswerable("b2", c2, MINCHAN, e2, why)]
 
 
-def _anon_vma_bytes(ds: xr.Dataset, kernel: str, point: dict) -> float | None:
-    """sizeof(struct anon_vma) from the data: rmap_bytes / anon_vmas where there are no AVCs."""
+def _anon_vma_bytes(ds: xr.Dataset, kernel: str, point: dict,
+                    name: str = "rmap_bytes") -> float | None:
+    """sizeof(struct anon_vma) from the data: rmap_bytes / anon_vmas where there are no AVCs
+    (its slab slot with ``name="rmap_slab_bytes"``)."""
     if _missing(ds, ("anon_vmas", "avcs")):
         return None
     full = {**point, "processes": int(np.asarray(ds["processes"].values).max())}
     avcs = _value(ds, "avcs", kernel, full)
     anon_vmas = _value(ds, "anon_vmas", kernel, full)
-    rmap = _value(ds, "rmap_bytes", kernel, full)
+    rmap = _value(ds, name, kernel, full)
     if not (avcs == 0 and anon_vmas > 0):
         return None
     return rmap / anon_vmas
+
+
+def _claim_b3(ds: xr.Dataset) -> Claim:
+    """b2 in the bytes a machine loses: the slab slots SLUB charges (docs/core.md)."""
+    c3 = ("\"3 times more than only anon_vma\", in the memory the slab allocator charges "
+          "(anon_vma_chain and anon_vma slots, not sizeof)")
+    e3 = f"{NEW} slab bytes per child ≈ 3 × the anon_vma slot (±0.5×)"
+    missing = _kernels_missing(ds, (OLD, NEW))
+    if missing:
+        return _unanswerable("b3", c3, MINCHAN, e3,
+                             f"needs kernel(s) {', '.join(missing)} in the dataset")
+    if results.scenario(ds) != "aim7":
+        return _unanswerable("b3", c3, MINCHAN, e3, "needs the aim7 scenario (this dataset is "
+                             f"{results.scenario(ds)!r})")
+    need = _missing(ds, ("rmap_slab_bytes",))
+    if need:
+        return _unanswerable("b3", c3, MINCHAN, e3, "lacks rmap_slab_bytes (a store written "
+                             "before the slab slots were recorded)")
+    fractions = np.asarray(ds["cow_fraction"].values, dtype=float)
+    p = _nearest_log(ds["pages_per_vma"].values, RIK_P)
+    point = {"pages_per_vma": int(p), "cow_fraction": float(fractions.max())}
+    slab = _per_child(ds, NEW, point, "rmap_slab_bytes")
+    size = _per_child(ds, NEW, point)
+    slot = _anon_vma_bytes(ds, OLD, point, "rmap_slab_bytes")
+    sizeof = _anon_vma_bytes(ds, OLD, point)
+    if slab is None or size is None:
+        return _unanswerable("b3", c3, MINCHAN, e3, "needs two or more finished process "
+                             "counts to separate per-child from fixed cost")
+    if slot is None or sizeof is None:
+        return _unanswerable("b3", c3, MINCHAN, e3,
+                             f"the anon_vma slot of {OLD} not derivable from this dataset")
+    (slope, fixed), (size_slope, _) = slab, size
+    times = slope / slot
+    return Claim(
+        "b3", c3, MINCHAN, e3,
+        f"{times:.2f} × {slot:g} B per forked child ({slope:.4g} B charged; sizeof: "
+        f"{size_slope:.4g} B = {size_slope / sizeof:.2f} × {sizeof:g} B); the parent's own, "
+        f"unforked VMA: {fixed / slot:.2f} ×",
+        bool(abs(times - 3) <= 0.5),
+        f"line fit of rmap_slab_bytes over processes at P = {int(p)}, f = {fractions.max():g}; "
+        f"the anon_vma slot = {OLD}'s rmap_slab_bytes / anon_vmas. SLUB keeps the anon_vma "
+        "cache's free pointer outside the object (constructor, SLAB_TYPESAFE_BY_RCU), so its "
+        "slot is sizeof + 8 B and the chain's share shrinks; partly used slabs not counted",
+    )
 
 
 # -- (c) chain growth -----------------------------------------------------------------------

@@ -31,6 +31,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "max_chain": ("anon_vmas", "longest anon_vma chain of a live VMA"),
     "rmap_bytes": ("bytes", "kernel memory of anon_vmas and anon_vma_chains at scan time"),
     "vma_bytes": ("bytes", "kernel memory of the VMAs at scan time"),
+    "rmap_slab_bytes": (
+        "bytes",
+        "slab memory charged for anon_vmas and anon_vma_chains at scan time (SLUB slots)",
+    ),
+    "vma_slab_bytes": ("bytes", "slab memory charged for the VMAs at scan time (SLUB slots)"),
     "chain_mismatches": (
         "chain sets",
         "VMAs sharing an anon_vma with a different chain (3.19's reuse bug; 0 elsewhere)",

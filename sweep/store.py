@@ -298,6 +298,14 @@ class Store:
                 f"resume: {path} was written by core build {attrs['core_build_id']}, this is "
                 f"build {build_id}; resume.force=true mixes the two builds in one dataset"
             )
+        # A store of an older version lacks the variables added since (the *_slab_bytes), as
+        # does one whose variable was deleted: running points again cannot add whole variables.
+        lacking = [name for name in VARIABLES if not os.path.isdir(os.path.join(path, name))]
+        if lacking:
+            raise ResumeError(
+                f"resume: {path} lacks variable(s) {', '.join(lacking)} (removed, or written by "
+                "an older version of the sweep); it cannot be repaired: start a new store"
+            )
         data, done, damaged = _verify(path, group, grid)
         if damaged and not repair:
             raise ResumeError(f"resume: {path} is damaged: {_damage(damaged, grid)}; "

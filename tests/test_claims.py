@@ -44,6 +44,12 @@ def test_rik_case_all_claims(rik):
     assert c["b2"].holds is False
     assert c["b2"].measured.startswith("5.00 × 24 B per forked child")
     assert "unforked VMA: 3.00 ×" in c["b2"].measured
+    # In slab slots (docs/core.md): the anon_vma takes 32 B (24 + its 8 B free pointer), an
+    # AVC 48 B: 32 + 2·48 = 128 B per child, 4× the anon_vma slot; the parent's VMA 80 B, 2.5×.
+    assert c["b3"].holds is False
+    assert c["b3"].measured.startswith(
+        "4.00 × 32 B per forked child (128 B charged; sizeof: 120 B = 5.00 × 24 B)")
+    assert "unforked VMA: 2.50 ×" in c["b3"].measured
     assert c["c1"].holds is None and c["c2"].holds is None
     assert "chain scenario" in c["c1"].note
 
@@ -80,7 +86,7 @@ def test_missing_pieces_make_rows_unanswerable_not_wrong():
     ds = core_dataset(kernel=("2.6.34", "2.6.36"), processes=(10, 100), cow_fraction=(0.5,),
                       cpus=(1,), seed=(0,))
     c = by_key(check_claims(ds))
-    assert all(c[k].holds is None for k in ("a1", "a2", "a3", "b1", "b2"))
+    assert all(c[k].holds is None for k in ("a1", "a2", "a3", "b1", "b2", "b3"))
     assert "2.6.33" in c["a1"].note and "2.6.33" in c["b1"].note
     ds = core_dataset(kernel=("2.6.33", "2.6.34"), processes=(10, 100), cow_fraction=(0.5,),
                       cpus=(1,), seed=(0,))
@@ -93,6 +99,13 @@ def test_missing_pieces_make_rows_unanswerable_not_wrong():
     assert c["a1"].holds and c["a3"].holds is None
     assert "not measurable from this dataset (lacks avcs)" in c["a3"].note
     assert c["b1"].holds is None and "two or more" in c["b1"].note
+    assert c["b3"].holds is None and "two or more" in c["b3"].note
+    # A store written before the slab slots existed: b3 says so, b1 and b2 still answer.
+    old = core_dataset(kernel=("2.6.33", "2.6.34"), processes=(10, 100), cow_fraction=(1.0,),
+                       cpus=(1,), seed=(0,)).drop_vars(["rmap_slab_bytes", "vma_slab_bytes"])
+    c = by_key(check_claims(old))
+    assert c["b1"].holds and c["b2"].holds is False
+    assert c["b3"].holds is None and "lacks rmap_slab_bytes" in c["b3"].note
 
 
 def test_unfinished_point_is_not_answered():
@@ -146,9 +159,10 @@ def test_claims_table_on_a_small_real_sweep(tmp_path):
     assert report.stdout.strip().splitlines()[-1] == str(tmp_path / "report.md")
     table = report.stdout
     for key, verdict in (("a1", "holds"), ("a2", "holds"), ("a3", "holds"), ("b1", "holds"),
-                         ("b2", "does not hold"), ("c1", "cannot be answered")):
+                         ("b2", "does not hold"), ("b3", "does not hold"),
+                         ("c1", "cannot be answered")):
         line = next(x for x in table.splitlines() if x.startswith(key + " "))
         assert line.rstrip().endswith(verdict), line
     text = (tmp_path / "report.md").read_text()
-    assert "This dataset answers rows a1, a2, a3, b1, b2; it cannot answer c1, c2." in text
+    assert "This dataset answers rows a1, a2, a3, b1, b2, b3; it cannot answer c1, c2." in text
     assert (tmp_path / "scaling.zarr").is_dir()

@@ -13,7 +13,7 @@ import pytest
 
 import core
 from core import Op, Program, ProgramError, UnknownGenerationError
-from tests.primer import SIZES
+from tests.primer import SIZES, SLAB_SLOTS
 
 
 def test_generation_table_rows_follow_the_primer():
@@ -26,6 +26,8 @@ def test_generation_table_rows_follow_the_primer():
     # 96 B with Jann Horn's two counters (6.0); anon_vma_chain 48 B, 64 B with the rb node.
     sizes = {n: (r["sizeof_anon_vma"], r["sizeof_avc"], r["sizeof_vma"]) for n, r in rows.items()}
     assert sizes == SIZES
+    slots = {n: (r["slab_anon_vma"], r["slab_avc"], r["slab_vma"]) for n, r in rows.items()}
+    assert slots == SLAB_SLOTS
     assert [n for n in rows if rows[n]["prepare_at_head"]] == ["2.6.34"]
     assert [n for n in rows if not rows[n]["root"]] == ["2.6.33", "2.6.34"]
     assert [rows[n]["reuse"] for n in ("3.8", "3.19", "6.0")] == [

@@ -156,6 +156,7 @@ def test_generation_tables_agree():
             gen.vma_bytes,
         )
         assert row["merge"] == MERGE_RULES[gen.merge], gen.name
+        assert (row["slab_anon_vma"], row["slab_avc"], row["slab_vma"]) == gen.slab, gen.name
 
 
 # ---- ENOMEM injection (docs/core.md "ENOMEM injection") ----------------------------------------

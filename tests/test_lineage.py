@@ -21,7 +21,15 @@ import core
 from core import reference
 from core.errors import InvariantError
 from core.program import Op, Program, aim7, chain, prefork
-from tests.primer import COUNTER_KEYS, FOOTPRINT_KEYS, SIZES, WALK_KEYS
+from tests.primer import (
+    COUNTER_KEYS,
+    FOOTPRINT_KEYS,
+    SIZES,
+    SLAB_CACHES,
+    SLAB_SLOTS,
+    WALK_KEYS,
+    slub_slot,
+)
 from tests.strategies import programs, seeds
 
 #: Generations without anon_vma reuse, with anon_vma_chain (list or tree).
@@ -54,6 +62,7 @@ def test_generation_rows():
             avc,
             vma,
         )
+    assert {n: g.slab for n, g in rows.items()} == SLAB_SLOTS
     assert {n for n, g in rows.items() if g.structure == "tree"} == set(TREE)
     assert {n: g.reuse for n, g in rows.items() if g.reuse} == {
         "3.19": "degree", "6.0": "counters", "6.16": "counters"
@@ -113,6 +122,9 @@ def test_chain_growth_and_bound(impl, kernel, n):
     assert res["max_chain"] == expect
     assert res["avcs"] == (0 if kernel == "2.6.33" else expect)
     assert res["rmap_bytes"] == expect * av_b + res["avcs"] * avc_b
+    av_s, avc_s, vma_s = SLAB_SLOTS[kernel]
+    assert res["rmap_slab_bytes"] == expect * av_s + res["avcs"] * avc_s
+    assert res["vma_slab_bytes"] == vma_s
     assert res["chain_mismatches"] == 0  # one live VMA: nothing to disagree with
     # Each generation COWs pages 0 and 1 (shared with its parent until then); pages 2 and 3
     # stay p0's originals. At the end the survivor maps all 4 alone: one entry, one hit each.
@@ -141,6 +153,25 @@ def test_flat_fork_footprint_new_generations(impl, kernel, n):
     assert res["chain_mismatches"] == 0
 
 
+def test_slab_slots_follow_slub_and_the_cache_flags():
+    # Every row of the core's table (a new row without its slots fails here): the slot is
+    # SLUB's rule applied to the cache flags docs/core.md gives, and never below sizeof.
+    for row in core.generation_table():
+        name = row["name"]
+        sizes = (row["sizeof_anon_vma"], row["sizeof_avc"], row["sizeof_vma"])
+        slots = (row["slab_anon_vma"], row["slab_avc"], row["slab_vma"])
+        assert slots == SLAB_SLOTS[name], name
+        caches = SLAB_CACHES[name]
+        rule = tuple(slub_slot(size, *cache) for size, cache in zip(sizes, caches, strict=True))
+        assert slots == rule, name
+        assert all(slot >= size for slot, size in zip(slots, sizes, strict=True)), name
+    # The live 6.18 kernel (docs/core.md): anon_vma 96 B in a 104 B slot, AVC 64 in 64.
+    assert slub_slot(96, True, 8) == 104 and slub_slot(64, False, 8) == 64
+    # 6.15+ vm_area_struct: SLAB_HWCACHE_ALIGN (64 B) and TYPESAFE_BY_RCU with the free
+    # pointer inside the object (freeptr_offset): 192 B in a 192 B slot.
+    assert slub_slot(192, False, 64) == 192
+
+
 def test_flat_fork_bytes_by_hand():
     # N = 10: 11 anon_vmas, 21 AVCs, 11 VMAs.
     res = {k: reference.run(aim7(10, 4, 0.5, "aligned"), k, check=True) for k in TREE}
@@ -149,6 +180,33 @@ def test_flat_fork_bytes_by_hand():
     assert res["3.19"]["rmap_bytes"] == 11 * 72 + 21 * 64 == 2136
     assert res["6.0"]["rmap_bytes"] == 11 * 96 + 21 * 64 == 2400
     assert res["6.0"]["vma_bytes"] == 11 * 200 == 2200
+    # What SLUB charges: anon_vma slots are sizeof + 8 (free pointer outside the object).
+    assert res["3.7"]["rmap_slab_bytes"] == 11 * 64 + 21 * 64 == 2048
+    assert res["3.19"]["rmap_slab_bytes"] == 11 * 80 + 21 * 64 == 2224
+    assert res["6.0"]["rmap_slab_bytes"] == 11 * 104 + 21 * 64 == 2488
+    assert res["6.0"]["vma_slab_bytes"] == 11 * 200 == 2200
+
+
+@IMPLS
+@pytest.mark.parametrize("kernel", reference.GENERATIONS)
+def test_flat_fork_slab_bytes(impl, kernel):
+    # N = 10 children of one touched VMA: 11 VMAs; 1 anon_vma (2.6.33) or 11 anon_vmas and
+    # 21 AVCs. Slots from SLAB_SLOTS, worked by hand per generation in docs/core.md.
+    res = run_on(impl, aim7(10, 4, 0.5, "aligned"), kernel)
+    expect = {
+        "2.6.33": (1 * 32, 11 * 176),
+        "2.6.34": (11 * 32 + 21 * 48, 11 * 176),
+        "2.6.36": (11 * 48 + 21 * 48, 11 * 184),
+        "3.0": (11 * 72 + 21 * 48, 11 * 184),
+        "3.7": (11 * 64 + 21 * 64, 11 * 184),
+        "3.8": (11 * 64 + 21 * 64, 11 * 184),
+        "3.19": (11 * 80 + 21 * 64, 11 * 184),
+        "6.0": (11 * 104 + 21 * 64, 11 * 200),
+    }[kernel]
+    assert (res["rmap_slab_bytes"], res["vma_slab_bytes"]) == expect
+    av, avc, vma = SLAB_SLOTS[kernel]
+    assert res["rmap_slab_bytes"] == res["anon_vmas"] * av + res["avcs"] * avc
+    assert res["vma_slab_bytes"] == res["vmas"] * vma
 
 
 # ---- the tree walk ---------------------------------------------------------------------------

@@ -298,7 +298,7 @@ def test_exit_frees_everything(kernel):
     for q in [kids[1], p, grandkid, kids[0], kids[2]]:
         prog.exit(q)
     res = run(prog.array, kernel)
-    for key in ("processes", "vmas", "anon_vmas", "avcs", "pages", "rmap_bytes", "vma_bytes"):
+    for key in FOOTPRINT_KEYS:
         assert res[key] == 0, key
     assert (res["forks"], res["exits"], res["walks"]) == (4, 5, 0)
     assert math.isnan(res["entries_mean"]) and math.isnan(res["hits_mean"])
@@ -592,6 +592,8 @@ def test_consequences_of_the_current_contract(prog, seed):
     for key in set(r34) - {
         "rmap_bytes",
         "vma_bytes",
+        "rmap_slab_bytes",
+        "vma_slab_bytes",
         "entries_hist",
         "sim_seconds",
         "scan_seconds",
@@ -605,6 +607,8 @@ def test_consequences_of_the_current_contract(prog, seed):
         np.testing.assert_array_equal(r34["entries_hist"], r36["entries_hist"])
     assert r36["rmap_bytes"] == 40 * r36["anon_vmas"] + 48 * r36["avcs"]
     assert r36["vma_bytes"] == 184 * r36["vmas"]
+    assert r36["rmap_slab_bytes"] == 48 * r36["anon_vmas"] + 48 * r36["avcs"]
+    assert r36["vma_slab_bytes"] == 184 * r36["vmas"]
 
 
 def test_check_catches_a_broken_clone(monkeypatch):

@@ -58,6 +58,26 @@ def test_report_writes_every_figure_table_and_fit(tmp_path, aim7):
     assert not list(tmp_path.glob(".report-*"))
 
 
+def png_height(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")  # IHDR: width, then height
+
+
+def test_footprint_figure_shows_sizeof_and_slab_slots(tmp_path, aim7):
+    # Both ways of counting (issue 13): a row for sizeof, a row for the slab slots, and a
+    # caption that says which is which; a store written before the slots has the sizeof row.
+    style = figures.kernel_style([str(k) for k in aim7["kernel"].values])
+    old = aim7.drop_vars(["rmap_slab_bytes", "vma_slab_bytes"])
+    for d in ("both", "one"):
+        (tmp_path / d).mkdir()
+    both = figures.rmap_bytes(aim7, None, style, tmp_path / "both")
+    one = figures.rmap_bytes(old, None, style, tmp_path / "one")
+    assert "slab slots SLUB charges" in both.caption and "sizeof + 8 B" in both.caption
+    assert "no rmap_slab_bytes" in one.caption
+    assert png_height(both.path) > 1.5 * png_height(one.path)
+    md = report.write_report(write(aim7, tmp_path / "store" / "results.zarr")).read_text()
+    assert "slab slots SLUB charges" in md and "| b3 |" in md
+
+
 def test_contention_and_chain_figures_when_their_data_exist(tmp_path, aim7):
     # The contention variables of issue 5 do not exist in the core yet: a synthetic speedup
     # that saturates for the shared lock and scales otherwise.
@@ -159,3 +179,14 @@ def test_unfinished_points_are_reported_not_fatal(tmp_path, aim7):
     assert f"points done: {done} of {ds['done'].size}" in text
     for name in AIM7_FIGURES:
         assert_png(tmp_path / "figures" / f"{name}.png")
+
+
+def test_dataset_doc_has_a_row_per_variable_with_its_units():
+    # docs/dataset.md is the store's contract: every (non-contention) variable a sweep writes
+    # has a table row with the units the store records.
+    from sweep.simulate import CONTENTION, VARIABLES
+
+    doc = (ROOT / "docs" / "dataset.md").read_text()
+    missing = [name for name, (units, _) in VARIABLES.items()
+               if name not in CONTENTION and f"| `{name}` | {units} |" not in doc]
+    assert missing == []

@@ -4,6 +4,11 @@
  * Adding a generation is adding a row (and, for a new mechanism, the code that reads the new
  * field). Names are the first release with the design; sizes are x86-64 with KSM, MIGRATION and
  * NUMA on and no lock debugging (primer §2). Sources are the primer's tags (§0).
+ *
+ * .slab is what SLUB charges per object (docs/core.md "Slab slots"): the anon_vma cache has a
+ * constructor and SLAB_DESTROY_BY_RCU (SLAB_TYPESAFE_BY_RCU from 4.12) in every era, so its
+ * slot is sizeof + the 8 B free pointer; the anon_vma_chain and vm_area_struct caches
+ * (KMEM_CACHE, no constructor, aligned to 8 B up to 6.0) charge sizeof.
  */
 #include <string.h>
 
@@ -19,6 +24,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 24,   /* lock 4, ksm_refcount 4, head 16 */
 		.sizeof_avc = 0,
 		.sizeof_vma = 176,
+		.slab = { .anon_vma = 32, .avc = 0, .vma = 176 },
 		.source = "S33 rmap.c anon_vma_prepare/anon_vma_link, fork.c dup_mmap",
 	},
 	{
@@ -30,6 +36,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 24,
 		.sizeof_avc = 48,        /* vma 8, anon_vma 8, same_vma 16, same_anon_vma 16 */
 		.sizeof_vma = 176,
+		.slab = { .anon_vma = 32, .avc = 48, .vma = 176 },
 		.source = "S34 rmap.c (commit 5beb49305251), S35",
 	},
 	{
@@ -41,6 +48,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 40,   /* lock 4 + pad, root 8, external_refcount 4 + pad, head 16 */
 		.sizeof_avc = 48,
 		.sizeof_vma = 184,       /* + vm_prev */
+		.slab = { .anon_vma = 48, .avc = 48, .vma = 184 },
 		.source = "S36 rmap.h/rmap.c; C-ROOT 5c341ee1dfc8, 012f18004da3",
 	},
 	{
@@ -53,6 +61,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 64,   /* root 8, mutex 32, refcount 4 + pad, head 16 */
 		.sizeof_avc = 48,
 		.sizeof_vma = 184,
+		.slab = { .anon_vma = 72, .avc = 48, .vma = 184 },
 		.source = "S30 rmap.h, mutex.h (\"mm: Convert anon_vma->lock to a mutex\")",
 	},
 	{
@@ -64,6 +73,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 56,   /* root 8, mutex 32, refcount 4 + pad, rb_root 8 */
 		.sizeof_avc = 64,        /* vma 8, anon_vma 8, same_vma 16, rb 24, rb_subtree_last 8 */
 		.sizeof_vma = 184,
+		.slab = { .anon_vma = 64, .avc = 64, .vma = 184 },
 		.source = "S37x rmap.h/rmap.c, mm/interval_tree.c; C-ITREE bf181b9f9d8d",
 	},
 	{
@@ -75,6 +85,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 56,   /* rwsem 32 in 3.8 */
 		.sizeof_avc = 64,
 		.sizeof_vma = 184,
+		.slab = { .anon_vma = 64, .avc = 64, .vma = 184 },
 		.source = "S38x rmap.h/rmap.c, rwsem.h; C-RWSEM-READ 4fc3f1d66b1e",
 	},
 	{
@@ -87,6 +98,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 72,   /* root 8, rwsem 40, refcount 4, degree 4, parent 8, rb_root 8 */
 		.sizeof_avc = 64,
 		.sizeof_vma = 184,
+		.slab = { .anon_vma = 80, .avc = 64, .vma = 184 },
 		.source = "S319 rmap.h/rmap.c; C-GROW 7a3ef208e662",
 	},
 	{
@@ -99,6 +111,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 96,   /* + num_children 8, num_active_vmas 8, rb_root_cached 16 */
 		.sizeof_avc = 64,
 		.sizeof_vma = 200,       /* the primer's unverified ~200 B of 4.x-5.x */
+		.slab = { .anon_vma = 104, .avc = 64, .vma = 200 },
 		.source = "C-JANN 2555283eb40d; MOD-RMAP; primer 2 sizes",
 	},
 	{
@@ -111,6 +124,7 @@ const struct generation sim_generations[] = {
 		.sizeof_anon_vma = 96,   /* unchanged since 6.0 */
 		.sizeof_avc = 64,
 		.sizeof_vma = 192,       /* 6.15 repacked it to 3 cachelines (pahole in C-SUREN) */
+		.slab = { .anon_vma = 104, .avc = 64, .vma = 192 },
 		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2",
 	},
 };

@@ -71,6 +71,19 @@ enum rmap_lock {
 };
 
 /*
+ * What the slab allocator charges for one object: the slot (SLUB's s->size, slabinfo's objsize),
+ * not sizeof. SLUB rounds the object to a word, puts the free pointer after it when the cache
+ * has a constructor or is SLAB_TYPESAFE_BY_RCU (the object must survive kmem_cache_free), and
+ * rounds to the cache's alignment (calculate_sizes, mm/slub.c). Per generation in docs/core.md
+ * "Slab slots", with the cache flags each value comes from.
+ */
+struct slab_slots {
+	uint16_t anon_vma;
+	uint16_t avc;                   /* 0: no anon_vma_chain in this design */
+	uint16_t vma;
+};
+
+/*
  * A kernel generation is one const row: the structure, the list rules, the lock and the x86-64
  * struct sizes of the first release with that design. Code reads the row; it never tests a
  * version number. Rows are in chronological order.
@@ -86,6 +99,7 @@ struct generation {
 	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
 	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
 	uint16_t sizeof_vma;            /* §2, NUMA on */
+	struct slab_slots slab;         /* SLUB slot per object, the era's cache flags */
 	const char *source;             /* where the row's facts come from (primer tags) */
 };
 
