@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pytest(tmp_path: Path, body: str, strict: str) -> subprocess.CompletedProcess:
     test = tmp_path / "test_some.py"
     test.write_text("import pytest\n\n" + body)
-    env = {**os.environ, "SWEEP_STRICT_SKIPS": strict}
+    env = {**os.environ, "SWEEP_STRICT_SKIPS": strict, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     env.pop("CI", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
