@@ -57,7 +57,7 @@ class Claim:
 
 
 def check_claims(ds: xr.Dataset) -> list[Claim]:
-    """Every claim of the seed, in the order of issue 6 (a, b, c)."""
+    """Every claim of the seed, in its order: (a) walk cost, (b) memory, (c) chain growth."""
     return [*_claims_a(ds), *_claims_b(ds), _claim_b3(ds), *_claims_c(ds)]
 
 
@@ -191,7 +191,8 @@ def _claim_a3(ds: xr.Dataset, key: str, claim: str, point: dict, where: str) -> 
         if isinstance(got, str):
             return _unanswerable(key, claim, RIK, expected, f"{got}; {where}")
     (old_v, old_how), (new_v, new_how) = old, new  # type: ignore[misc]
-    holds = bool(abs(new_v - 2) <= 0.1 and old_v >= 0.9 * (n + 1))
+    # ±5 % on both sides of both: a 2.6.33 scan far longer than N + 1 is as wrong as a short one.
+    holds = bool(abs(new_v / 2 - 1) <= 0.05 and abs(old_v / (n + 1) - 1) <= 0.05)
     note = (f"derived, not measured (the core's walks stop early): {OLD} = {old_how}, "
             f"{NEW} = {new_how}; {where}")
     return Claim(key, claim, RIK, expected, f"{OLD}: {old_v:.4g} → {NEW}: {new_v:.4g}",
@@ -332,7 +333,7 @@ def _claims_c(ds: xr.Dataset) -> list[Claim]:
     e1 = "max_chain slope ≈ 1 per generation (±10 %)"
     e2 = "max_chain flat (k < 0.1)"
     if results.scenario(ds) != "chain":
-        why = (f"needs the chain scenario (issue 4, grid `chain`); this dataset is "
+        why = (f"needs the chain scenario (grid `chain`); this dataset is "
                f"{results.scenario(ds)!r}")
         return [_unanswerable("c1", c1, GROW, e1, why), _unanswerable("c2", c2, GROW, e2, why)]
     need = _missing(ds, ("max_chain", "anon_vmas", "vmas"))

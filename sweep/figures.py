@@ -350,7 +350,8 @@ def speedup(ds, scaling, style, out_dir) -> Figure:
     name, title = "speedup", "Reclaim speedup against CPUs"
     if "speedup" not in ds.data_vars:
         return Figure(name, title, "", None,
-                      "no contention variables (speedup) in this dataset (issue 5)")
+                      "no contention variables (speedup) in this dataset (a store written "
+                      "before the sweep measured contention)")
     cpus = np.asarray(ds["cpus"].values, dtype=float)
     ppv = int(np.asarray(ds["pages_per_vma"].values).max())
     n = int(np.asarray(ds["processes"].values).max())
@@ -383,7 +384,7 @@ def chain(ds, scaling, style, out_dir) -> Figure:
     name, title = "chain", "Chain length and live anon_vmas against generations"
     if results.scenario(ds) != "chain":
         return Figure(name, title, "", None,
-                      f"needs the chain scenario (issue 4); this dataset is "
+                      f"needs the chain scenario (grid `chain`); this dataset is "
                       f"{results.scenario(ds)!r}")
     missing = [v for v in ("max_chain", "anon_vmas") if v not in ds.data_vars]
     if missing:

@@ -4,6 +4,7 @@ dataset cannot answer them."""
 from __future__ import annotations
 
 import itertools
+import re
 import socket
 import subprocess
 import sys
@@ -166,3 +167,23 @@ def test_claims_table_on_a_small_real_sweep(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "This dataset answers rows a1, a2, a3, b1, b2, b3; it cannot answer c1, c2." in text
     assert (tmp_path / "scaling.zarr").is_dir()
+
+
+def test_a3_checks_both_sides_of_n_plus_1(rik):
+    # "≈ N + 1 (±5 %)": a 2.6.33 full scan three times too long is as wrong as one too short.
+    for factor, holds in ((3.0, False), (0.5, False), (1.04, True)):
+        ds = rik.copy(deep=True)
+        ds["vmas"].loc[{"kernel": "2.6.33"}] = ds["vmas"].loc[{"kernel": "2.6.33"}] * factor
+        assert by_key(check_claims(ds))["a3"].holds is holds, factor
+
+
+def test_user_visible_messages_speak_of_grids_not_issues(rik, tmp_path):
+    # A user reads these in report.md: the project's issue numbers mean nothing to them.
+    from sweep import figures
+
+    notes = [c.note for c in check_claims(rik)] + [c.expected for c in check_claims(rik)]
+    notes.append(figures.speedup(rik, None, {}, tmp_path).skipped)
+    notes.append(figures.chain(rik, None, {}, tmp_path).skipped)
+    for text in notes:
+        assert not re.search(r"\bissue\b|#\d", text, re.IGNORECASE), text
+    assert any("grid `chain`" in text for text in notes)

@@ -171,3 +171,25 @@ def test_writers_make_readers_wait_under_the_rwsem():
     assert quiet["lock_wait_max_ns"][0] == 0
     assert churn["lock_wait_max_ns"][0] > 0 and churn["sleep_frac"][0] > 0
     assert churn["writer_wait_mean_ns"][0] > 0 and churn["scan_ns"][0] > quiet["scan_ns"][0]
+
+
+def test_readme_profile_of_a_2633_fork_storm():
+    # README "CPU contention" quotes the model against Larry Woodman's 2009 AIM7 profile. Its
+    # workload, named there: the `contention` grid's point N = 1,000 children, P = 100 pages,
+    # every page COWed, 4,000 walks, seed 0, 8 CPUs, default timing, 2.6.33.
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(r"N = 1,000, P = 100, f = 1, 4,000 walks, seed 0\) spends (\d+) % of CPU "
+                     r"time\s+spinning and ~(\d+) % in page_referenced_one", readme)
+    assert said, "README no longer names the workload of its 2.6.33 profile"
+    from sweep.grid import point_seed
+
+    prog = core.aim7(1000, 100, 1.0, "independent", 4000)
+    seed = point_seed(0, 1000, 100, 1.0, "aim7")  # as the sweep seeds that point
+    r = core.run(prog, "2.6.33", seed, cpus=[8])
+    c = r["contention"]
+    in_prf = r["calls_mean"] * r["walks"] * Timing().call_ns / (8 * c["scan_ns"][0])
+    assert round(100 * c["spin_frac"][0]) == int(said.group(1))
+    assert round(100 * in_prf) == int(said.group(2))

@@ -1,4 +1,5 @@
-"""The C core against the pure-Python reference, counter for counter (docs/core.md)."""
+"""The C core against the pure-Python reference, counter for counter (docs/core.md), on both
+of the core's paths: check=True and the check=False that sweeps run."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from tests.strategies import invalid_programs, programs, seeds
 #: can measure (not a property of the simulated kernel, so the reference has no twin for it).
 C_ONLY_KEYS = {"peak_bytes"}
 TIMES = {"sim_seconds", "scan_seconds"}
+#: Both paths of the C core on every program. check=True verifies every invariant after every
+#: op; check=False is the path every sweep and benchmark runs, and the only one with the
+#: per-scan copies, the walk's rows and the SIMD search: the reference must hold it too.
+CHECKS = (True, False)
 
 
 def assert_same(c: dict, ref: dict, context: str) -> None:
@@ -53,9 +58,10 @@ def listing(prog: np.ndarray) -> str:
 @given(prog=programs(), seed=seeds)
 def test_core_matches_reference(prog, seed):
     for kernel in core.GENERATIONS:
-        c = core.run(prog, kernel, seed, check=True)
         ref = reference.run(prog, kernel, seed, check=True)
-        assert_same(c, ref, f"{kernel} seed {seed}: {listing(prog)}")
+        for check in CHECKS:
+            c = core.run(prog, kernel, seed, check=check)
+            assert_same(c, ref, f"{kernel} seed {seed} check={check}: {listing(prog)}")
 
 
 def op_index(exc: BaseException) -> int:
@@ -100,9 +106,11 @@ def test_invalid_programs_fail_at_the_same_op(case, seed):
 def test_aim7_points(n, p, f, model, sample, seed):
     prog = aim7(n, p, f, model, sample)
     for kernel in core.GENERATIONS:
-        c = core.run(prog, kernel, seed, check=True)
         ref = reference.run(prog, kernel, seed, check=True)
-        assert_same(c, ref, f"aim7({n}, {p}, {f}, {model}, {sample}) {kernel} seed {seed}")
+        for check in CHECKS:
+            c = core.run(prog, kernel, seed, check=check)
+            assert_same(c, ref, f"aim7({n}, {p}, {f}, {model}, {sample}) {kernel} seed {seed} "
+                                f"check={check}")
 
 
 def rows_program(children: int, npages: int, sample: int | None) -> np.ndarray:
@@ -131,9 +139,10 @@ def rows_program(children: int, npages: int, sample: int | None) -> np.ndarray:
 def test_walk_rows_match_reference(children, npages, sample):
     prog = rows_program(children, npages, sample)
     for kernel in core.GENERATIONS:
-        c = core.run(prog, kernel, 7, check=True)
         ref = reference.run(prog, kernel, 7, check=True)
-        assert_same(c, ref, f"rows {children} {npages} {sample} {kernel}")
+        for check in CHECKS:
+            c = core.run(prog, kernel, 7, check=check)
+            assert_same(c, ref, f"rows {children} {npages} {sample} {kernel} check={check}")
 
 
 #: The reference's words for is_mergeable_anon_vma's rule (Generation.merge) and the C core's.
@@ -162,9 +171,9 @@ def test_generation_tables_agree():
 # ---- ENOMEM injection (docs/core.md "ENOMEM injection") ----------------------------------------
 
 
-def outcome(impl, prog, kernel: str, seed: int, inject: Injection):
+def outcome(impl, prog, kernel: str, seed: int, inject: Injection, check: bool = True):
     try:
-        return impl.run(prog, kernel, seed, check=True, inject=inject)
+        return impl.run(prog, kernel, seed, check=check, inject=inject)
     except ProgramError as exc:
         return exc
 
@@ -172,7 +181,20 @@ def outcome(impl, prog, kernel: str, seed: int, inject: Injection):
 def assert_same_under_injection(prog, kernel: str, seed: int, inject: Injection, context: str):
     """Both implementations with the same injection: identical results, or -- when a failed
     split or mremap left VMAs the program did not expect -- refused at the same op. Returns
-    "same" or "refused"."""
+    "same" or "refused". The C core's check=False path must do exactly what check=True does."""
+    fast = outcome(core, prog, kernel, seed, inject, check=False)
+    verdict = _same_under_injection(prog, kernel, seed, inject, context)
+    c = outcome(core, prog, kernel, seed, inject)
+    if isinstance(c, ProgramError):
+        assert isinstance(fast, ProgramError) and str(fast) == str(c), f"{context}: {fast!s}"
+    else:
+        assert not isinstance(fast, ProgramError), f"{context} check=False: {fast!s}"
+        assert_same(fast, {k: v for k, v in c.items() if k not in C_ONLY_KEYS},
+                    f"{context} check=False")
+    return verdict
+
+
+def _same_under_injection(prog, kernel: str, seed: int, inject: Injection, context: str):
     c = outcome(core, prog, kernel, seed, inject)
     ref = outcome(reference, prog, kernel, seed, inject)
     context = f"{context} {inject}"

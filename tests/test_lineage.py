@@ -2,8 +2,7 @@
 against numbers worked out by hand from docs/core.md (§Generations: tree, reuse, the 3.19 bug)
 and the primer (§1e, §1f, §1g, §2).
 
-Every case runs on both implementations with check=True. The C core's side is skipped, with the
-reason, while ``core.GENERATIONS`` lacks the generation.
+Every case runs on both implementations with check=True.
 
 Notation of the hand traces: R is the root anon_vma made by p0's anon_vma_prepare, A<i> the
 anon_vma made when p<i> was forked (its parent is the forking VMA's anon_vma). 3.19 numbers are
@@ -42,11 +41,6 @@ def run_on(impl: str, prog: np.ndarray, kernel: str, seed: int = 0) -> dict:
     """Run on the reference model or the C core, always with every invariant checked."""
     if impl == "reference":
         return reference.run(prog, kernel, seed, check=True)
-    if kernel not in core.GENERATIONS:
-        pytest.skip(
-            f"the C core has no generation {kernel} yet (core.GENERATIONS = "
-            f"{', '.join(core.GENERATIONS)})"
-        )
     return core.run(prog, kernel, seed, check=True)
 
 
@@ -502,8 +496,6 @@ def lineages(draw) -> np.ndarray:
 @settings(max_examples=150, deadline=None)
 @given(prog=lineages())
 def test_lineages_both_sides_agree(kernel, prog):
-    if kernel not in core.GENERATIONS:
-        pytest.skip(f"the C core has no generation {kernel} yet")
     c = core.run(prog, kernel, 0, check=True)
     ref = reference.run(prog, kernel, 0, check=True)
     for key in LINEAGE_KEYS:

@@ -2,8 +2,7 @@
 out by hand from docs/core.md (§Operations: split, mprotect, munmap, mremap, anon_vma_prepare;
 §The walk) and the primer (§1a, §1b, §1e).
 
-Every case runs on both implementations with check=True (every invariant after every op). The C
-core's side is skipped, with the reason, while it does not have the operations yet.
+Every case runs on both implementations with check=True (every invariant after every op).
 
 Notation of the hand traces: pieces of a split VMA are named by address (A below B below C); the
 kernel object that keeps the original ``struct vm_area_struct`` is noted where it matters,
@@ -30,31 +29,10 @@ TREE = ("3.7", "3.8", "3.19", "6.0", "6.16")  # interval tree: a stabbing query
 CHAIN = LISTS + TREE
 
 
-def _core_lacks_vma_ops() -> str | None:
-    if not hasattr(core.Op, "MPROTECT"):
-        return "core.Op has no MPROTECT yet"
-    prog = Program()
-    p = prog.new_mm()
-    prog.mmap(p, 2)
-    prog.mprotect(p, 0, 1, 1, 2)
-    try:
-        core.run(prog.array, "2.6.34", 0, check=True)
-    except ProgramError as exc:
-        if "unknown opcode" in str(exc):
-            return f"the C core does not know MPROTECT yet: {exc}"
-        raise
-    return None
-
-
 def run_on(impl: str, prog: np.ndarray, kernel: str, seed: int = 0) -> dict:
     """Run on the reference model or the C core, always with every invariant checked."""
     if impl == "reference":
         return reference.run(prog, kernel, seed, check=True)
-    if kernel not in core.GENERATIONS:
-        pytest.skip(f"the C core has no generation {kernel} yet")
-    reason = _core_lacks_vma_ops()
-    if reason:
-        pytest.skip(reason)
     return core.run(prog, kernel, seed, check=True)
 
 
@@ -505,8 +483,6 @@ def after_base(op: Op, a: int, b: int, c: int, d: int) -> np.ndarray:
 )
 def test_invalid_range_ops(impl, op, a, b, c, d):
     prog = after_base(op, a, b, c, d)
-    if impl == "core":
-        run_on(impl, after_base(Op.MPROTECT, 0, 0, 0, 4), "2.6.34")  # skips without the ops
     with pytest.raises(ProgramError, match=rf"^op 2 \({op.name.lower()}\): "):
         if impl == "reference":
             reference.run(prog, "2.6.34", check=True)
