@@ -115,7 +115,7 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(tmp_path, call):
     proc = _run(["-c", CHECK.format(call=call)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "6,048 = 864 simulations x 7 cpus" in out
+    assert "6,804 = 972 simulations x 7 cpus" in out
     assert "core hours" in out and "fits nodes with >= 1 GiB" in out
     assert "this machine" in out
     assert list(tmp_path.iterdir()) == []  # no outputs/ run directory, no store
