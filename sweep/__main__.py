@@ -40,6 +40,13 @@ def _app(cfg: DictConfig) -> None:
         _result["error"] = str(exc)
 
 
+#: Hydra's options that only print (the config, help, completion); nothing runs.
+_INFO_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve",
+                         "--package", "-p", "--info", "-i", "--shell-completion", "-sc"})
+#: Options that run the sweep as the plain command does (Hydra's default mode).
+_RUN_FLAGS = frozenset({"--run", "-r"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-m", "--multirun") or a.startswith("hydra/sweeper") for a in args):
@@ -47,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
                      "(e.g. grid.processes=[10,100])")
     flags = [a for a in args if a.startswith("-")]
     overrides = config.normalize_overrides([a for a in args if not a.startswith("-")])
-    if not flags:  # --help, --cfg, --info ...: Hydra's own, nothing runs
+    for flag in flags:
+        name = flag.partition("=")[0]
+        if name not in _INFO_FLAGS and name not in _RUN_FLAGS:
+            return _fail(f"{name} is not supported; allowed options: "
+                         + ", ".join(sorted(_INFO_FLAGS | _RUN_FLAGS)))
+    # --help, --cfg, --info ...: Hydra's own, nothing runs; anything else (--run) runs the
+    # sweep, so it is checked as the plain command is
+    if not flags or any(f.partition("=")[0] not in _INFO_FLAGS for f in flags):
         try:
             sweep = config.resolve(config.compose(overrides))
             from sweep import app
