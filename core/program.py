@@ -146,6 +146,8 @@ class Program:
         The same rows as ``n`` calls of ``fork``, emitted at once: a Python call per child was
         most of the time a 10,000-process point spent outside the core (46 ms of 0.5 s).
         """
+        n = _integer(n, "fork_many's n", 0, MAX_OPS - len(self._rows),
+                     "core.program.MAX_OPS rows in all")
         first = self._next_mm
         nr_vmas = self._vmas.get(p, 0)
         self._rows.extend([(int(Op.FORK), p, 0, 0, 0, 0.0)] * n)

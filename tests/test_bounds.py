@@ -118,6 +118,16 @@ def test_absurd_builders_refuse_before_allocating(scenario, params, named):
     assert int(rss_kib) < 300 * 1024, rss_kib
 
 
+def test_fork_many_refuses_a_storm_longer_than_a_program():
+    prog = program_mod.Program()
+    parent = prog.new_mm()
+    with pytest.raises(ValueError, match="at most 4,194,303"):
+        prog.fork_many(parent, 10**12)
+    with pytest.raises(ValueError, match="n"):
+        prog.fork_many(parent, 2.5)
+    assert len(prog) == 1
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("processes", 2.5), ("processes", True), ("pages_per_vma", 4.0), ("sample", 1.5),
     ("processes", -1), ("pages_per_vma", "16"),
