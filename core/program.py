@@ -327,6 +327,10 @@ ARENA_MAX = 0x7FFFFFFE
 MAX_OPS = 2**22
 #: Python memory per row while ``Program`` builds (measured peak of chain, the worst builder).
 BUILD_ROW_BYTES = 170
+#: CPU counts ``core.run`` replays a trace on (core/_core.c parse_cpus).
+MAX_CPUS = 2**20
+#: Largest ``Timing.batch``: the core reads it as a 32-bit unsigned int (masked, not checked).
+MAX_BATCH = 2**31 - 1
 
 
 @dataclass(frozen=True)

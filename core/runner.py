@@ -20,7 +20,7 @@ from core import _core
 from core.contention import Timing, contention_metrics
 from core.errors import UnknownGenerationError
 from core.inject import Injection
-from core.program import PROGRAM_DTYPE, ProgramSize, cow_random_bound
+from core.program import MAX_BATCH, MAX_CPUS, PROGRAM_DTYPE, ProgramSize, cow_random_bound
 
 #: Generation names in chronological order, as the C table lists them.
 GENERATIONS: tuple[str, ...] = tuple(row["name"] for row in _core.generations())
@@ -67,12 +67,6 @@ def as_program(program) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
-
-
-#: CPU counts the contention model replays (core/_core.c parse_cpus).
-MAX_CPUS = 2**20
-#: Largest ``Timing.batch``: the core reads it as a 32-bit unsigned int (masked, not checked).
-MAX_BATCH = 2**31 - 1
 
 
 def _integer(value, name: str, low: int, high: int) -> int:

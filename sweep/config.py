@@ -304,7 +304,7 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         raise ConfigError(
             f"grid.cow_model: {g['cow_model']!r} is not known; allowed: {', '.join(COW_MODELS)}"
         )
-    from core.program import ARENA_MAX, INT32_MAX, MAX_OPS
+    from core.program import ARENA_MAX, INT32_MAX, MAX_BATCH, MAX_CPUS, MAX_OPS
 
     sample = g["sample"]
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
@@ -324,7 +324,6 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         raise ConfigError(f"grid.pieces: {pieces!r} is not allowed; allowed: an integer "
                           f"from 1 to at most {INT32_MAX}")
     from core.contention import Timing
-    from core.runner import MAX_BATCH, MAX_CPUS
 
     try:
         timing_model = Timing(**dict(g.get("timing") or {}))
@@ -375,11 +374,14 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
 def check_program_size(grid: Grid) -> None:
     """Refuse a grid whose largest program is over the core's limits, counted by formula
     before anything is built (core.program.program_size): its length, processes, objects."""
+    from core.program import program_size  # pure Python: counts, no compiled core needed
     from sweep import plan, simulate
 
     workload = plan.largest_workload(grid)
+    settings = simulate.settings_of(grid)
     try:
-        simulate.estimate_bytes(simulate.settings_of(grid), workload)
+        program_size(**simulate.size_params(settings, workload)).check(
+            grid.scenario, simulate.scales(settings, workload))
     except ValueError as exc:
         n, v, f = workload
         raise ConfigError(f"grid: the largest point (processes={n}, pages_per_vma={v}, "

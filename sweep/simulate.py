@@ -128,7 +128,7 @@ def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, i
     from core.runner import size_bytes
 
     size = program_size(**size_params(settings, workload))
-    size.check(settings[0], _scales(settings, workload))
+    size.check(settings[0], scales(settings, workload))
     # sweep points record a walk trace (run_point passes cpus); Ray and the machine check want
     # what the worker will hold, not the arenas' doubled capacity (docs/performance.md)
     return size_bytes(size, trace=True, resident=True)
@@ -147,8 +147,8 @@ def size_params(settings: tuple, workload: tuple[int, int, float]) -> dict:
                 cow_fraction=cow_fraction, cow_model=cow_model, sample=sample, **extra)
 
 
-def _scales(settings: tuple, workload: tuple[int, int, float]) -> dict:
-    # the grid keys that lengthen the scenario's program, for a refusal's message
+def scales(settings: tuple, workload: tuple[int, int, float]) -> dict:
+    """The grid keys that lengthen the scenario's program, with their values (for a refusal)."""
     from core.program import SIZES
 
     params = size_params(settings, workload)
