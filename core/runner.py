@@ -140,12 +140,15 @@ def run(
     replay = None
     if cpus is not None:
         values = np.atleast_1d(np.asarray(cpus, dtype=object))
-        if values.ndim != 1:
-            raise ValueError(f"cpus must be a flat list of integers, got {cpus!r}")
-        wanted = [_integer(c, "cpus", 1, MAX_CPUS) for c in values]
-        if not wanted or len(set(wanted)) != len(wanted):
-            raise ValueError(f"cpus must be distinct integers from 1 to at most {MAX_CPUS}, "
-                             f"got {list(wanted)}")
+        try:
+            if values.ndim != 1:
+                raise ValueError
+            wanted = [_integer(c, "cpus", 1, MAX_CPUS) for c in values]
+            if not wanted or len(set(wanted)) != len(wanted):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"cpus must be distinct integers >= 1 (at most {MAX_CPUS}), "
+                             f"got {cpus!r}") from None
         replay = sorted(set(wanted) | {1})  # 1 CPU: the speedup's baseline
     if timing is not None and not 1 <= timing.batch <= MAX_BATCH:
         raise ValueError(f"timing.batch must be from 1 to at most {MAX_BATCH}, got {timing.batch}")
