@@ -256,3 +256,16 @@ def test_refusal_is_quick_and_small():
         assert code_ == "2", proc.stderr
         assert int(rss_kib) < 400 * 1024
         assert os.listdir(tmp) == []
+
+
+def test_cfg_job_prints_the_config_and_runs_nothing():
+    """docs/sweep.md's ``--cfg job``: the option keeps its value (it was split off and Hydra
+    printed its usage instead)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweep", "+grid=smoke", "--cfg", "job", "grid.processes=[3]"],
+            cwd=tmp, capture_output=True, text=True, timeout=120, preexec_fn=_limited,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "processes:\n  - 3\n" in proc.stdout
+        assert os.listdir(tmp) == []
