@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.errors import ProgramError
 
-__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork",
-           "mprotect", "heap", "COW_MODELS", "SCENARIOS"]
+__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "mprotect", "heap",
+           "COW_MODELS", "SCENARIOS", "SIZES", "ProgramSize", "program_size", "MAX_OPS",
+           "INT32_MAX", "ARENA_MAX"]
 
 #: One operation: opcode, four integer arguments, one float argument (32 bytes, C-aligned).
 PROGRAM_DTYPE = np.dtype(
@@ -196,6 +200,8 @@ class Program:
         The same rows as ``n`` calls of ``fork``, emitted at once: a Python call per child was
         most of the time a 10,000-process point spent outside the core (46 ms of 0.5 s).
         """
+        n = _integer(n, "fork_many's n", 0, MAX_OPS - len(self._rows),
+                     "core.program.MAX_OPS rows in all")
         first = self._next_mm
         nr_vmas = self._vmas.get(p, 0)
         self._rows.extend([(int(Op.FORK), p, 0, 0, 0, 0.0)] * n)
@@ -238,7 +244,10 @@ def aim7(
     interleave round robin (page 0 of every child, then page 1, ...) and the LRU, the scan
     order, alternates owners as reclaim would find it.
     """
-    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    processes, pages_per_vma, cow_fraction, sample = _scenario_args(
+        processes, pages_per_vma, cow_fraction, cow_model, sample)
+    aim7_size(processes, pages_per_vma, cow_fraction, cow_model, sample).check(
+        "aim7", dict(processes=processes))
     prog = Program()
     parent = prog.new_mm()
     vma = prog.mmap(parent, pages_per_vma)
@@ -265,7 +274,10 @@ def chain(
     and live anon_vmas grow with the generation count, 2.6.34 to 3.8); with reuse (3.19, 6.0)
     they stay bounded.
     """
-    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
+    processes, pages_per_vma, cow_fraction, sample = _scenario_args(
+        processes, pages_per_vma, cow_fraction, cow_model, sample)
+    chain_size(processes, pages_per_vma, cow_fraction, cow_model, sample).check(
+        "chain", dict(processes=processes))
     prog = Program()
     prev = prog.new_mm()
     vma = prog.mmap(prev, pages_per_vma)
@@ -295,9 +307,11 @@ def prefork(
     ``recycles`` times, every worker exits and is replaced by a fresh fork of the server, and the
     new workers COW again. Then the scan.
     """
-    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
-    if recycles < 0:
-        raise ValueError(f"recycles must be >= 0, got {recycles}")
+    processes, pages_per_vma, cow_fraction, sample = _scenario_args(
+        processes, pages_per_vma, cow_fraction, cow_model, sample)
+    recycles = _integer(recycles, "recycles", 0, MAX_OPS, "core.program.MAX_OPS")
+    prefork_size(processes, pages_per_vma, cow_fraction, cow_model, sample, recycles).check(
+        "prefork", dict(processes=processes, recycles=recycles))
     prog = Program()
     server = prog.new_mm()
     vma = prog.mmap(server, pages_per_vma)
@@ -330,9 +344,11 @@ def mprotect(
     piece. Before 3.7 a walk iterates every piece on the anon_vma's list and skips those that
     cannot map the page (entries > calls); the 3.7 interval tree only visits the one that can.
     """
-    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
-    if not 1 <= pieces <= pages_per_vma:
-        raise ValueError(f"pieces must be in 1..pages_per_vma ({pages_per_vma}), got {pieces}")
+    processes, pages_per_vma, cow_fraction, sample = _scenario_args(
+        processes, pages_per_vma, cow_fraction, cow_model, sample)
+    pieces = _pieces(pieces, pages_per_vma)
+    mprotect_size(processes, pages_per_vma, cow_fraction, cow_model, sample, pieces).check(
+        "mprotect", dict(processes=processes, pieces=pieces))
     prog = Program()
     parent = prog.new_mm()
     prog.touch_all(parent, prog.mmap(parent, pages_per_vma))
@@ -392,13 +408,12 @@ def heap(
     Size, with N = processes, P = pages_per_vma, S = steps, G = step_pages: ops N (S + 1) + 5
     (4 when N = 0); processes N + 1; VMAs at most 2N + 1; pages at most P + N (P + S G).
     """
-    _check_scenario(processes, pages_per_vma, cow_fraction, cow_model)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if step_pages is None:
-        step_pages = max(1, pages_per_vma // max(steps, 1))
-    if isinstance(step_pages, bool) or not isinstance(step_pages, int) or step_pages < 1:
-        raise ValueError(f"step_pages must be an integer >= 1, got {step_pages!r}")
+    processes, pages_per_vma, cow_fraction, sample = _scenario_args(
+        processes, pages_per_vma, cow_fraction, cow_model, sample)
+    steps, step_pages = _heap_steps(pages_per_vma, steps, step_pages)
+    heap_size(processes, pages_per_vma, cow_fraction, cow_model, sample, steps,
+              step_pages).check("heap", {"processes": processes, "steps": steps,
+                                         "step_pages": step_pages})
     prog = Program()
     server = prog.new_mm()
     vma = prog.mmap(server, pages_per_vma)
@@ -413,15 +428,250 @@ def heap(
     return prog.array
 
 
-def _check_scenario(processes: int, pages_per_vma: int, cow_fraction: float, cow_model: str):
-    if processes < 0:
-        raise ValueError(f"processes must be >= 0, got {processes}")
-    if pages_per_vma < 1:
-        raise ValueError(f"pages_per_vma must be >= 1, got {pages_per_vma}")
+# -- Bounds: every scenario's size by formula, checked before anything is built ----------------
+#
+# The C core's limits (core/src/sim.h): an op's fields are int32 (struct prog_op), so a VMA's
+# pages, a sample and a process number are at most INT32_MAX; every object kind lives in an
+# arena of 32-bit indices that holds at most PAGE_MAX (0x7FFFFFFE) rows. Python's own limit is
+# MAX_OPS: a program is built row by row (about 170 bytes a row while building, 32 after), so a
+# grid value that multiplies its length (recycles, processes) could otherwise exhaust the
+# machine before the memory estimate even ran.
+
+#: Largest value of an op's integer field (``PROGRAM_DTYPE``: int32).
+INT32_MAX = 2**31 - 1
+#: Objects of one kind (processes, VMAs, pages, chain entries) an arena holds (sim.h PAGE_MAX).
+ARENA_MAX = 0x7FFFFFFE
+#: Longest program a builder makes: 4,194,304 rows, about 0.7 GiB while building in Python.
+MAX_OPS = 2**22
+#: Python memory per row while ``Program`` builds (measured peak of chain, the worst builder).
+BUILD_ROW_BYTES = 170
+#: CPU counts ``core.run`` replays a trace on (core/_core.c parse_cpus).
+MAX_CPUS = 2**20
+#: Largest ``Timing.batch``: the core reads it as a 32-bit unsigned int (masked, not checked).
+MAX_BATCH = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ProgramSize:
+    """A program's length and its objects at their peak: what ``core.estimate_bytes`` reads.
+
+    ``core.runner.measure(array)`` counts these from a built program; the scenario formulas
+    (``SIZES``) compute the same numbers from the parameters alone, and tests/test_bounds.py
+    holds the two equal. ``core.runner.size_bytes`` turns them into the memory estimate.
+    """
+
+    ops: int  # rows of the program
+    processes: int  # processes created (new_mm and forks): the mm arena's rows
+    ptes: int  # live page-table entries at their peak
+    pages: int  # anonymous pages at their peak (bounded by the writes, as estimate_bytes does)
+    vmas: int  # live VMAs at their peak
+    links: int  # anon_vma_chain entries at their peak (a VMA at fork depth d: at most d + 1)
+    walks: int  # walks every scan together can record
+    scan_walks: int  # walks of the largest scan
+
+    def check(self, scenario: str, scales: dict[str, object]) -> ProgramSize:
+        """Refuse (ValueError naming ``scales``, the parameters that grow it, and the limit) a
+        program longer than ``MAX_OPS`` or with more objects of a kind than an arena holds."""
+        named = ", ".join(f"{k}={v}" for k, v in scales.items())
+        lower = " or ".join(scales)
+        if self.ops > MAX_OPS:
+            raise ValueError(
+                f"{scenario}: {named} make a program of {self.ops:,} operations (about "
+                f"{self.ops * BUILD_ROW_BYTES / 2**30:,.1f} GiB to build); at most {MAX_OPS:,} "
+                f"are allowed (core.program.MAX_OPS); lower {lower}")
+        for kind in ("processes", "pages", "vmas", "links"):
+            if getattr(self, kind) > ARENA_MAX:
+                raise ValueError(
+                    f"{scenario}: {named} make up to {getattr(self, kind):,} {kind} (objects of "
+                    f"one kind); the core's arenas hold at most {ARENA_MAX:,} objects (32-bit "
+                    f"indices); lower {lower} or pages_per_vma")
+        return self
+
+
+def cow_random_bound(n: int, f: float) -> float:
+    """Pages ``n`` independent writes of probability ``f`` create, with high probability:
+    the expectation plus four standard deviations (plus one)."""
+    return n * f + 4 * math.sqrt(n * f * (1 - f)) + 1
+
+
+def _cow(created: float, count: int, npages: int, f: float, model: str) -> float:
+    # what one (interleaved) COW op of `count` processes over `npages` pages adds to the
+    # estimate's count of created pages: one bound on their total, as core.estimate_bytes does
+    if model == "independent":
+        return created + cow_random_bound(count * npages, f)
+    return created + count * math.floor(f * npages)
+
+
+def _scan(ptes: int, created: float, sample: int | None) -> int:
+    live = min(ptes, math.ceil(created))
+    return live if sample is None else min(sample, live)
+
+
+#: Size formulas by scenario name, each with the builder's parameters (``SCENARIOS``).
+SIZES: dict[str, Callable[..., ProgramSize]] = {}
+
+
+def size_formula(scenario: str, scales: tuple[str, ...]):
+    """Register ``fn`` as the size formula of ``scenario``; ``scales`` names the parameters that
+    lengthen its program (what a refusal tells the user to lower). A new scenario plugs in with
+    its builder in ``SCENARIOS`` and one decorated formula here."""
+
+    def register(fn: Callable[..., ProgramSize]) -> Callable[..., ProgramSize]:
+        fn.scales = scales  # type: ignore[attr-defined]
+        SIZES[scenario] = fn
+        return fn
+
+    return register
+
+
+@size_formula("aim7", ("processes",))
+def aim7_size(processes: int, pages_per_vma: int, cow_fraction: float,
+              cow_model: str = "independent", sample: int | None = None) -> ProgramSize:
+    n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
+    created = _cow(0.0 + v, n, v, f, cow_model) if n else 0.0 + v
+    ptes = (n + 1) * v
+    walks = _scan(ptes, created, sample)
+    return ProgramSize(ops=4 + n + (n > 0), processes=n + 1, ptes=ptes,
+                       pages=min(ptes, math.ceil(created)), vmas=n + 1, links=1 + 2 * n,
+                       walks=walks, scan_walks=walks)
+
+
+@size_formula("chain", ("processes",))
+def chain_size(processes: int, pages_per_vma: int, cow_fraction: float = 0.0,
+               cow_model: str = "independent", sample: int | None = None) -> ProgramSize:
+    n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
+    ops = 4 + n * (2 + (f > 0))
+    created = 0.0 + v
+    if f > 0 and ops <= MAX_OPS:  # summed one generation at a time, as the estimate does
+        for _ in range(n):
+            created = _cow(created, 1, v, f, cow_model)
+    elif f > 0:  # refused anyway (too long): a bound is enough
+        created = _cow(created, 1, v, f, cow_model) * n
+    # a fork briefly holds two generations; the survivor alone is scanned
+    ptes = 2 * v if n else v
+    walks = _scan(v, created, sample)
+    return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
+                       pages=min(ptes, math.ceil(created)), vmas=2 if n else 1,
+                       links=2 * n + 1, walks=walks, scan_walks=walks)
+
+
+@size_formula("prefork", ("processes", "recycles"))
+def prefork_size(processes: int, pages_per_vma: int, cow_fraction: float,
+                 cow_model: str = "independent", sample: int | None = None,
+                 recycles: int = 3) -> ProgramSize:
+    n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
+    r = _integer(recycles, "recycles", 0, MAX_OPS, "core.program.MAX_OPS")
+    ops = 4 + (r + 1) * n + r * n + (r + 1) * (n > 0)
+    created = 0.0 + v
+    if n and ops <= MAX_OPS:  # every round's COW, summed in program order
+        for _ in range(r + 1):
+            created = _cow(created, n, v, f, cow_model)
+    elif n:  # refused anyway (too long): a bound is enough
+        created = _cow(created, n, v, f, cow_model) * (r + 1)
+    ptes = (n + 1) * v
+    walks = _scan(ptes, created, sample)
+    return ProgramSize(ops=ops, processes=1 + (r + 1) * n, ptes=ptes,
+                       pages=min(ptes, math.ceil(created)), vmas=n + 1, links=1 + 2 * n,
+                       walks=walks, scan_walks=walks)
+
+
+@size_formula("mprotect", ("processes", "pieces"))
+def mprotect_size(processes: int, pages_per_vma: int, cow_fraction: float,
+                  cow_model: str = "independent", sample: int | None = None,
+                  pieces: int = 16) -> ProgramSize:
+    n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
+    k = _pieces(pieces, v)
+    ops = 4 + k // 2 + n + (k if n else 0)
+    created = 0.0 + v
+    if n and ops <= MAX_OPS:  # one COW op per piece: pieces - 1 of c pages, the remainder last
+        c = v // k
+        for i in range(k):
+            created = _cow(created, n, c if i < k - 1 else v - (k - 1) * c, f, cow_model)
+    elif n:  # refused anyway (too long): a bound is enough
+        created = _cow(created, n, v, f, cow_model) * 2
+    ptes = (n + 1) * v
+    walks = _scan(ptes, created, sample)
+    return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
+                       pages=min(ptes, math.ceil(created)), vmas=k * (n + 1),
+                       links=k + 2 * n * k, walks=walks, scan_walks=walks)
+
+
+@size_formula("heap", ("processes",))
+def heap_size(processes: int, pages_per_vma: int, cow_fraction: float,
+              cow_model: str = "independent", sample: int | None = None, steps: int = 4,
+              step_pages: int | None = None) -> ProgramSize:
+    n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
+    s, g = _heap_steps(v, steps, step_pages)
+    ops = 4 + n + (n > 0) + s * n
+    created = 0.0 + v
+    if n:
+        created = _cow(created, n, v, f, cow_model)
+    if ops <= MAX_OPS:  # every brk's touch, added in program order as the estimate does
+        for _ in range(s * n):
+            created += g
+    else:  # refused anyway (too long): a bound is enough
+        created += s * n * g
+    # each brk is charged as a new VMA linked at the worker's depth (1) + 1, whether it merged
+    # or not (core.runner.measure): the estimate's bound for every era
+    ptes = (n + 1) * v + s * n * g
+    walks = _scan(ptes, created, sample)
+    return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
+                       pages=min(ptes, math.ceil(created)), vmas=n + 1 + s * n,
+                       links=1 + 2 * n + 2 * s * n, walks=walks, scan_walks=walks)
+
+
+def _heap_steps(pages_per_vma: int, steps, step_pages) -> tuple[int, int]:
+    steps = _integer(steps, "steps", 0, MAX_OPS, "core.program.MAX_OPS")
+    if step_pages is None:
+        step_pages = max(1, pages_per_vma // max(steps, 1))
+    return steps, _integer(step_pages, "step_pages", 1, INT32_MAX,
+                           "an int32 field of the program")
+
+
+def program_size(scenario: str, **params) -> ProgramSize:
+    """The size of ``SCENARIOS[scenario](**params)``'s program, without building it."""
+    if scenario not in SIZES:
+        raise ValueError(f"scenario {scenario!r} is not one of {', '.join(SIZES)}")
+    return SIZES[scenario](**params)
+
+
+def _integer(value, name: str, low: int, high: int, why: str = "") -> int:
+    """``value`` as an int in low..high: numpy integers are taken, bools and floats refused
+    (a 2.7 would otherwise be truncated to 2 on its way into an int32 field)."""
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer from {low} to at most {high:,}, "
+                         f"got {value!r}")
+    v = operator.index(value)
+    if not low <= v <= high:
+        where = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be an integer from {low} to at most {high:,}{where}, "
+                         f"got {v}")
+    return v
+
+
+def _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample):
+    """The parameters every scenario shares, checked and normalised (Python ints and float)."""
+    processes = _integer(processes, "processes", 0, ARENA_MAX - 1, "the core's 32-bit indices")
+    pages_per_vma = _integer(pages_per_vma, "pages_per_vma", 1, INT32_MAX,
+                             "an int32 field of the program")
+    if sample is not None:
+        sample = _integer(sample, "sample", 1, INT32_MAX, "an int32 field of the program")
+    if isinstance(cow_fraction, (bool, np.bool_)) or not isinstance(
+            cow_fraction, (int, float, np.integer, np.floating)):
+        raise ValueError(f"cow_fraction must be a number in [0, 1], got {cow_fraction!r}")
+    cow_fraction = float(cow_fraction)
     if not (0.0 <= cow_fraction <= 1.0) or math.isnan(cow_fraction):
         raise ValueError(f"cow_fraction must be in [0, 1], got {cow_fraction}")
     if cow_model not in COW_MODELS:
         raise ValueError(f"cow_model {cow_model!r} is not one of {', '.join(COW_MODELS)}")
+    return processes, pages_per_vma, cow_fraction, sample
+
+
+def _pieces(pieces, pages_per_vma: int) -> int:
+    pieces = _integer(pieces, "pieces", 1, INT32_MAX)
+    if not 1 <= pieces <= pages_per_vma:
+        raise ValueError(f"pieces must be in 1..pages_per_vma ({pages_per_vma}), got {pieces}")
+    return pieces
 
 
 #: Scenario builders by name: (processes, pages_per_vma, cow_fraction, cow_model, sample).

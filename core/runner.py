@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from core import _core
 from core.contention import Timing, contention_metrics
 from core.errors import UnknownGenerationError
 from core.inject import Injection
-from core.program import PROGRAM_DTYPE
+from core.program import MAX_BATCH, MAX_CPUS, PROGRAM_DTYPE, ProgramSize, cow_random_bound
 
 #: Generation names in chronological order, as the C table lists them.
 GENERATIONS: tuple[str, ...] = tuple(row["name"] for row in _core.generations())
@@ -67,6 +68,17 @@ def as_program(program) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def _integer(value, name: str, low: int, high: int) -> int:
+    """``value`` as an int in low..high; numpy integers are taken, bools and floats refused."""
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer from {low} to at most {high}, "
+                         f"got {value!r}")
+    v = operator.index(value)
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be an integer from {low} to at most {high}, got {v}")
+    return v
 
 
 #: The arguments every run without ``timing`` or ``inject`` passes, built once: constructing
@@ -121,18 +133,27 @@ def run(
     """
     check_generation(kernel)
     arr = as_program(program)
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    limit = _default_memory_limit() if memory_limit is None else int(memory_limit)
-    if limit < 0:
-        raise ValueError(f"memory_limit must be >= 0 bytes (0 = no limit), got {memory_limit}")
+    # Integers are taken as integers only (numpy's too): a float or a bool is refused, never
+    # truncated (seed=1.9 would otherwise run seed 1, cpus=[2.7] replay 2 CPUs).
+    seed = _integer(seed, "seed", 0, 2**64 - 1)
+    limit = _default_memory_limit() if memory_limit is None else _integer(
+        memory_limit, "memory_limit (bytes; 0 = no limit)", 0, 2**64 - 1)
     replay = None
     if cpus is not None:
-        wanted = [int(c) for c in np.atleast_1d(cpus)]
-        if not wanted or min(wanted) < 1 or len(set(wanted)) != len(wanted):
-            raise ValueError(f"cpus must be distinct integers >= 1, got {list(wanted)}")
+        values = np.atleast_1d(np.asarray(cpus, dtype=object))
+        try:
+            if values.ndim != 1:
+                raise ValueError
+            wanted = [_integer(c, "cpus", 1, MAX_CPUS) for c in values]
+            if not wanted or len(set(wanted)) != len(wanted):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"cpus must be distinct integers >= 1 (at most {MAX_CPUS}), "
+                             f"got {cpus!r}") from None
         replay = sorted(set(wanted) | {1})  # 1 CPU: the speedup's baseline
-    result = _core.run(arr.view(np.uint8), kernel, int(seed), bool(check), limit, replay,
+    if timing is not None and not 1 <= timing.batch <= MAX_BATCH:
+        raise ValueError(f"timing.batch must be from 1 to at most {MAX_BATCH}, got {timing.batch}")
+    result = _core.run(arr.view(np.uint8), kernel, seed, bool(check), limit, replay,
                        _DEFAULT_TIMING if timing is None else timing.as_tuple(),
                        _NO_INJECTION if inject is None else inject.as_tuple())
     if cpus is not None:
@@ -162,17 +183,23 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
     pages a program touches, so objects are charged by their peak count, not by the arena's
     capacity, with a 10 % margin. Not an upper bound of ``peak_bytes``, which counts capacity.
 
-    Follows the program's shape without simulating it. Page tables are exact: one 4-byte entry
-    per page of every live VMA. Live pages are bounded by live page-table entries (every page is
-    mapped at least once) and by the pages the write ops can have created (for cow_random its
-    expectation plus four standard deviations: a high-probability bound). A VMA at fork depth d
-    is linked to at most d + 1 anon_vmas, and there are at most as many anon_vmas as chain
-    entries plus VMAs. Each arena is charged for the capacity its growth rule reaches at the
-    object's peak count.
+    ``size_bytes(measure(program))``: the program's peak object counts (``measure``), then
+    their bytes (``size_bytes``). A scenario's counts are also known by formula without
+    building it (``core.program.program_size``), so the same estimate needs no program.
+    """
+    return size_bytes(measure(program), trace=trace, resident=resident)
+
+
+def measure(program) -> ProgramSize:
+    """A program's length and its objects at their peak, following its shape (no simulation).
+
+    Page tables are exact: one 4-byte entry per page of every live VMA. Live pages are bounded
+    by live page-table entries (every page is mapped at least once) and by the pages the write
+    ops can have created (for cow_random its expectation plus four standard deviations: a
+    high-probability bound). A VMA at fork depth d is linked to at most d + 1 anon_vmas, and
+    there are at most as many anon_vmas as chain entries plus VMAs.
     """
     arr = as_program(program)
-    sz = struct_sizes()
-    slot = sz["slot_index"]
     procs: list[list[int] | None] = []  # per process: its VMAs' page counts (None: exited)
     depth: list[int] = []
     ptes = vmas = links = walks = scan_walks = 0
@@ -190,9 +217,6 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
 
     def alive(p: int) -> bool:
         return 0 <= p < len(procs) and procs[p] is not None
-
-    def cow_random_bound(n: int, f: float) -> float:
-        return n * f + 4 * math.sqrt(n * f * (1 - f)) + 1
 
     for op, a, b, c, d, x in arr.tolist():
         if op == 1:  # new_mm
@@ -263,6 +287,21 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         for key, now in (("ptes", ptes), ("pages", min(ptes, math.ceil(created))),
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)
+    return ProgramSize(ops=len(arr), processes=len(procs), walks=walks, scan_walks=scan_walks,
+                       **peak)
+
+
+def size_bytes(size: ProgramSize, *, trace: bool = False, resident: bool = False) -> int:
+    """The bytes of ``estimate_bytes`` for a program of ``size`` (``measure`` or a formula).
+
+    Each arena is charged for the capacity its growth rule reaches at the object's peak count
+    (``resident``: for the peak count itself, plus 10 %).
+    """
+    sz = struct_sizes()
+    slot = sz["slot_index"]
+    peak = {"ptes": size.ptes, "pages": size.pages, "vmas": size.vmas, "links": size.links}
+    walks, scan_walks = size.walks, size.scan_walks
+
     def arena(rows: int, row_bytes: int, first: int = 64) -> int:
         return rows * row_bytes if resident else _arena_bytes(rows, row_bytes, first)
 
@@ -272,9 +311,9 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
         + arena(peak["vmas"], sz["vma"] + slot)
         + arena(peak["links"], sz["anon_vma_chain"] + slot)
         + arena(peak["links"] + peak["vmas"], sz["anon_vma"] + slot)
-        + arena(len(procs), sz["mm"] + slot)
-        + len(procs) * 4 * slot  # each process's VMA index array
-        + arr.nbytes  # the core's copy of the program
+        + arena(size.processes, sz["mm"] + slot)
+        + size.processes * 4 * slot  # each process's VMA index array
+        + size.ops * PROGRAM_DTYPE.itemsize  # the core's copy of the program
         + 8 * (peak["links"] + 64)  # the walk histogram: entries <= chain entries
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
         # a scan's walk cache: 16 B per list entry, 24 per tree node (<= links), 4 per anon_vma

@@ -49,14 +49,39 @@ def _app(cfg: DictConfig) -> None:
         _result["error"], _result["code"] = str(exc), 1
 
 
+#: Hydra's options that only print (the config, help, completion); nothing runs.
+_INFO_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve",
+                         "--package", "-p", "--info", "-i", "--shell-completion", "-sc"})
+#: Options that run the sweep as the plain command does (Hydra's default mode).
+_RUN_FLAGS = frozenset({"--run", "-r"})
+#: Options whose value is the next word (``--cfg job``): kept with the option.
+_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-m", "--multirun") or a.startswith("hydra/sweeper") for a in args):
         return _fail("--multirun is not supported: a grid's axes are the sweep "
                      "(e.g. grid.processes=[10,100])")
-    flags = [a for a in args if a.startswith("-")]
-    overrides = config.normalize_overrides([a for a in args if not a.startswith("-")])
-    if not flags:  # --help, --cfg, --info ...: Hydra's own, nothing runs
+    flags: list[str] = []  # options, each followed by its value if it takes one (--cfg job)
+    rest: list[str] = []
+    words = iter(args)
+    for arg in words:
+        if not arg.startswith("-"):
+            rest.append(arg)
+            continue
+        flags.append(arg)
+        if arg in _VALUE_FLAGS:
+            flags.extend(v for v in (next(words, None),) if v is not None)
+    overrides = config.normalize_overrides(rest)
+    names = [f.partition("=")[0] for f in flags if f.startswith("-")]
+    for name in names:
+        if name not in _INFO_FLAGS and name not in _RUN_FLAGS:
+            return _fail(f"{name} is not supported; allowed options: "
+                         + ", ".join(sorted(_INFO_FLAGS | _RUN_FLAGS)))
+    # --help, --cfg, --info ...: Hydra's own, nothing runs; anything else (--run) runs the
+    # sweep, so it is checked as the plain command is
+    if not names or any(name not in _INFO_FLAGS for name in names):
         try:
             sweep = config.resolve(config.compose(overrides))
             if sweep.dry_run:  # before Hydra's run: no run directory, no Ray, no store

@@ -193,6 +193,32 @@ def check_grid_override(overrides: list[str]) -> None:
             )
 
 
+def _field_type(f: dataclasses.Field) -> Any:
+    return getattr(schema, f.type, None) if isinstance(f.type, str) else f.type
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse ``grid.foo=1`` (a key the schema lacks) with the allowed keys, as ``+grid.foo=1``
+    is refused after composing; Hydra's own message is two lines that do not list them."""
+    for arg in overrides:
+        key, sep, _ = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "hydra")) or "@" in key or key == "grid":
+            continue
+        node: Any = schema.SweepConf
+        prefix = ""
+        for part in key.split("."):
+            if not dataclasses.is_dataclass(node):
+                break  # a key below a value (grid.processes.x): Hydra's type error says so
+            fields = {f.name: f for f in dataclasses.fields(node)}
+            if part not in fields:
+                raise ConfigError(
+                    f"{prefix}{part}: unknown key; allowed keys of "
+                    f"{prefix.rstrip('.') or 'config'}: " + ", ".join(fields)
+                )
+            node = _field_type(fields[part])
+            prefix += part + "."
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """Compose the config as ``python -m sweep ARGS`` would (Hydra's compose API).
 
@@ -207,6 +233,7 @@ def compose(overrides: list[str]) -> DictConfig:
     overrides = normalize_overrides(overrides)
     check_grid_override(overrides)
     check_bool_overrides(overrides)
+    check_override_keys(overrides)
     try:
         with initialize_config_module(config_module="sweep.conf", version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides)
@@ -279,55 +306,94 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         raise ConfigError(
             f"grid.cow_model: {g['cow_model']!r} is not known; allowed: {', '.join(COW_MODELS)}"
         )
+    from core.program import ARENA_MAX, INT32_MAX, MAX_BATCH, MAX_CPUS, MAX_OPS
+
     sample = g["sample"]
-    if sample is not None and (isinstance(sample, bool) or sample < 1):
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
+                               or not 1 <= sample <= INT32_MAX):
         raise ConfigError(
             f"grid.sample: {sample!r} is not allowed; allowed: null (walk every page) "
-            "or an integer >= 1 (pages sampled per point)"
+            f"or an integer from 1 to at most {INT32_MAX} (pages sampled per point; an int32 "
+            "field of the core's program)"
         )
     recycles = g.get("recycles", 3)
-    if isinstance(recycles, bool) or not isinstance(recycles, int) or recycles < 0:
-        raise ConfigError(f"grid.recycles: {recycles!r} is not allowed; allowed: an integer >= 0")
+    if isinstance(recycles, bool) or not isinstance(recycles, int) or not (
+            0 <= recycles <= MAX_OPS):
+        raise ConfigError(f"grid.recycles: {recycles!r} is not allowed; allowed: an integer "
+                          f"from 0 to at most {MAX_OPS} (core.program.MAX_OPS)")
     pieces = g.get("pieces", 16)
-    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
-        raise ConfigError(f"grid.pieces: {pieces!r} is not allowed; allowed: an integer >= 1")
+    if isinstance(pieces, bool) or not isinstance(pieces, int) or not 1 <= pieces <= INT32_MAX:
+        raise ConfigError(f"grid.pieces: {pieces!r} is not allowed; allowed: an integer "
+                          f"from 1 to at most {INT32_MAX}")
     from core.contention import Timing
 
     try:
-        timing = Timing(**dict(g.get("timing") or {})).as_tuple()
+        timing_model = Timing(**dict(g.get("timing") or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"grid.{exc}") from None
+    if timing_model.batch > MAX_BATCH:
+        raise ConfigError(f"grid.timing.batch: {timing_model.batch} is not allowed; allowed: "
+                          f"an integer from 1 to at most {MAX_BATCH}")
+    timing = timing_model.as_tuple()
     known = ", ".join(generations)
     kernels = g["kernel"]
     if kernels is not None and list(kernels) == ["all"]:
         # Every generation of this build of the core, oldest first: grids that mean "all"
         # follow the core as generations are added.
         kernels = list(generations)
-    return Grid(
+    grid = Grid(
         scenario=g["scenario"],
         cow_model=g["cow_model"],
         sample=sample,
         kernel=_axis(kernels, "kernel", str, lambda v: v in generations,
                      f"known: {known} (or [all])"),
-        processes=_axis(g["processes"], "processes", int, lambda v: v >= 1, "processes >= 1"),
+        processes=_axis(g["processes"], "processes", int, lambda v: 1 <= v < ARENA_MAX,
+                        f"1 <= processes <= {ARENA_MAX - 1} (the core's 32-bit indices)"),
         pages_per_vma=_axis(
-            g["pages_per_vma"], "pages_per_vma", int, lambda v: v >= 1, "pages_per_vma >= 1"
+            g["pages_per_vma"], "pages_per_vma", int, lambda v: 1 <= v <= INT32_MAX,
+            f"1 <= pages_per_vma <= {INT32_MAX} (an int32 field of the core's program)"
         ),
         cow_fraction=_axis(
             g["cow_fraction"], "cow_fraction", float, lambda v: 0.0 <= v <= 1.0,
             "0 <= cow_fraction <= 1",
         ),
-        cpus=_axis(g["cpus"], "cpus", int, lambda v: v >= 1, "cpus >= 1"),
+        cpus=_axis(g["cpus"], "cpus", int, lambda v: 1 <= v <= MAX_CPUS,
+                   f"1 <= cpus <= {MAX_CPUS}"),
         seed=_axis(g["seed"], "seed", int, lambda v: 0 <= v < SEED_LIMIT, "0 <= seed < 2**63"),
         recycles=recycles,
         pieces=pieces,
         timing=timing,
     )
+    if grid.scenario == "mprotect" and pieces > max(grid.pages_per_vma):
+        # a point cuts its VMA into min(pieces, pages_per_vma) pieces; a pieces that no point
+        # can have is a mistake, not a request
+        raise ConfigError(f"grid.pieces: {pieces} is not allowed; allowed: 1 <= pieces <= "
+                          f"{max(grid.pages_per_vma)} (the largest grid.pages_per_vma)")
+    check_program_size(grid)
+    return grid
+
+
+def check_program_size(grid: Grid) -> None:
+    """Refuse a grid whose largest program is over the core's limits, counted by formula
+    before anything is built (core.program.program_size): its length, processes, objects."""
+    from core.program import program_size  # pure Python: counts, no compiled core needed
+    from sweep import plan, simulate
+
+    workload = plan.largest_workload(grid)
+    settings = simulate.settings_of(grid)
+    try:
+        program_size(**simulate.size_params(settings, workload)).check(
+            grid.scenario, simulate.scales(settings, workload))
+    except ValueError as exc:
+        n, v, f = workload
+        raise ConfigError(f"grid: the largest point (processes={n}, pages_per_vma={v}, "
+                          f"cow_fraction={f:g}) is refused: {exc}") from None
 
 
 def _positive(value: Any, key: str, kind: type = float) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: a number > 0")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+            or not math.isfinite(value)):
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: a finite number > 0")
     return kind(value)
 
 

@@ -9,7 +9,6 @@ re-runs a task whose worker died.
 from __future__ import annotations
 
 import logging
-import os
 
 from core.contention import METRICS
 
@@ -124,33 +123,41 @@ def _attempt(settings: tuple, spec: tuple) -> tuple[dict[str, float] | None, str
 def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, int, float]) -> int:
     """Upper bound of the core's peak memory for a point (kernel-independent), in bytes.
 
-    The core's own ``core.estimate_bytes(program)`` when the build has it and the program is
-    small enough to build here (an eighth of physical memory at ``PROGRAM_ROW_BYTES`` per row);
-    otherwise ``formula_bytes``, so an absurd grid (a hundred million processes) is refused
-    from the formula instead of exhausting the driver's memory while building its program.
+    ``core.estimate_bytes`` of the point's program, computed from the scenario's size formula
+    (``core.program.program_size``) without building the program: an absurd grid (a hundred
+    million processes, recycles in the billions) is refused from its counts, never built.
+    Raises ValueError (naming the parameter and the limit) for a program over the core's
+    limits (``core.program.MAX_OPS``, the arenas' 32-bit indices).
     """
-    import core
+    from core.program import program_size
+    from core.runner import size_bytes
 
+    size = program_size(**size_params(settings, workload))
+    size.check(settings[0], scales(settings, workload))
+    # sweep points record a walk trace (run_point passes cpus); Ray and the machine check want
+    # what the worker will hold, not the arenas' doubled capacity (docs/performance.md)
+    return size_bytes(size, trace=True, resident=True)
+
+
+def size_params(settings: tuple, workload: tuple[int, int, float]) -> dict:
+    """``program_size``'s keyword arguments for a point: the scenario and what ``program``
+    passes its builder."""
     scenario, cow_model, sample = settings[:3]
     recycles = settings[3] if len(settings) > 3 else 3
     pieces = settings[6] if len(settings) > 6 else 16
     processes, pages_per_vma, cow_fraction = workload
-    exact = getattr(core, "estimate_bytes", None)
-    if exact is None or (2 * processes + 8) * PROGRAM_ROW_BYTES > _physical_memory() / 8:
-        return formula_bytes(workload)
-    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
-                   pieces)
-    # sweep points record a walk trace (run_point passes cpus); Ray and the machine check want
-    # what the worker will hold, not the arenas' doubled capacity (docs/performance.md)
-    return int(exact(prog, trace=True, resident=True))
+    extra = {"prefork": {"recycles": recycles},
+             "mprotect": {"pieces": min(pieces, pages_per_vma)}}.get(scenario, {})
+    return dict(scenario=scenario, processes=processes, pages_per_vma=pages_per_vma,
+                cow_fraction=cow_fraction, cow_model=cow_model, sample=sample, **extra)
 
 
-def _physical_memory() -> int:
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+def scales(settings: tuple, workload: tuple[int, int, float]) -> dict:
+    """The grid keys that lengthen the scenario's program, with their values (for a refusal)."""
+    from core.program import SIZES
 
-
-#: Python memory per program row while ``core.Program`` builds it (a tuple in a list).
-PROGRAM_ROW_BYTES = 200
+    params = size_params(settings, workload)
+    return {f"grid.{k}": params[k] for k in SIZES[params["scenario"]].scales}
 
 
 def formula_bytes(workload: tuple[int, int, float]) -> int:
