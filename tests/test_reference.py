@@ -14,7 +14,8 @@ from core import reference
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.program import PROGRAM_DTYPE, Op, Program, aim7
 from tests.primer import FOOTPRINT_KEYS, SIZES
-from tests.strategies import programs, seeds
+from tests.strategies import GROW_OPS, programs, seeds
+from tests.strategies import RANGE_OPS as SPLIT_OPS
 
 GENS = reference.GENERATIONS
 CHAIN_GENS = ("2.6.34", "2.6.36")
@@ -537,7 +538,9 @@ def test_random_programs_keep_invariants(prog, seed):
     assert len(hits) == 1
 
 
-RANGE_OPS = (int(Op.MPROTECT), int(Op.MUNMAP), int(Op.MREMAP))
+# Ops after which two VMAs of one anon_vma can have different intervals, or VMAs can be
+# adjacent: splits and moves, and the expanding ops (mmap next to a VMA, brk, mremap_grow).
+RANGE_OPS = tuple(int(op) for op in (*SPLIT_OPS, *GROW_OPS))
 
 
 @settings(max_examples=40, deadline=None)
@@ -551,9 +554,10 @@ def test_consequences_of_the_current_contract(prog, seed):
     3.7 tree's stabbing query only visits AVCs whose interval holds the page: calls == entries;
     it has the same objects as the lists, and 3.8 is 3.7 with another lock.
 
-    Without a split (no mprotect, munmap or mremap): every anon_vma's list only holds copies of
-    one original VMA (same vm_pgoff and npages), so vma_address never fails (calls == entries)
-    and no neighbour is adjacent, so find_mergeable_anon_vma never lends and 2.6.34's head
+    Without a split or an expanding op (mprotect, munmap, mremap, mmap next to a VMA, brk,
+    mremap_grow): every anon_vma's list only holds copies of one original VMA (same vm_pgoff
+    and npages), so vma_address never fails (calls == entries) and no neighbour is adjacent,
+    so find_mergeable_anon_vma never lends and 2.6.34's head
     insertion never shows: 2.6.34 and 2.6.36 differ only in struct sizes. For the same reason the
     3.7 tree holds its AVCs in insertion order and visits all of them: 3.0, 3.7 and 3.8 differ
     from 2.6.36 only in sizes and locks too. With splits, pieces sharing a list are iterated and
