@@ -997,6 +997,8 @@ int main(int argc, char **argv)
 		die(2, "usage: anonvma-live run SEED [DEADLINE_S] < PROGRAM | anonvma-live probe");
 	/* die with the driver: SIGTERM, so the instance is still removed */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* a dead driver's pipes must not kill us (SIGPIPE) before the instance is removed */
+	signal(SIGPIPE, SIG_IGN);
 	struct ctl c = {0};
 	c.self_exe = "/proc/self/exe";
 	uint64_t seed = 0;
