@@ -241,7 +241,10 @@ DRIVER = textwrap.dedent("""
     import sys
     import core
     from core import live
+    import numpy as np
+    # 3,000 processes, then 2,000 scans of them: minutes of work if the run outlived its driver
     prog = core.aim7(3000, 16, 1.0)
+    prog = np.concatenate([prog] + [prog[-1:]] * 2000)
     live.run(prog, 0, progress=lambda line: print(line, flush=True))
     print("finished", flush=True)
 """)
@@ -266,4 +269,4 @@ def test_nothing_left_after_the_driver_is_signalled_mid_run(sig):
             driver.kill()
             driver.wait()
     assert driver.returncode != 0
-    assert_nothing_left()
+    assert_nothing_left(timeout=30)

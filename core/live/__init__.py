@@ -229,15 +229,16 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
         # the program goes in whole before anything runs (the executor reads to EOF first)
         proc.stdin.write(arr.tobytes())
         proc.stdin.close()
-        errors = []
-        for raw in proc.stderr:
+        records = []
+        for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith("progress "):
                 if progress:
                     progress(line[len("progress "):])
             else:
-                errors.append(line)
-        out = proc.stdout.read().decode()
+                records.append(line)
+        out = "\n".join(records)
+        errors = proc.stderr.read().decode(errors="replace").strip().splitlines()
         rc = proc.wait()
     finally:
         if proc.poll() is None:

@@ -16,7 +16,7 @@
  *        anonvma-live probe                                 (can this machine run it?)
  * Output on stdout, one record a line: "scan <phase> <i> anon_vmas avcs vmas pages processes"
  * with phase "base" (the program reduced to new_mm/fork/exit/scan: the processes' own
- * objects) or "prog". Progress lines go to stderr ("progress processes=N").
+ * objects) or "prog", and progress lines ("progress processes=N"); errors on stderr.
  * Exit status: 0 ok, 2 a program this executor cannot express, 1 the environment.
  */
 #define _GNU_SOURCE
@@ -558,8 +558,11 @@ static size_t do_fork(struct ctl *c, size_t i)
 	check_err(c, i, parent);
 	for (size_t k = 0; k < n; k++)
 		became_alive(c, first + (int)k);
-	if (!c->base)
-		fprintf(stderr, "progress processes=%d\n", c->nprocs);
+	if (!c->base) {
+		/* on stdout with the records: one stream, so a reader cannot deadlock on two */
+		printf("progress processes=%d\n", c->nprocs);
+		fflush(stdout);
+	}
 	return n;
 }
 
