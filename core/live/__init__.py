@@ -192,17 +192,20 @@ def check(program=None) -> str | None:
     return None
 
 
-def _parse(out: str) -> tuple[list[dict], list[dict]]:
+def _parse(out: str) -> tuple[list[dict], list[dict], dict]:
     phases: dict[str, list[dict]] = {"base": [], "prog": []}
+    seconds: dict[str, dict[str, float]] = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 8 and parts[0] == "scan":
             phases[parts[1]].append(dict(zip(COUNT_KEYS, map(int, parts[3:]), strict=True)))
-    return phases["base"], phases["prog"]
+        elif parts and parts[0] == "time":  # time PHASE run=S count=S teardown=S
+            seconds[parts[1]] = {k: float(v) for k, v in (p.split("=") for p in parts[2:])}
+    return phases["base"], phases["prog"], seconds
 
 
 def run(program, seed: int = 0, *, deadline: float = 600.0,
-        progress: Callable[[str], None] | None = None) -> dict:
+        progress: Callable[[str], None] | None = None, count: bool = True) -> dict:
     """Run ``program`` on this machine's kernel; the program's own live objects at each scan.
 
     Returns ``core.run``'s count keys (``anon_vmas``, ``avcs``, ``vmas``, ``pages``,
@@ -211,6 +214,11 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     were subtracted), ``release``, ``live_seconds``. ``progress`` gets the executor's progress
     lines (``processes=N`` after each fork). Raises ``LiveError`` with the refusal or failure
     line; a ValueError for a program that is not a program.
+
+    ``count=False`` runs the program without tracing or counting (the benchmark's bare run):
+    only ``processes``, ``scans``, ``phase_seconds`` and ``live_seconds`` are returned.
+    ``phase_seconds`` splits the executor's time per phase ("base", "prog") into the run, the
+    counting at scans and the teardown.
     """
     import time
 
@@ -222,7 +230,8 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
         raise LiveError(reason)
     exe = executable()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "run", str(int(seed)), str(int(deadline))],
+    argv = [str(exe), "run", str(int(seed)), str(int(deadline))] + ([] if count else ["bare"])
+    proc = subprocess.Popen(argv,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -248,7 +257,10 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     if rc != 0:
         msg = errors[-1] if errors else f"the live executor exited with {rc}"
         raise LiveError(msg.removeprefix("anonvma-live: "))
-    base, prog = _parse(out)
+    base, prog, seconds = _parse(out)
+    if not count:
+        return {"processes": prog[-1]["processes"], "scans": prog, "phase_seconds": seconds,
+                "release": release(), "live_seconds": time.perf_counter() - t0}
     if len(base) != len(prog) or not prog:
         raise LiveError(f"the live executor reported {len(prog)} scans and {len(base)} "
                         "baselines")
@@ -260,5 +272,6 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
         scans.append(s)
     result = dict(scans[-1])
     result.update(scans=scans, baseline=[{k: b[k] for k in ("anon_vmas", "avcs")} for b in base],
-                  release=release(), live_seconds=time.perf_counter() - t0)
+                  release=release(), phase_seconds=seconds,
+                  live_seconds=time.perf_counter() - t0)
     return result

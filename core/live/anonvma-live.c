@@ -12,7 +12,8 @@
  *           fork/exit are real fork()/_exit() of a worker, so the kernel's dup_mmap,
  *           anon_vma_fork and exit_mmap are what run.
  *
- * Usage: anonvma-live run PROGRAM_FILE SEED [DEADLINE_S]   (rows of core.PROGRAM_DTYPE)
+ * Usage: anonvma-live run SEED [DEADLINE_S [bare]] < PROGRAM   (rows of core.PROGRAM_DTYPE;
+ *        "bare": no tracing and no counting, the run's own cost for the benchmark)
  *        anonvma-live probe                                 (can this machine run it?)
  * Output on stdout, one record a line: "scan <phase> <i> anon_vmas avcs vmas pages processes"
  * with phase "base" (the program reduced to new_mm/fork/exit/scan: the processes' own
@@ -104,6 +105,13 @@ static int64_t now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec;
+}
+
+static double now_f(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* splitmix64 by counter (docs/core.md "Random numbers"): draw k (0-based) of a stream seeded
@@ -337,8 +345,9 @@ struct ctl {
 	struct objset obj;
 	uint64_t *pfns;
 	size_t npfns, cappfns;
-	bool base;
+	bool base, bare;
 	int scans;
+	double count_seconds;
 	uint64_t seed;
 	int64_t deadline;
 	const char *self_exe;
@@ -387,6 +396,8 @@ static void parse_line(struct ctl *c, char *line)
  * event of what they did is committed, in global-clock order across CPUs. */
 static void drain(struct ctl *c)
 {
+	if (c->bare)
+		return;
 	for (;;) {
 		if (c->tlen + 65536 + 1 > (size_t)1 << 20)
 			die(1, "a trace line longer than 1 MiB");
@@ -643,6 +654,15 @@ static uint64_t count_pages(struct ctl *c)
 
 static void do_scan(struct ctl *c, int64_t need)
 {
+	double t0 = now_f();
+	if (c->bare) {            /* no counting: the run's own cost, for the benchmark */
+		int alive = 0;
+		for (int p = 0; p < c->nprocs; p++)
+			alive += c->procs[p].alive;
+		printf("scan prog %d 0 0 0 0 %d\n", c->scans++, alive);
+		fflush(stdout);
+		return;
+	}
 	drain(c);
 	int alive = 0;
 	uint64_t vmas = 0;
@@ -653,6 +673,7 @@ static void do_scan(struct ctl *c, int64_t need)
 	printf("scan %s %d %zu %zu %" PRIu64 " %" PRIu64 " %d\n", c->base ? "base" : "prog",
 	       c->scans++, c->obj.count[0], c->obj.count[1], vmas, pages, alive);
 	fflush(stdout);
+	c->count_seconds += now_f() - t0;
 	/* The simulator's sample draws (docs/core.md scan, Knuth's Algorithm S): made here too so
 	 * the COW ops after a sampled scan write the pages the simulator writes. */
 	if (need > 0 && (uint64_t)need < pages)
@@ -802,6 +823,8 @@ static void kill_all(struct ctl *c)
 
 static void run_phase(struct ctl *c, bool base)
 {
+	double t0 = now_f();
+	c->count_seconds = 0;
 	c->base = base;
 	c->scans = 0;
 	c->draws = 0;
@@ -815,10 +838,14 @@ static void run_phase(struct ctl *c, bool base)
 	}
 	if (!c->scans)            /* the simulator counts at the end without a scan */
 		do_scan(c, 0);
+	double t1 = now_f();
 	kill_all(c);
+	printf("time %s run=%.6f count=%.6f teardown=%.6f\n", base ? "base" : "prog",
+	       t1 - t0 - c->count_seconds, c->count_seconds, now_f() - t1);
+	fflush(stdout);
 	/* every object the run made is freed with its processes: a count left over means the
 	 * trace missed a free (or an allocation was not the run's) */
-	if (c->obj.n)
+	if (c->obj.n && !c->bare)
 		die(1, "%zu objects still counted after every process exited", c->obj.n);
 }
 
@@ -857,7 +884,8 @@ static void init_main(struct ctl *c, const char *instance)
 	if (c->tracefd < 0)
 		die(1, "%s: %s", path, strerror(errno));
 	drain(c);                 /* whatever came before the run */
-	run_phase(c, true);
+	if (!c->bare)
+		run_phase(c, true);
 	run_phase(c, false);
 	/* events lost to a full buffer would make the counts wrong: refuse them */
 	for (int cpu = 0;; cpu++) {
@@ -997,7 +1025,8 @@ int main(int argc, char **argv)
 		worker_main(atoi(argv[2]), atoi(argv[3]));
 	bool probe = argc == 2 && !strcmp(argv[1], "probe");
 	if (!probe && !(argc >= 3 && !strcmp(argv[1], "run")))
-		die(2, "usage: anonvma-live run SEED [DEADLINE_S] < PROGRAM | anonvma-live probe");
+		die(2, "usage: anonvma-live run SEED [DEADLINE_S [bare]] < PROGRAM | "
+		    "anonvma-live probe");
 	/* die with the driver: SIGTERM, so the instance is still removed */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	/* a dead driver's pipes must not kill us (SIGPIPE) before the instance is removed */
@@ -1010,6 +1039,7 @@ int main(int argc, char **argv)
 		seed = strtoull(argv[2], NULL, 0);
 		if (argc >= 4)
 			deadline = atol(argv[3]);
+		c.bare = argc >= 5 && !strcmp(argv[4], "bare");
 		c.ops = read_program(&c.nops);
 		for (size_t i = 0; i < c.nops; i++)
 			c.nslots += c.ops[i].op == OP_NEW_MM || c.ops[i].op == OP_FORK;
@@ -1027,7 +1057,7 @@ int main(int argc, char **argv)
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGALRM)
 			sigaction(sig, &sa, NULL);
 	int status = 1;
-	if (configure(dir)) {
+	if (c.bare ? write_file(dir, "tracing_on", "0") : configure(dir)) {
 		fprintf(stderr, "anonvma-live: configuring %s: %s (filters on call_site.function "
 			"need Linux 6.2+)\n", dir, strerror(errno));
 		teardown(dir);
