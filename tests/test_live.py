@@ -224,7 +224,7 @@ def test_nothing_left_after_a_failed_run():
     p.fork_many(a, 5)
     p.exit(a)
     p.exit(a)  # refused by the executor mid-run, with six processes running
-    with pytest.raises(live.LiveError, match="op 8: process 0 does not exist or has exited"):
+    with pytest.raises(core.ProgramError, match="op 8: process 0 does not exist or has exited"):
         live.run(p.array, 0)
     assert_nothing_left()
 
@@ -235,6 +235,55 @@ def test_unsupported_opcode_is_refused_before_anything_runs():
     assert "opcodes [99] cannot be run live" in live.check(prog)
     with pytest.raises(live.LiveError, match=r"opcodes \[99\]"):
         live.run(prog, 0)
+
+
+def test_too_many_processes_are_refused_before_anything_runs():
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    p = core.Program()
+    p.fork_many(p.new_mm(), pid_max)
+    reason = live.check(p.array)
+    assert reason.startswith(f"the program needs {pid_max + 1} processes, pid_max {pid_max}")
+    with pytest.raises(live.LiveError, match="pid_max"):
+        live.run(p.array, 0)
+    assert_nothing_left(0)
+
+
+def test_too_much_memory_is_refused_before_anything_runs():
+    pages = Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]
+    p = core.Program()
+    a = p.new_mm()
+    v = p.mmap(a, int(pages) // 4 + 1)  # more 4 KiB pages than the machine has memory
+    p.touch_all(a, v)
+    reason = live.check(p.array)
+    assert reason is not None and "MiB available" in reason, reason
+    with pytest.raises(live.LiveError, match="MiB available"):
+        live.run(p.array, 0)
+
+
+def test_an_instance_left_by_sigkill_is_removed_by_the_next_run():
+    """Only SIGKILL of the outer process can leave an instance behind: the pid namespace still
+    dies with it (init's parent-death signal), and the next run removes the instance."""
+    exe = str(live.executable())
+    prog = core.aim7(2000, 4, 0.0)
+    outer = subprocess.Popen([exe, "run", "0", "60"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    outer.stdin.write(prog.tobytes())
+    outer.stdin.close()
+    for line in outer.stdout:  # decided by state: the program's phase is forking
+        if line.startswith(b"progress "):
+            break
+    outer.kill()
+    outer.wait()
+    outer.stdout.close()
+    import time
+
+    end = time.monotonic() + 60
+    while _run_processes() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _run_processes() == []
+    assert _instances() == [f"anonvma-live-{outer.pid}"]
+    live.run(core.aim7(1, 1, 0.0), 0)
+    assert_nothing_left(0)
 
 
 DRIVER = textwrap.dedent("""

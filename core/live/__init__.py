@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ProgramError
 from core.program import Op
 from core.runner import as_program
 
@@ -134,10 +135,28 @@ def _mem_available() -> int:
 
 
 def _peak_pages(arr: np.ndarray) -> int:
-    """An upper bound of the pages a program can have at once: every write a new page."""
-    import core
-
-    return int(core.estimate_bytes(arr) // 4096)
+    """An upper bound of the pages a program has at once: every page-table entry of every live
+    VMA a distinct page (mmap adds its pages, fork copies the parent's, exit and munmap drop)."""
+    procs: list[int | None] = []
+    total = peak = 0
+    for op, a, _b, _c, d in arr[["op", "a", "b", "c", "d"]].tolist():
+        alive = 0 <= a < len(procs) and procs[a] is not None
+        if op == Op.NEW_MM:
+            procs.append(0)
+        elif op == Op.FORK:
+            procs.append(procs[a] if alive else None)
+            total += procs[-1] or 0
+        elif op == Op.MMAP and alive:
+            procs[a] += max(_b, 0)
+            total += max(_b, 0)
+        elif op == Op.EXIT and alive:
+            total -= procs[a]
+            procs[a] = None
+        elif op == Op.MUNMAP and alive:
+            procs[a] -= max(d, 0)
+            total -= max(d, 0)
+        peak = max(peak, total)
+    return peak
 
 
 @functools.cache
@@ -213,7 +232,9 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     ``baseline`` (per scan, the anon_vmas and AVCs of the program's processes themselves, which
     were subtracted), ``release``, ``live_seconds``. ``progress`` gets the executor's progress
     lines (``processes=N`` after each fork). Raises ``LiveError`` with the refusal or failure
-    line; a ValueError for a program that is not a program.
+    line; ``core.ProgramError`` ("op N: ...") for an op that is invalid at its point of the
+    program (found while running: processes may have run by then, none is left); a ValueError
+    for a program that is not a program.
 
     ``count=False`` runs the program without tracing or counting (the benchmark's bare run):
     only ``processes``, ``scans``, ``phase_seconds`` and ``live_seconds`` are returned.
@@ -255,8 +276,11 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
             proc.terminate()
             proc.wait()
     if rc != 0:
-        msg = errors[-1] if errors else f"the live executor exited with {rc}"
-        raise LiveError(msg.removeprefix("anonvma-live: "))
+        msg = (errors[-1] if errors else f"the live executor exited with {rc}")
+        msg = msg.removeprefix("anonvma-live: ")
+        if rc == 2:  # the executor refused an op of the program, as core.run would
+            raise ProgramError(msg)
+        raise LiveError(msg)
     base, prog, seconds = _parse(out)
     if not count:
         return {"processes": prog[-1]["processes"], "scans": prog, "phase_seconds": seconds,
