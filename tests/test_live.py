@@ -291,6 +291,28 @@ def test_an_instance_left_by_sigkill_is_removed_by_the_next_run():
     assert_nothing_left(0)
 
 
+def test_a_process_killed_mid_run_fails_the_run_and_leaves_nothing():
+    killed = []
+
+    def kill_a_worker(line: str) -> None:
+        if killed:
+            return
+        for pid in _run_processes():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[1:2] == [b"worker"]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+
+    with pytest.raises(live.LiveError, match="died while running an op"):
+        live.run(core.aim7(1500, 4, 1.0), 0, progress=kill_a_worker)
+    assert killed
+    assert_nothing_left()
+
+
 DRIVER = textwrap.dedent("""
     import sys
     import core

@@ -422,11 +422,28 @@ static void drain(struct ctl *c)
 	}
 }
 
+static struct ctl *the_ctl;      /* wait_pending's view of the processes */
+
+/* Until every posted command is done. A process that died instead (a crash, the OOM killer)
+ * would never answer: each second without progress, every live process is checked. */
 static void wait_pending(void)
 {
 	int32_t v;
-	while ((v = atomic_load(&mb->pending)) != 0)
-		futex((_Atomic uint32_t *)&mb->pending, FUTEX_WAIT, (uint32_t)v);
+	struct timespec second = {1, 0};
+	while ((v = atomic_load(&mb->pending)) != 0) {
+		if (syscall(SYS_futex, (_Atomic uint32_t *)&mb->pending, FUTEX_WAIT, (uint32_t)v,
+			    &second, NULL, 0) == 0 || errno != ETIMEDOUT)
+			continue;
+		for (int p = 0; p < the_ctl->nprocs; p++)
+			if (the_ctl->procs[p].alive && kill(the_ctl->procs[p].nspid, 0) &&
+			    errno == ESRCH)
+				die(1, "process %d (pid %d) died while running an op", p,
+				    (int)the_ctl->procs[p].gpid);
+		int st;
+		pid_t pid = waitpid(-1, &st, WNOHANG);   /* a new_mm that never started */
+		if (pid > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+			die(1, "a process of the run died (status %#x) before it started", st);
+	}
 }
 
 static void post(int p, uint32_t cmd, uint64_t a, uint64_t b, uint64_t cc, uint64_t d,
@@ -438,12 +455,12 @@ static void post(int p, uint32_t cmd, uint64_t a, uint64_t b, uint64_t cc, uint6
 	futex(&s->seq, FUTEX_WAKE, 1);
 }
 
-static void check_err(struct ctl *c, size_t i, int p)
+/* The kernel refused a system call the simulator's op cannot fail (no injection live). */
+static void check_err(size_t i, int p)
 {
 	if (mb->slot[p].err)
 		die(1, "op %zu: process %d: the system call failed: %s", i, p,
 		    strerror(mb->slot[p].err));
-	(void)c;
 }
 
 static void refuse(size_t i, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -566,7 +583,7 @@ static size_t do_fork(struct ctl *c, size_t i)
 	atomic_store(&mb->pending, (int32_t)n + 1);
 	post(parent, C_FORK, (uint64_t)first, n, 0, 0, 0);
 	wait_pending();
-	check_err(c, i, parent);
+	check_err(i, parent);
 	for (size_t k = 0; k < n; k++)
 		became_alive(c, first + (int)k);
 	if (!c->base) {
@@ -711,13 +728,14 @@ static void cow_rr(struct ctl *c, size_t i, bool random)
 		c->draws += n * (uint64_t)op->b;
 }
 
-static void one(struct ctl *c, int p, uint32_t cmd, uint64_t a, uint64_t b, uint64_t cc,
-		uint64_t d, uint64_t e, size_t i)
+/* One command to one process, waited for. */
+static void one(int p, uint32_t cmd, uint64_t a, uint64_t b, uint64_t cc, uint64_t d,
+		uint64_t e, size_t i)
 {
 	atomic_store(&mb->pending, 1);
 	post(p, cmd, a, b, cc, d, e);
 	wait_pending();
-	check_err(c, i, p);
+	check_err(i, p);
 }
 
 static size_t run_op(struct ctl *c, size_t i)
@@ -747,7 +765,7 @@ static size_t run_op(struct ctl *c, size_t i)
 		pr = live_proc(c, i, op->a);
 		if (op->b < 1)
 			refuse(i, "npages must be >= 1, got %d", (int)op->b);
-		one(c, op->a, C_MMAP, addr_of(pr->next_free), (uint64_t)op->b, 0, 0, 0, i);
+		one(op->a, C_MMAP, addr_of(pr->next_free), (uint64_t)op->b, 0, 0, 0, i);
 		vma_push(pr, (struct vma){pr->next_free, (uint64_t)op->b, false});
 		pr->next_free += (uint64_t)op->b + 1;
 		return 1;
@@ -756,18 +774,18 @@ static size_t run_op(struct ctl *c, size_t i)
 		if (op->c < 0 || (uint64_t)op->c >= v->npages)
 			refuse(i, "page offset %d outside VMA %d of process %d", (int)op->c,
 			       (int)op->b, (int)op->a);
-		one(c, op->a, C_WRITE, addr_of(v->start + (uint64_t)op->c), 1, 0, 0, 0, i);
+		one(op->a, C_WRITE, addr_of(v->start + (uint64_t)op->c), 1, 0, 0, 0, i);
 		return 1;
 	case OP_TOUCH_ALL:
 		v = lookup(c, i, op->a, op->b);
-		one(c, op->a, C_WRITE, addr_of(v->start), v->npages, 0, 0, 0, i);
+		one(op->a, C_WRITE, addr_of(v->start), v->npages, 0, 0, 0, i);
 		return 1;
 	case OP_COW_RANDOM: {
 		v = lookup(c, i, op->a, op->b);
 		if (!(op->x >= 0.0 && op->x <= 1.0))
 			refuse(i, "fraction must be in [0, 1], got %g", op->x);
 		uint64_t n = v->npages;
-		one(c, op->a, C_DRAW, addr_of(v->start), n, c->draws, 1, threshold(op->x), i);
+		one(op->a, C_DRAW, addr_of(v->start), n, c->draws, 1, threshold(op->x), i);
 		c->draws += n;
 		return 1;
 	}
@@ -777,7 +795,7 @@ static size_t run_op(struct ctl *c, size_t i)
 			refuse(i, "fraction must be in [0, 1], got %g", op->x);
 		uint64_t k = (uint64_t)floor(op->x * (double)v->npages);
 		if (k)
-			one(c, op->a, C_WRITE, addr_of(v->start), k, 0, 0, 0, i);
+			one(op->a, C_WRITE, addr_of(v->start), k, 0, 0, 0, i);
 		return 1;
 	}
 	case OP_COW_RANDOM_RR:
@@ -794,12 +812,12 @@ static size_t run_op(struct ctl *c, size_t i)
 			       (int)op->c, (int)op->d, (int)op->b, (int)op->a, v->npages);
 		uint64_t at = addr_of(v->start + (uint64_t)op->c), len = (uint64_t)op->d;
 		if (op->op == OP_MPROTECT)   /* toggle PROT_EXEC; both stay writable */
-			one(c, op->a, C_MPROTECT, at, len,
+			one(op->a, C_MPROTECT, at, len,
 			    PROT_READ | PROT_WRITE | (v->exec ? 0 : PROT_EXEC), 0, 0, i);
 		else if (op->op == OP_MUNMAP)
-			one(c, op->a, C_MUNMAP, at, len, 0, 0, 0, i);
+			one(op->a, C_MUNMAP, at, len, 0, 0, 0, i);
 		else {
-			one(c, op->a, C_MREMAP, at, len, addr_of(pr->next_free), 0, 0, i);
+			one(op->a, C_MREMAP, at, len, addr_of(pr->next_free), 0, 0, i);
 			pr->next_free += len + 1;
 		}
 		reload_vmas(pr);
@@ -873,6 +891,7 @@ static void init_main(struct ctl *c, const char *instance)
 	mb->seed = c->seed;
 	mb->deadline = c->deadline;
 	c->procs = calloc((size_t)c->nslots + 1, sizeof *c->procs);
+	the_ctl = c;
 	FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
 	if (!f || fscanf(f, "%d", &c->pid_max) != 1)
 		die(1, "cannot read /proc/sys/kernel/pid_max");
