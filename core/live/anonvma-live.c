@@ -386,10 +386,10 @@ static void parse_line(struct ctl *c, char *line)
 	if (d == e || !pid_has(c, atoi(d)))
 		return;
 	name += 6;
-	if (!strncmp(name, "anon_vma_chain ", 15))
-		objset_put(&c->obj, p, 1);
-	else if (!strncmp(name, "anon_vma ", 9))
-		objset_put(&c->obj, p, 0);
+	/* These three call sites allocate only anon_vmas and AVCs, and the anon_vma cache is
+	 * never merged (a constructor, SLAB_TYPESAFE_BY_RCU): any other name is the AVC's cache
+	 * under the name of whichever merged cache came first. */
+	objset_put(&c->obj, p, strncmp(name, "anon_vma ", 9) ? 1 : 0);
 }
 
 /* Read every event there is. Called when the run's processes are all idle or gone, so every
@@ -991,8 +991,38 @@ static const char *setup_trace(char *dir, size_t len, char *instance, size_t ile
 	return dir;
 }
 
+/*
+ * The free filter: the anon_vma cache, and every name of the cache anon_vma_chain is merged
+ * into (/sys/kernel/slab/NAME links to the merged cache; its events carry the name of the
+ * first cache created in it, whichever that is). Frees are matched by pointer, so the other
+ * caches' frees that pass are harmless.
+ */
+static void free_filter(char *out, size_t len)
+{
+	char target[256], link[256], path[512];
+	int n = snprintf(out, len, "name == \"anon_vma\" || name == \"anon_vma_chain\"");
+	ssize_t t = readlink("/sys/kernel/slab/anon_vma_chain", target, sizeof target - 1);
+	DIR *d = t > 0 ? opendir("/sys/kernel/slab") : NULL;
+	struct dirent *e;
+	if (t > 0)
+		target[t] = 0;
+	while (d && (e = readdir(d))) {
+		snprintf(path, sizeof path, "/sys/kernel/slab/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof link - 1);
+		if (k <= 0 || strcmp(e->d_name, "anon_vma_chain") == 0)
+			continue;
+		link[k] = 0;
+		if (!strcmp(link, target) && n + strlen(e->d_name) + 16 < len)
+			n += snprintf(out + n, len - (size_t)n, " || name == \"%s\"", e->d_name);
+	}
+	if (d)
+		closedir(d);
+}
+
 static int configure(const char *dir)
 {
+	char frees[4096];
+	free_filter(frees, sizeof frees);
 	return write_file(dir, "options/hash-ptr", "0") ||   /* real pointers: no collisions */
 	       write_file(dir, "trace_clock", "global") ||   /* one order across CPUs */
 	       write_file(dir, "options/overwrite", "0") ||
@@ -1003,8 +1033,7 @@ static int configure(const char *dir)
 			  "call_site.function == __anon_vma_prepare || "
 			  "call_site.function == anon_vma_clone || "
 			  "call_site.function == anon_vma_fork") ||
-	       write_file(dir, "events/kmem/kmem_cache_free/filter",
-			  "name == \"anon_vma\" || name == \"anon_vma_chain\"") ||
+	       write_file(dir, "events/kmem/kmem_cache_free/filter", frees) ||
 	       write_file(dir, "events/kmem/kmem_cache_alloc/enable", "1") ||
 	       write_file(dir, "events/kmem/kmem_cache_free/enable", "1");
 }
