@@ -347,13 +347,13 @@ def _owner_alive(temp_dir: str) -> bool | None:
     return stat is not None and stat[0] != "Z" and stat[2] == start
 
 
-def processes_of(temp_dir: str) -> dict[int, int]:
+def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
     """The processes of the Ray whose temp dir is ``temp_dir`` (pid -> start time): those
     naming it on their command line (GCS, raylet, the agents' launchers) or holding a file
     open under it (the agents and workers, which rename themselves ``ray::...``, keep their
     logs there), everything under them, and this process's children that are Ray's orphans
-    (``ray::...``) or forks of it not yet exec'd (a Popen cut short by a signal). Never this
-    process."""
+    (``ray::...``) or forks of it not yet exec'd (a Popen cut short by a signal), if this
+    process is the one that started that Ray (``owner``). Never this process."""
     me = os.getpid()
     marker = temp_dir.encode()
     table: dict[int, tuple[int, int, bytes]] = {}
@@ -372,8 +372,8 @@ def processes_of(temp_dir: str) -> dict[int, int]:
     mine = table.get(me, (0, 0, b""))[2]
     ours = {pid for pid, (ppid, _, cmdline) in table.items()
             if pid != me and (marker in cmdline or _has_open_file_under(pid, temp_dir)
-                              or (ppid == me and (cmdline.startswith(b"ray::")
-                                                  or cmdline == mine)))}
+                              or (owner and ppid == me
+                                  and (cmdline.startswith(b"ray::") or cmdline == mine)))}
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -455,7 +455,7 @@ def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
             continue
         if _owner_alive(temp_dir) is not False:
             continue
-        end_processes(processes_of(temp_dir))
+        end_processes(processes_of(temp_dir, owner=False))
         shutil.rmtree(temp_dir, ignore_errors=True)
         logger.info("removed %s, the Ray temp dir of a sweep no longer running", temp_dir)
         removed.append(temp_dir)
