@@ -7,14 +7,14 @@ and how to go on, exit 130 (SIGINT) or 143 (SIGTERM), and leave no process of th
 and no temp dir behind. The test process makes itself a child subreaper, so a process the
 driver orphaned is re-parented here and found by ancestry, not by name across the machine.
 
-Stress (issue #11: every signal test 20 runs in a row with both cores busy), from the repo root:
+Stress (issue #11: every signal test 20 runs in a row with both cores busy), from the repo root;
+``--keep-duplicates`` (pytest's own) runs a file named N times N times, in one process:
 
     for i in 1 2; do python3 -c 'while True: pass' & done; burners=$(jobs -p)
-    for n in $(seq 20); do
-        /work/shared/bin/offline .venv/bin/pytest -q tests/test_signals.py \\
-            tests/test_sweep_inline.py tests/test_sweep_cli.py -k "signal or ctrl_c or kill" \\
-            || echo "run $n FAILED"
-    done; kill $burners
+    files=$(for n in $(seq 20); do
+        echo tests/test_signals.py tests/test_sweep_inline.py tests/test_sweep_cli.py; done)
+    /work/shared/bin/offline .venv/bin/pytest -q --keep-duplicates $files \\
+        -k "signal or ctrl_c or kill or temp_dir"; kill $burners
 
 (``offline`` is the loopback-only namespace these tests need for Ray: docs/sweep.md "Offline".)
 """
