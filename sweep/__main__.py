@@ -3,18 +3,24 @@
 Checks the whole config (Hydra's compose API plus sweep.config) before Hydra's own run starts,
 so a refused config prints one line, exits 2 and creates nothing (not even a run directory).
 Then the Hydra app runs the sweep; its summary and, last, the dataset path go to stdout.
+
+SIGINT (Ctrl-C) and SIGTERM (batch schedulers, ``timeout``, Kubernetes, ``ray job stop``) both
+stop the sweep the same way, wherever they land (``sweep.interrupts``): what finished is saved,
+the workers stop, and the closing message, decided by what the store on disk holds, says how
+to go on; the exit code is 130 or 143.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep import config, schema
+from sweep import config, interrupts, schema
 
 schema.register()
 
@@ -41,6 +47,8 @@ def _app(cfg: DictConfig) -> None:
     resume = shlex.join([sys.executable, "-m", "sweep", *args]) + " resume={path}"
     from sweep.store import StoreError
 
+    _result["resume"], _result["report"] = resume, sweep.report
+    _result["path"] = app.store_path(sweep, run_dir)
     try:
         _result["result"] = app.run(sweep, run_dir, resume)
     except config.ConfigError as exc:
@@ -59,6 +67,33 @@ _VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p"})
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.install()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    """A signal that reached the top (Hydra starting, Ray starting, the report starting, the
+    summary): the message comes from what the store on disk holds, and, if it exists, its path
+    is still the last line of stdout. Further signals are ignored now: nothing is left to
+    save, only to say."""
+    from sweep import app
+
+    for sig in interrupts.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    path = _result.get("path")
+    code, message = app.interrupted_message(
+        str(path) if path else None, str(_result.get("resume", "")), bool(_result.get("report")))
+    if message.startswith("interrupted before"):
+        return _fail(message, code)
+    print(f"sweep: {message}", file=sys.stderr)
+    print(path, flush=True)
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-m", "--multirun") or a.startswith("hydra/sweeper") for a in args):
         return _fail("--multirun is not supported: a grid's axes are the sweep "
@@ -102,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc), 1)
     _result["overrides"] = overrides
     sys.argv = [sys.argv[0], *flags, *overrides]
-    try:
-        _app()
-    except KeyboardInterrupt:
-        return _fail("interrupted before the sweep started; nothing was written", 130)
+    _app()
+    for sig in interrupts.SIGNALS:  # the sweep is over: nothing left for a signal to stop
+        signal.signal(sig, signal.SIG_IGN)
     if "error" in _result:
         return _fail(str(_result["error"]), int(_result.get("code", 2)))  # type: ignore[call-overload]
     result = _result.get("result")

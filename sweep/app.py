@@ -18,8 +18,8 @@ from importlib import metadata
 from typing import Any
 
 from sweep import grid as grid_mod
+from sweep import interrupts, report, simulate
 from sweep import plan as plan_mod
-from sweep import report, simulate
 from sweep.config import ConfigError, Sweep
 from sweep.store import Store, now
 
@@ -136,21 +136,19 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
                        if "shared" in str(row.get("structure", "")))
 
     resumed: Store | None = None
+    path = store_path(sweep, run_dir)
     if sweep.resume.path:
-        path = os.path.abspath(sweep.resume.path)
         try:
             resumed = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force,
                                    sweep.resume.repair)
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
         keep(resumed)
-    else:
-        path = os.path.join(os.path.abspath(run_dir), "results.zarr")
-        if os.path.exists(path):
-            raise ConfigError(
-                f"{path} already exists; continue it with resume={path} or choose another "
-                "hydra.run.dir"
-            )
+    elif os.path.exists(path):
+        raise ConfigError(
+            f"{path} already exists; continue it with resume={path} or choose another "
+            "hydra.run.dir"
+        )
     todo = [i for i, s in enumerate(sims) if resumed is None or not resumed.sim_done(s)]
     runner = choose_runner(sweep, sims, todo, shared)
     if runner.local:
@@ -162,16 +160,20 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     store = resumed if resumed is not None else _create_store(sweep, path)
     if resumed is None:
         keep(store)
-    estimated = _background(lambda: [estimates(sims[i].workload) for i in todo])
+    estimated: Future | None = None
     try:
+        estimated = _background(lambda: [estimates(sims[i].workload) for i in todo])
         runner.start()
     except BaseException:
-        estimated.exception()  # let it finish before the store goes
-        if store.untouched:  # nothing ran: leave nothing behind, as before any start
-            store.discard()
+        if estimated is not None:
+            estimated.exception()  # let it finish before the store goes
+        with interrupts.deferred():
+            if store.untouched:  # nothing ran: leave nothing behind, as before any start
+                store.discard()
         raise
 
     interrupted = False
+    late = False  # a signal once every point had run and the store was saved
     report_job: report.Job | None = None
     try:
         estimated.result()
@@ -205,42 +207,48 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
                         failed += 1
                 progress.update(done_sims * per_sim, failed * per_sim, work)
                 if store.due(sweep.flush_seconds):
-                    store.flush()
+                    with interrupts.deferred():
+                        store.flush()
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: cancelling running tasks, keeping finished points")
         finally:
-            progress.close()
-            store.finish({"end_time": now()})
+            with interrupts.deferred():
+                progress.close()
+                store.finish({"end_time": now()})
         if not interrupted and sweep.report:
-            # In its own process, drawing while Ray stops (docs/performance.md).
-            report_job = report.Job(path)
-    except BaseException:
-        runner.stop(failed=True)
-        if store.untouched:  # refused once Ray ran (a point too big for its nodes)
-            store.discard()
+            # In its own process, drawing while Ray stops (docs/performance.md). Started with
+            # signals held back: one cutting the start short would orphan the child.
+            try:
+                with interrupts.deferred():
+                    report_job = report.Job(path)
+            except KeyboardInterrupt:
+                late = True
+                if report_job is not None:
+                    report_job.cancel()
+    except BaseException as exc:
+        try:  # a signal is no failure: Ray's temp dir goes as after a clean stop
+            runner.stop(failed=not isinstance(exc, KeyboardInterrupt))
+        finally:
+            with interrupts.deferred():
+                if store.untouched:  # refused once Ray ran (a point too big for its nodes)
+                    store.discard()
         raise
-    late = False  # Ctrl-C once every point had run and the store was saved
     try:
         runner.stop()
     except KeyboardInterrupt:
         late = True
         logger.warning("interrupted while stopping; the store is saved")
+        if report_job is not None:  # the report too: a signal stops whatever still runs
+            report_job.cancel()
     reported = report_job.wait() if report_job is not None else "written"
     total = grid.size
     command = resume_command.format(path=path)
-    if interrupted:
-        code = EXIT_INTERRUPTED
-        message = (f"interrupted: {done_sims * per_sim} of {total} points done and saved; "
-                   f"continue with: {command}")
-    elif late or reported == "interrupted":
-        code = EXIT_INTERRUPTED
-        message = f"interrupted at the end; the sweep's {done_sims * per_sim} points are saved"
-        if reported != "written":
-            message += f"; write the report with: python -m sweep.report {path}"
-        if failed:
-            message += f"; run the {failed * per_sim} failed points again with: {command}"
-    elif failed:
+    if interrupted or late or reported == "interrupted":
+        code, message = interrupted_message(path, resume_command, sweep.report)
+        return Result(code, path, report.summary(store), message, failed * per_sim,
+                      done_sims * per_sim, total)
+    if failed:
         code = EXIT_FAILED
         message = (f"{failed * per_sim} of {total} points failed (their errors are in the "
                    f"dataset's `errors` attribute); run them again with: {command}")
@@ -248,6 +256,58 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
         code, message = EXIT_OK, ""
     return Result(code, path, report.summary(store), message, failed * per_sim,
                   done_sims * per_sim, total)
+
+
+def store_path(sweep: Sweep, run_dir: str) -> str:
+    """Where ``run`` keeps the sweep's store: the resumed one, or ``results.zarr`` in the
+    run dir."""
+    if sweep.resume.path:
+        return os.path.abspath(sweep.resume.path)
+    return os.path.join(os.path.abspath(run_dir), "results.zarr")
+
+
+def interrupted_message(path: str | None, resume_command: str,
+                        report_wanted: bool) -> tuple[int, str]:
+    """Exit code and message for a sweep stopped by SIGINT or SIGTERM, wherever the signal
+    landed (Hydra starting, Ray starting, points running, the store flushing, Ray stopping,
+    the report): decided by what the store on disk holds, never by which flag was set when.
+
+    No store: nothing was written. Points left to run: how many are saved and the command
+    that continues. Every point run: the sweep is whole; what is missing is the report (when
+    one was wanted and ``report.md`` is not there) or a run of the failed points.
+    """
+    code = interrupts.exit_code(EXIT_INTERRUPTED)
+    state = _store_state(path) if path else None
+    if state is None:
+        return code, "interrupted before the sweep started; nothing was written"
+    assert path is not None
+    done, failed, total = state
+    command = resume_command.format(path=path)
+    if done + failed < total:
+        return code, (f"interrupted: {done} of {total} points done and saved; "
+                      f"continue with: {command}")
+    message = f"interrupted at the end; the sweep's {done} points are saved"
+    if report_wanted and not os.path.exists(os.path.join(os.path.dirname(path), "report.md")):
+        message += f"; write the report with: python -m sweep.report {path}"
+    if failed:
+        message += f"; run the {failed} failed points again with: {command}"
+    return code, message
+
+
+def _store_state(path: str) -> tuple[int, int, int] | None:
+    """(points done, points failed, points) of the store at ``path``; None if there is no
+    readable store there."""
+    import zarr
+
+    from sweep.store import CPUS_AXIS
+
+    try:
+        group = zarr.open_group(path, mode="r")
+        done = group["done"][...]
+        errors = group.attrs.get("errors", {}) or {}
+    except Exception:  # noqa: BLE001 - absent, or a template never finished: nothing written
+        return None
+    return int(done.sum()), len(errors) * done.shape[CPUS_AXIS], int(done.size)
 
 
 def choose_runner(sweep: Sweep, sims: list, todo: list[int], shared: frozenset[str]) -> Any:

@@ -8,19 +8,36 @@ Local mode (no ``ray.address`` and no ``RAY_ADDRESS``): a Ray instance for this 
 dashboard off, node address 127.0.0.1, usage stats off, temp dir under /tmp (the run dir is
 usually too deep for the Unix socket paths Ray makes in it), shut down at the end. Cluster mode:
 connect, and only disconnect at the end; the cluster is never stopped by the sweep.
+
+Nothing of a local Ray outlives the sweep. ``ray.shutdown`` ends the GCS and raylet it started,
+but a shutdown cut short (a signal while Ray starts, a second one while it stops) leaves the
+raylet's own children (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, idle workers)
+re-parented and running for a minute or more. So the driver becomes a child subreaper
+(PR_SET_CHILD_SUBREAPER, Linux >= 3.4): whatever Ray orphans is re-parented to it, and after
+the shutdown every process of the sweep's Ray (those naming its temp dir on their command
+line, everything under them, and the ``ray::`` orphans of this process) is ended by PID, and
+the temp dir removed. A Ray that is not the sweep's own (a test's, another user's) is never
+touched. A driver killed by SIGKILL cleans nothing: the temp dir holds the driver's PID and
+start time, and the next local sweep removes the temp dirs of drivers no longer alive (with
+any process still naming them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from sweep import interrupts
 from sweep.config import RaySettings
 from sweep.plan import Task
 from sweep.simulate import run_batch
@@ -83,25 +100,34 @@ class Cluster:
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
             ray = _ray()
-            self._temp_dir = tempfile.mkdtemp(prefix="sweep-ray-", dir="/tmp")
-            ray.init(
-                num_cpus=self.settings.num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=self._temp_dir,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                runtime_env=runtime_env,
-            )
+            remove_dead_temp_dirs()
+            _become_subreaper()
+            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
+            _write_owner(self._temp_dir)
+            try:
+                with _our_signal_handlers():
+                    ray.init(
+                        num_cpus=self.settings.num_cpus,
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        _temp_dir=self._temp_dir,
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                        runtime_env=runtime_env,
+                    )
+            except BaseException:
+                self._end_local_ray(keep_logs=False)
+                raise
             logger.info("local Ray started (%d CPUs, temp dir %s)", self.cpus, self._temp_dir)
         else:
             ray = _ray()
-            ray.init(
-                address=self.address,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                runtime_env=runtime_env,
-            )
+            with _our_signal_handlers():
+                ray.init(
+                    address=self.address,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    runtime_env=runtime_env,
+                )
             logger.info(
                 "connected to Ray cluster %s: %d nodes, %d CPUs",
                 self.address, len(self._alive_nodes()), self.cpus,
@@ -120,7 +146,9 @@ class Cluster:
         """
         ray = _ray()
         pending, self._pending = self._pending, set()
-        if not ray.is_initialized():
+        if self._temp_dir is not None:
+            self._end_local_ray(keep_logs=failed)
+        elif not ray.is_initialized():
             pass
         elif self._owned:
             ray.shutdown()
@@ -130,12 +158,31 @@ class Cluster:
                     ray.cancel(ref)
                 except Exception as exc:  # noqa: BLE001 - best effort on a connection we leave up
                     logger.debug("cancel failed: %s", exc)
-        if self._temp_dir is not None:
-            if failed:
-                logger.info("Ray logs kept in %s", self._temp_dir)
-            else:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
+
+    def _end_local_ray(self, keep_logs: bool) -> None:
+        """``ray.shutdown``, then end by PID whatever of this sweep's Ray still runs, then
+        remove the temp dir (or keep it, for its logs, after an error: it then loses its owner
+        file, so no later sweep removes it). A second signal may cut the shutdown short, never
+        the ending by PID."""
+        temp_dir, self._temp_dir = self._temp_dir, None
+        assert temp_dir is not None
+        before = processes_of(temp_dir)
+        try:
+            _ray().shutdown()
+        finally:
+            with interrupts.deferred():
+                end_processes(before)
+                for _ in range(3):  # and what was still starting while they ended
+                    found = processes_of(temp_dir)
+                    if not found:
+                        break
+                    end_processes(found)
+                if keep_logs:
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(temp_dir, OWNER_FILE))
+                    logger.info("Ray logs kept in %s", temp_dir)
+                else:
+                    shutil.rmtree(temp_dir, ignore_errors=True)
 
     def _runtime_env(self) -> dict[str, Any] | None:
         """With ``ray.ship_core``: send the built core and this package to every worker.
@@ -229,6 +276,190 @@ class Cluster:
         if task.memory:
             options["memory"] = task.memory
         return self._remote.options(**options).remote(settings, [specs[i] for i in task.sim_ids])
+
+
+# -- what a local Ray leaves behind --------------------------------------------------------------
+TEMP_PARENT = "/tmp"
+TEMP_PREFIX = "sweep-ray-"
+OWNER_FILE = "sweep-owner"  # "PID START_TIME" of the driver that made the temp dir
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def _our_signal_handlers() -> Iterator[None]:
+    """``ray.init`` sets SIGTERM handlers of its own in the driver (``sys.exit(15)``; the
+    local node's kills its processes and exits 1), which would skip saving the store and
+    print no resume command. With the CLI's handlers installed, Ray's are not set during
+    ``ray.init`` (so a SIGTERM while Ray starts is ours too) and ours are set again after it
+    (the C++ core worker may have installed its own at the C level)."""
+    if not interrupts.installed():
+        yield
+        return
+    utils = sys.modules.get("ray._private.utils")
+    original = getattr(utils, "set_sigterm_handler", None)
+    if original is not None:
+        utils.set_sigterm_handler = lambda handler: None  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if original is not None:
+            utils.set_sigterm_handler = original  # type: ignore[union-attr]
+        interrupts.install()
+
+
+def _become_subreaper() -> None:
+    """Orphans of this process's Ray are re-parented here, not to init, so they can be found
+    (and reaped) after a shutdown cut short. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stat(pid: int | str) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks) of a process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _write_owner(temp_dir: str) -> None:
+    stat = _stat(os.getpid())
+    with open(os.path.join(temp_dir, OWNER_FILE), "w") as f:
+        f.write(f"{os.getpid()} {stat[2] if stat else 0}\n")
+
+
+def _owner_alive(temp_dir: str) -> bool | None:
+    """Whether the driver that made ``temp_dir`` runs; None if the dir has no owner file
+    (another program's, an older sweep's, or kept for its logs)."""
+    try:
+        with open(os.path.join(temp_dir, OWNER_FILE)) as f:
+            pid, start = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z" and stat[2] == start
+
+
+def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
+    """The processes of the Ray whose temp dir is ``temp_dir`` (pid -> start time): those
+    naming it on their command line (GCS, raylet, the agents' launchers) or holding a file
+    open under it (the agents and workers, which rename themselves ``ray::...``, keep their
+    logs there), everything under them, and this process's children that are Ray's orphans
+    (``ray::...``) or forks of it not yet exec'd (a Popen cut short by a signal), if this
+    process is the one that started that Ray (``owner``). Never this process."""
+    me = os.getpid()
+    marker = temp_dir.encode()
+    table: dict[int, tuple[int, int, bytes]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _stat(entry)
+        if stat is None or stat[0] == "Z":
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        table[int(entry)] = (stat[1], stat[2], cmdline)
+    mine = table.get(me, (0, 0, b""))[2]
+    ours = {pid for pid, (ppid, _, cmdline) in table.items()
+            if pid != me and (marker in cmdline or _has_open_file_under(pid, temp_dir)
+                              or (owner and ppid == me
+                                  and (cmdline.startswith(b"ray::") or cmdline == mine)))}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(ours)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in ours and child != me:
+                ours.add(child)
+                todo.append(child)
+    return {pid: table[pid][1] for pid in ours}
+
+
+def _has_open_file_under(pid: int, directory: str) -> bool:
+    prefix = directory.rstrip("/") + "/"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone, or another user's
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def end_processes(procs: dict[int, int], grace: float = 3.0) -> None:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, each of ``procs`` (pid -> start time)
+    still the same process; reap those that are this process's children."""
+    me = os.getpid()
+
+    def alive() -> list[int]:
+        out = []
+        for pid, start in procs.items():
+            stat = _stat(pid)
+            if stat is None or stat[2] != start:
+                continue
+            if stat[0] == "Z" or stat[1] == me:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
+                stat = _stat(pid)
+                if stat is None or stat[0] == "Z":
+                    continue
+            out.append(pid)
+        return out
+
+    def send(pids: list[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+
+    left = alive()
+    if not left:
+        return
+    logger.info("ending %d processes of the sweep's Ray by PID", len(left))
+    send(left, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = alive()
+    send(left, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = alive()
+
+
+def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
+    """Remove the temp dirs of local sweeps whose driver is no longer alive (SIGKILLed: it
+    could not), ending any process still naming them first; return the dirs removed. Dirs
+    of live drivers, without an owner file, or of other users are left alone."""
+    removed = []
+    for temp_dir in sorted(glob.glob(os.path.join(parent, TEMP_PREFIX + "*"))):
+        try:
+            if os.stat(temp_dir).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if _owner_alive(temp_dir) is not False:
+            continue
+        end_processes(processes_of(temp_dir, owner=False))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        logger.info("removed %s, the Ray temp dir of a sweep no longer running", temp_dir)
+        removed.append(temp_dir)
+    return removed
 
 
 def _one_line(exc: BaseException) -> str:

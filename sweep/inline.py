@@ -45,6 +45,9 @@ class Inline:
         self.stop(failed=exc[0] is not None)
 
     def start(self) -> None:
+        from sweep.fanout import remove_dead_temp_dirs
+
+        remove_dead_temp_dirs()  # as a local Ray would: SIGKILLed sweeps' leftovers
         self._pool = ThreadPoolExecutor(self._cpus, thread_name_prefix="sweep-inline")
         logger.info("running in this process on %d threads, without Ray", self._cpus)
 

@@ -230,6 +230,11 @@ class Job:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
+    def cancel(self) -> None:
+        """Stop the report (the sweep was interrupted as it started); ``wait`` then says
+        "interrupted"."""
+        self._proc.kill()
+
     def wait(self) -> str:
         """Wait for the report: "written", "failed" (logged) or "interrupted" (Ctrl-C, which
         reaches the child too: it shares the terminal's process group)."""

@@ -97,6 +97,87 @@ def interrupt_when_done(proc, path: str, points: int, timeout: float = 120.0):
     return proc.communicate(timeout=timeout)
 
 
+def signal_when(proc, ready, sig, timeout: float = 120.0, poll: float = 0.02):
+    """Send ``sig`` to the driver alone once ``ready()`` is true (a state the test can see:
+    points done in the store, a log line, a process started), never after a sleep; returns
+    the driver's (stdout, stderr). Fails if the sweep ended first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if ready():
+                break
+        except Exception:  # noqa: BLE001 - a store or log being written: not ready yet
+            pass
+        time.sleep(poll)
+    assert proc.poll() is None, "the sweep ended before it could be signalled"
+    proc.send_signal(sig)
+    return proc.communicate(timeout=timeout)
+
+
+def done_points(path) -> int:
+    """Points marked done in the store at ``path`` (raises while it does not exist yet)."""
+    import zarr
+
+    return int(zarr.open_group(str(path), mode="r")["done"][...].sum())
+
+
+def process_table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (parent pid, start time in clock ticks, command line) of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # a zombie has ended; only its exit status is left
+            table[int(entry)] = (int(fields[1]), int(fields[19]), cmdline)
+    return table
+
+
+def ray_of(driver: int) -> tuple[str | None, dict[int, int]]:
+    """The Ray temp dir (``/tmp/sweep-ray-*``) of the sweep whose driver is ``driver`` and the
+    processes of that Ray (pid -> start time): those naming the temp dir on their command line
+    and everything under them (workers and agents rename themselves ``ray::...``)."""
+    import re
+
+    table = process_table()
+    temp_dir = None
+    for pid, (_, _, cmdline) in table.items():
+        if _descends(table, pid, driver):
+            found = re.search(rb"/tmp/sweep-ray-[^/\x00 ]+", cmdline)
+            if found:
+                temp_dir = found.group().decode()
+                break
+    if temp_dir is None:
+        return None, {}
+    roots = {pid for pid, (_, _, cmdline) in table.items() if temp_dir.encode() in cmdline}
+    procs = {pid: table[pid][1] for pid in table
+             if any(_descends(table, pid, root) for root in roots)}
+    return temp_dir, procs
+
+
+def _descends(table, pid: int, ancestor: int) -> bool:
+    seen = 0
+    while pid in table and seen < 64:
+        if pid == ancestor:
+            return True
+        pid, seen = table[pid][0], seen + 1
+    return False
+
+
+def still_running(procs: dict[int, int]) -> list[int]:
+    """Those of ``procs`` (pid -> start time) that still run (same pid and start time)."""
+    table = process_table()
+    return [pid for pid, start in procs.items() if pid in table and table[pid][1] == start]
+
+
 # ==== Skips allowed in CI (.ci/run sets SWEEP_STRICT_SKIPS=1) ===================================
 #
 # A test that skips where it should have run hides a regression as well as a pass would. Under
