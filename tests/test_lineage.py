@@ -29,7 +29,8 @@ from tests.primer import (
     WALK_KEYS,
     slub_slot,
 )
-from tests.strategies import programs, seeds
+from tests.strategies import GROW_OPS, programs, seeds
+from tests.strategies import RANGE_OPS as SPLIT_OPS
 
 #: Generations without anon_vma reuse, with anon_vma_chain (list or tree).
 GROWING = ("2.6.34", "2.6.36", "3.0", "3.7", "3.8")
@@ -400,16 +401,19 @@ def test_only_3_19_mismatches(prog, seed):
             assert res["chain_mismatches"] == 0, kernel
     # Generations that differ only in structure sizes, lock or list-vs-tree agree on every
     # object count; reuse changes the lineage but never which mappings a walk finds. Walk costs
-    # agree too unless a split (mprotect, munmap, mremap) put pieces of one VMA on one list:
-    # the tree skips those the list iterates (docs/core.md, §Operations and §The walk).
-    splits = any(int(op) in (int(Op.MPROTECT), int(Op.MUNMAP), int(Op.MREMAP)) for op in prog["op"])
+    # agree too unless a split or an expanding op (mprotect, munmap, mremap, mmap next to a VMA,
+    # brk, mremap_grow) put pieces of one VMA, or neighbours, on one list: the tree skips those
+    # the list iterates (docs/core.md, §Operations and §The walk).
+    ops = {int(op) for op in prog["op"]}
+    splits = bool(ops & {int(op) for op in (*SPLIT_OPS, *GROW_OPS)})
     walk_keys = ("entries_total", "calls_total")
-    # An mprotect may merge, and 3.0's merge rule (965f55dea0e3) can leave other VMAs than
-    # 2.6.36's; 3.7 and 3.8 share 3.0's rule.
-    mprotects = any(int(op) == int(Op.MPROTECT) for op in prog["op"])
+    # mprotect, the expanding ops and a move next to a VMA may merge, and 3.0's merge rule
+    # (965f55dea0e3) can leave other VMAs than 2.6.36's; 3.7 and 3.8 share 3.0's rule.
+    merges = bool(ops & {int(op) for op in (Op.MPROTECT, Op.MREMAP_AFTER, Op.MREMAP_BEFORE,
+                                            *GROW_OPS)})
     for kernel in ("3.0", "3.7", "3.8"):
         base = "2.6.36" if kernel == "3.0" else "3.0"
-        if base == "2.6.36" and mprotects:
+        if base == "2.6.36" and merges:
             continue
         keys = ("anon_vmas", "avcs", "max_chain", "pages")
         if kernel == "3.0" or not splits:
