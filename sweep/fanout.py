@@ -166,8 +166,9 @@ class Cluster:
         the ending by PID."""
         temp_dir, self._temp_dir = self._temp_dir, None
         assert temp_dir is not None
-        before = processes_of(temp_dir)
+        before: dict[int, int] = {}
         try:
+            before = processes_of(temp_dir)
             _ray().shutdown()
         finally:
             with interrupts.deferred():
@@ -182,7 +183,7 @@ class Cluster:
                         os.remove(os.path.join(temp_dir, OWNER_FILE))
                     logger.info("Ray logs kept in %s", temp_dir)
                 else:
-                    shutil.rmtree(temp_dir, ignore_errors=True)
+                    _remove_tree(temp_dir)
 
     def _runtime_env(self) -> dict[str, Any] | None:
         """With ``ray.ship_core``: send the built core and this package to every worker.
@@ -442,6 +443,17 @@ def end_processes(procs: dict[int, int], grace: float = 3.0) -> None:
         left = alive()
 
 
+def _remove_tree(path: str, tries: int = 10) -> None:
+    """``rmtree``, again while a process that just ended may still have been writing its
+    last log line in it ("Directory not empty")."""
+    for _ in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
+    logger.warning("could not remove %s", path)
+
+
 def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
     """Remove the temp dirs of local sweeps whose driver is no longer alive (SIGKILLed: it
     could not), ending any process still naming them first; return the dirs removed. Dirs
@@ -456,7 +468,7 @@ def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
         if _owner_alive(temp_dir) is not False:
             continue
         end_processes(processes_of(temp_dir, owner=False))
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _remove_tree(temp_dir)
         logger.info("removed %s, the Ray temp dir of a sweep no longer running", temp_dir)
         removed.append(temp_dir)
     return removed
