@@ -142,7 +142,8 @@ def _mem_available() -> int:
 
 def _peak_pages(arr: np.ndarray) -> int:
     """An upper bound of the pages a program has at once: every page-table entry of every live
-    VMA a distinct page (mmap and the expanding ops add their pages, fork copies the parent's, exit and munmap drop)."""
+    VMA a distinct page (mmap and the expanding ops add their pages, fork copies the parent's,
+    exit and munmap drop)."""
     procs: list[int | None] = []
     total = peak = 0
     for op, a, _b, _c, d in arr[["op", "a", "b", "c", "d"]].tolist():
