@@ -1160,6 +1160,11 @@ class _Sim:
         heap = mm.vmas[last]
         start = heap.start + heap.npages
         self.check_free(mm, last + 1, start, n)
+        # brk keeps a free page above the new break (mm/mmap.c brk: "newbrk + PAGE_SIZE >
+        # vm_start_gap(next)" fails the call)
+        if last + 1 < len(mm.vmas) and mm.vmas[last + 1].start == start + n:
+            self._raise(f"the page above the new break (page {start + n}) is mapped: brk "
+                        "keeps it free")
         took = self.merge_new_range(mm, last + 1, start, n, start, False, None, [None] * n, True)
         if took is None:
             took, first = self.new_region(mm, last + 1, start, n), 0

@@ -150,7 +150,7 @@ class _Builder:
                 options += [("mmap_after", v), ("mremap_grow", v)]
             if self.gap_before(p, v) >= 1:
                 options.append(("mmap_before", v))
-            if self.gap_after(p, self.heap_last(p, v)) >= 1:
+            if self.gap_after(p, self.heap_last(p, v)) >= 2:  # brk keeps a free page above
                 options.append(("brk", v))
             for w in range(n):
                 if self.gap_after(p, w) >= 1:
@@ -173,7 +173,8 @@ class _Builder:
         v = arg
         last = self.heap_last(p, v) if kind == "brk" else v
         gap = self.gap_before(p, v) if kind == "mmap_before" else self.gap_after(p, last)
-        count = draw(st.integers(1, min(gap, 6)))
+        # brk: the page above the new break stays free (mm/mmap.c brk)
+        count = draw(st.integers(1, min(gap - (kind == "brk"), 6)))
         if kind == "mremap_grow":
             self.prog.mremap_grow(p, v, count)
             end = self.layout[p][v][0] + self.vmas[p][v] + count

@@ -498,6 +498,27 @@ def test_expansion_into_pages_that_are_not_free_is_refused(impl):
             run_on(impl, q.array, "3.0")
 
 
+@IMPLS
+def test_brk_up_to_the_next_vma_is_refused(impl):
+    # Linux's brk keeps a free page above the new break (mm/mmap.c brk: "newbrk + PAGE_SIZE >
+    # vm_start_gap(next)" fails the call; find_vma_intersection(oldbrk, newbrk + PAGE_SIZE)
+    # in 3.x): a break right below a VMA is not a program any kernel runs (found live on
+    # 6.18, docs/live.md).
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)  # the heap [16, 20)
+    prog.mmap(p, 1)
+    prog.mmap(p, 4)  # [23, 27)
+    prog.munmap(p, 1, 0, 1, 1)  # pages 20..22 free
+    prog.brk(p, 0, 2, touch=True)  # break 22: page 22 stays free
+    r = run_on(impl, prog.array, "6.16")
+    assert (r["vmas"], r["pages"]) == (2, 2)
+    prog.brk(p, 0, 1)  # break 23, right below [23, 27)
+    with pytest.raises(ProgramError, match=r"op 6 \(brk\): the page above the new break "
+                       r"\(page 23\) is mapped"):
+        run_on(impl, prog.array, "6.16")
+
+
 def test_the_builders_refuse_bad_uses_naming_the_op():
     prog = Program()
     p = prog.new_mm()

@@ -141,7 +141,8 @@ static void grow_op(struct builder *b, int p, int v)
 		int last = v;
 		while (last + 1 < nv && gap_after(b, p, last) == 0)
 			last++;
-		int64_t gap = gap_after(b, p, last);
+		/* brk keeps the page above the new break free (mm/mmap.c brk) */
+		int64_t gap = gap_after(b, p, last) - 1;
 		if (gap < 1)
 			return;
 		emit(b, OP_BRK, p, v, 1 + below(min_int(gap, 6)), 0);

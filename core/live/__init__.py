@@ -142,7 +142,8 @@ def _mem_available() -> int:
 
 def _peak_pages(arr: np.ndarray) -> int:
     """An upper bound of the pages a program has at once: every page-table entry of every live
-    VMA a distinct page (mmap adds its pages, fork copies the parent's, exit and munmap drop)."""
+    VMA a distinct page (mmap and the expanding ops add their pages, fork copies the parent's,
+    exit and munmap drop)."""
     procs: list[int | None] = []
     total = peak = 0
     for op, a, _b, _c, d in arr[["op", "a", "b", "c", "d"]].tolist():
@@ -158,6 +159,9 @@ def _peak_pages(arr: np.ndarray) -> int:
         elif op == Op.EXIT and alive:
             total -= procs[a]
             procs[a] = None
+        elif op in (Op.MMAP_AFTER, Op.MMAP_BEFORE, Op.BRK, Op.MREMAP_GROW) and alive:
+            procs[a] += max(_c, 0)
+            total += max(_c, 0)
         elif op == Op.MUNMAP and alive:
             procs[a] -= max(d, 0)
             total -= max(d, 0)

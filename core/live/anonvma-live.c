@@ -57,12 +57,14 @@
 
 /* Opcodes: core/program.py Op, docs/core.md. */
 enum { OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST, OP_FORK,
-       OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR, OP_MPROTECT, OP_MUNMAP, OP_MREMAP };
+       OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR, OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
+       OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW };
 
 struct prog_op { int32_t op, a, b, c, d; double x; };
 
 /* Worker commands. */
-enum { C_NONE, C_MMAP, C_WRITE, C_DRAW, C_MPROTECT, C_MUNMAP, C_MREMAP, C_FORK, C_EXIT };
+enum { C_NONE, C_MMAP, C_WRITE, C_DRAW, C_MPROTECT, C_MUNMAP, C_MREMAP, C_FORK, C_EXIT, C_BRK,
+       C_GROW };
 
 struct slot {                     /* one per program process, a cache line each */
 	_Atomic uint32_t seq;     /* the controller bumps it to post a command */
@@ -168,6 +170,45 @@ static void settle_baseline(void)
 	}
 }
 
+/*
+ * The program's heap made this process's brk area: start_brk at the heap's first VMA, brk at
+ * its break, then the brk system call itself, so the kernel's do_brk_flags decides: it expands
+ * the VMA before the break (vma_merge_new_range with only prev, just_expand) or maps a new VMA
+ * there. The pair is set with PR_SET_MM_MAP, which takes the whole layout at once (the single
+ * PR_SET_MM_START_BRK/PR_SET_MM_BRK need CAP_SYS_RESOURCE, which a container may not grant;
+ * PR_SET_MM_MAP without an exe_fd needs no capability); the rest of the layout is the
+ * process's own, from /proc/self/stat.
+ */
+static void brk_to(struct slot *s)
+{
+	char buf[2048];
+	int fd = open("/proc/self/stat", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	char *p = n > 0 ? strrchr((buf[n] = 0, buf), ')') : NULL;
+	uint64_t f[64] = {0};
+	/* fields from 3 (state) on; start_code is field 26 */
+	for (int k = 3; p && k < 64 && (p = strchr(p + 1, ' ')); k++)
+		f[k] = strtoull(p + 1, NULL, 10);
+	struct prctl_mm_map m = {
+		.start_code = f[26], .end_code = f[27], .start_stack = f[28],
+		.start_data = f[45], .end_data = f[46], .start_brk = s->a, .brk = s->b,
+		.arg_start = f[48], .arg_end = f[49], .env_start = f[50], .env_end = f[51],
+		.exe_fd = (uint32_t)-1,
+	};
+	if (!f[27] || !f[51]) {   /* /proc/self/stat unread */
+		s->err = EIO;
+		return;
+	}
+	if (prctl(PR_SET_MM, PR_SET_MM_MAP, (unsigned long)&m, sizeof m, 0)) {
+		s->err = errno;
+		return;
+	}
+	if ((uint64_t)syscall(SYS_brk, s->c) != s->c)   /* brk returns the old break on failure */
+		s->err = ENOMEM;
+}
+
 static void worker_loop(int me) __attribute__((noreturn));
 static void worker_start(int me) __attribute__((noreturn));
 
@@ -221,6 +262,13 @@ static void worker_loop(int me)
 		case C_MREMAP:
 			if (mremap((void *)s->a, s->b * PAGE, s->b * PAGE,
 				   MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s->c) == MAP_FAILED)
+				s->err = errno;
+			break;
+		case C_BRK:       /* heap from a, break b, new break c */
+			brk_to(s);
+			break;
+		case C_GROW:      /* in place: no MREMAP_MAYMOVE */
+			if (mremap((void *)s->a, s->b * PAGE, s->c * PAGE, 0) == MAP_FAILED)
 				s->err = errno;
 			break;
 		case C_FORK:      /* b children, slots a .. a + b - 1 */
@@ -504,6 +552,30 @@ static void vma_push(struct proc *pr, struct vma v)
 	pr->vmas[pr->nvmas++] = v;
 }
 
+/* Pages [start, start + n) must be free and above page 0, as the simulator checks before a
+ * mapping or a move lands next to a VMA (docs/core.md "mmap_after"). */
+static void need_free(const struct proc *pr, size_t i, int32_t p, int64_t start, uint64_t n)
+{
+	if (start < 1)
+		refuse(i, "pages %" PRId64 "..%" PRId64 " are outside the address space", start,
+		       start + (int64_t)n - 1);
+	for (uint32_t k = 0; k < pr->nvmas; k++) {
+		const struct vma *q = &pr->vmas[k];
+		if ((int64_t)q->start < start + (int64_t)n &&
+		    start < (int64_t)(q->start + q->npages))
+			refuse(i, "pages %" PRId64 "..%" PRId64 " are not free: VMA %u of process %d "
+			       "holds pages %" PRIu64 "..%" PRIu64, start, start + (int64_t)n - 1, k,
+			       (int)p, q->start, q->start + q->npages - 1);
+	}
+}
+
+/* The next plain mmap or mremap still leaves a guard page after everything mapped. */
+static void note_end(struct proc *pr, uint64_t end)
+{
+	if (pr->next_free < end + 1)
+		pr->next_free = end + 1;
+}
+
 /* The process's VMAs in the workload region as the kernel has them now (after a split or a
  * merge only the kernel knows which VMAs there are; the program names them by position). */
 static void reload_vmas(struct proc *pr)
@@ -738,6 +810,88 @@ static void one(int p, uint32_t cmd, uint64_t a, uint64_t b, uint64_t cc, uint64
 	check_err(i, p);
 }
 
+/*
+ * mmap_after/before, brk, mremap_grow (docs/core.md): pages mapped right next to a VMA, where
+ * the kernel's vma_merge_new_range may let a neighbour take them. mmap_after/before is mmap
+ * with MAP_FIXED_NOREPLACE there (the same prot and flags as every workload mmap, so the
+ * kernel may merge); brk the brk system call on the heap made the process's brk area (brk_to);
+ * mremap_grow mremap of the whole VMA to a larger size without MREMAP_MAYMOVE. Which VMAs
+ * exist afterwards only the kernel knows: they are re-read.
+ */
+static void grow_op(struct ctl *c, size_t i)
+{
+	const struct prog_op *op = &c->ops[i];
+	struct vma *v = lookup(c, i, op->a, op->b);
+	struct proc *pr = &c->procs[op->a];
+	if (op->c < 1)
+		refuse(i, "npages must be >= 1, got %d", (int)op->c);
+	uint64_t n = (uint64_t)op->c, first = v->start, vpages = v->npages;
+	int64_t s = (int64_t)(v->start + v->npages);
+	if (op->op == OP_MMAP_BEFORE)
+		s = (int64_t)v->start - (int64_t)n;
+	if (op->op == OP_BRK) {   /* the heap: v and the VMAs after it without a gap */
+		uint32_t last = (uint32_t)op->b;
+		while (last + 1 < pr->nvmas &&
+		       pr->vmas[last].start + pr->vmas[last].npages == pr->vmas[last + 1].start)
+			last++;
+		s = (int64_t)(pr->vmas[last].start + pr->vmas[last].npages);
+	}
+	need_free(pr, i, op->a, s, n);
+	switch (op->op) {
+	case OP_MMAP_AFTER:
+	case OP_MMAP_BEFORE:
+		one(op->a, C_MMAP, addr_of((uint64_t)s), n, 0, 0, 0, i);
+		break;
+	case OP_MREMAP_GROW:
+		one(op->a, C_GROW, addr_of(first), vpages, vpages + n, 0, 0, i);
+		break;
+	case OP_BRK:
+		if (op->d != 0 && op->d != 1)
+			refuse(i, "touch must be 0 or 1, got %d", (int)op->d);
+		/* Linux's brk keeps a free page above the new break (mm/mmap.c brk: "newbrk +
+		 * PAGE_SIZE > vm_start_gap(next)" fails the call; find_vma_intersection(oldbrk,
+		 * newbrk + PAGE_SIZE) before 4.x): a brk that ends right below a VMA cannot be run */
+		for (uint32_t k = 0; k < pr->nvmas; k++)
+			if (pr->vmas[k].start == (uint64_t)s + n)
+				refuse(i, "brk: the kernel's brk refuses a break right below another VMA "
+				       "(VMA %u of process %d at page %" PRIu64 "; mm/mmap.c needs a free "
+				       "page above the new break)", k, (int)op->a, pr->vmas[k].start);
+		one(op->a, C_BRK, addr_of(first), addr_of((uint64_t)s), addr_of((uint64_t)s + n), 0,
+		    0, i);
+		if (op->d)        /* the new pages, lowest first, as the simulator faults them */
+			one(op->a, C_WRITE, addr_of((uint64_t)s), n, 0, 0, 0, i);
+		break;
+	}
+	note_end(pr, (uint64_t)s + n);
+	reload_vmas(pr);
+}
+
+/*
+ * mremap_after/before: mremap(MREMAP_MAYMOVE | MREMAP_FIXED) of the range to the free pages
+ * right after (before) VMA w: the kernel's copy_vma lets the destination's neighbours take it
+ * (vma_merge_new_range) or makes a new VMA, then unmaps the old range.
+ */
+static void move_next_to(struct ctl *c, size_t i)
+{
+	const struct prog_op *op = &c->ops[i];
+	struct vma *v = lookup(c, i, op->a, op->b);
+	struct proc *pr = &c->procs[op->a];
+	if (op->d < 1 || op->c < 0 || (uint64_t)op->c + (uint64_t)op->d > v->npages)
+		refuse(i, "range %d+%d outside VMA %d of process %d (%" PRIu64 " pages)",
+		       (int)op->c, (int)op->d, (int)op->b, (int)op->a, v->npages);
+	if (!(op->x >= 0.0 && op->x < (double)pr->nvmas && op->x == floor(op->x)))
+		refuse(i, "target VMA %g of process %d does not exist (VMAs 0..%u)", op->x,
+		       (int)op->a, pr->nvmas - 1);
+	const struct vma *w = &pr->vmas[(uint32_t)op->x];
+	uint64_t len = (uint64_t)op->d, at = addr_of(v->start + (uint64_t)op->c);
+	int64_t d = op->op == OP_MREMAP_AFTER ? (int64_t)(w->start + w->npages)
+					       : (int64_t)w->start - (int64_t)len;
+	need_free(pr, i, op->a, d, len);
+	one(op->a, C_MREMAP, at, len, addr_of((uint64_t)d), 0, 0, i);
+	note_end(pr, (uint64_t)d + len);
+	reload_vmas(pr);
+}
+
 static size_t run_op(struct ctl *c, size_t i)
 {
 	const struct prog_op *op = &c->ops[i];
@@ -823,8 +977,18 @@ static size_t run_op(struct ctl *c, size_t i)
 		reload_vmas(pr);
 		return 1;
 	}
+	case OP_MMAP_AFTER:
+	case OP_MMAP_BEFORE:
+	case OP_BRK:
+	case OP_MREMAP_GROW:
+		grow_op(c, i);
+		return 1;
+	case OP_MREMAP_AFTER:
+	case OP_MREMAP_BEFORE:
+		move_next_to(c, i);
+		return 1;
 	}
-	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_MREMAP);
+	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_MREMAP_GROW);
 }
 
 static void kill_all(struct ctl *c)

@@ -765,6 +765,12 @@ int do_brk(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, idx_t *out, uint
 	int err = range_free(s, mm_i, last + 1, start, n);
 	if (err)
 		return err;
+	/* brk keeps a free page above the new break (mm/mmap.c brk: "newbrk + PAGE_SIZE >
+	 * vm_start_gap(next)" fails the call; find_vma_intersection(oldbrk, newbrk + PAGE_SIZE)
+	 * before the maple tree): no kernel runs a brk right below a VMA */
+	if (last + 1 < mm->nr_vmas && vma_at(s, mm->vmas[last + 1])->start == start + n)
+		return sim_fail(s, SIM_EINVAL, "the page above the new break (page %u) is mapped: "
+				"brk keeps it free", start + n);
 	idx_t into;
 	err = vma_merge_new_range(s, mm_i, last + 1, start, n, start, false, NIL, NULL, true,
 				  &into);
