@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sweep.config import BatchSettings, ConfigError, Grid, Sweep
+from sweep.config import LIVE, BatchSettings, ConfigError, Grid, Sweep
 from sweep.grid import Sim
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Task:
     sim_ids: tuple[int, ...]
     cost: float  # estimated core seconds
     memory: int | None  # bytes to request from Ray; None for shared tasks of tiny points
+    # A point of the live kernel (sweep.live_point): alone in its task, which asks for the
+    # node's one ``anonvma_live`` resource (Ray) or runs on the inline runner's serial lane.
+    live: bool = False
 
 
 def live_pages(grid: Grid, processes: int, pages_per_vma: int, cow_fraction: float) -> float:
@@ -82,6 +85,10 @@ def estimate_seconds(grid: Grid, sim: Sim, shared_kernels: frozenset[str] = SHAR
     2.6.33 and alone on the child's own anon_vma from 2.6.34.
     """
     n, v, f = sim.processes, sim.pages_per_vma, sim.cow_fraction
+    if sim.kernel == LIVE:
+        from sweep import live_point
+
+        return live_point.seconds(n, v, f)
     pages = live_pages(grid, n, v, f)
     walks = pages if grid.sample is None else min(grid.sample, pages)
     parent_share = v / pages
@@ -160,6 +167,9 @@ def plan(
     tiny: list[tuple[int, float]] = []
     for i in todo:
         cost = estimate_seconds(grid, sims[i], shared_kernels)
+        if sims[i].kernel == LIVE:  # its processes are the kernel's, not the worker's memory
+            solo.append(Task((i,), cost, None, live=True))
+            continue
         mem = bytes_of(sims[i].workload)
         if mem > batch.big_bytes or cost >= batch.target_seconds or batch.max_points == 1:
             request = mem if node_memory is None else min(mem, node_memory)
