@@ -300,3 +300,15 @@ def test_a_resumed_store_runs_its_missing_live_points(tmp_path):
         np.testing.assert_array_equal(after[name].values, before[name].values, err_msg=name)
     assert after.attrs["live_release"] == platform.release()
     assert_nothing_left()
+
+
+@needs_live
+def test_every_name_of_a_live_store_is_documented(smoke):
+    from tests.test_dataset_docs import doc_tables
+
+    tables = doc_tables()
+    ds = xr.open_zarr(smoke, consolidated=False)
+    for attr in ds.attrs:
+        assert attr in tables["Attributes of the store"], attr
+    assert "`live`" in tables["Dimensions"]["kernel"]["meaning"]
+    assert set(live_point.MEASURED) <= set(tables["Data variables"])
