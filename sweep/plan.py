@@ -264,13 +264,15 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     grid = sweep.grid
     todo = range(len(sims))
     costs = [estimate_seconds(grid, sims[i], shared_kernels) for i in todo]
-    core_seconds = sum(costs)
+    live = [c for i, c in zip(todo, costs, strict=True) if sims[i].kernel == LIVE]
+    # live points take their wall on one node whatever runs the rest: not core time
+    core_seconds = sum(costs) - sum(live)
     largest = largest_workload(grid)
     largest_bytes = bytes_of(largest)
     ray_memory = RAY_MEMORY_FRACTION * machine.memory
     tasks = plan(sims, todo, grid, sweep.batch, machine.cpus, bytes_of, int(ray_memory),
                  shared_kernels)
-    alone = sum(1 for t in tasks if t.memory is not None)
+    alone = sum(1 for t in tasks if t.memory is not None or t.live)
     big = sum(1 for t in tasks if t.memory is not None and 2 * t.memory > ray_memory)
     n, v, f = largest
     node_gib = math.ceil(largest_bytes / RAY_MEMORY_FRACTION / 2**30)
@@ -291,6 +293,10 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     if sweep.ray.address is not None or os.environ.get("RAY_ADDRESS"):
         address = sweep.ray.address or os.environ["RAY_ADDRESS"]
         lines[-1] += f" (ray.address={address}: not contacted)"
+    if live:
+        lines.append(f"  live         {len(live):,} simulations on a real kernel (grid.kernel="
+                     f"live), one at a time: about {_seconds(sum(live))} wall; they need root "
+                     "(docs/sweep.md \"The live kernel\")")
     here = f"{machine.cpus} CPUs, {_gib(machine.memory)}"
     if largest_bytes > machine.memory:
         lines.append(f"  this machine {here}: refused (the largest point needs "

@@ -312,3 +312,12 @@ def test_every_name_of_a_live_store_is_documented(smoke):
         assert attr in tables["Attributes of the store"], attr
     assert "`live`" in tables["Dimensions"]["kernel"]["meaning"]
     assert set(live_point.MEASURED) <= set(tables["Data variables"])
+
+
+def test_the_dry_run_names_the_live_points():
+    proc = subprocess.run([sys.executable, "-m", "sweep", "+grid=smoke", "grid.kernel=[live,6.16]",
+                           "dry_run=true"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks        19 (18 alone, 1 shared" in proc.stdout
+    assert ("  live         18 simulations on a real kernel (grid.kernel=live), one at a time: "
+            "about ") in proc.stdout
