@@ -119,6 +119,10 @@ def _main(argv: list[str] | None = None) -> int:
     # --help, --cfg, --info ...: Hydra's own, nothing runs; anything else (--run) runs the
     # sweep, so it is checked as the plain command is
     if not names or any(name not in _INFO_FLAGS for name in names):
+        # imported before the checks: a signal during them (the live pre-flight runs a
+        # program) passes the except clauses below, which must then name bound classes
+        from sweep.store import StoreError, check_run_dir
+
         try:
             sweep = config.resolve(config.compose(overrides))
             if sweep.dry_run:  # before Hydra's run: no run directory, no Ray, no store
@@ -134,8 +138,6 @@ def _main(argv: list[str] | None = None) -> int:
                 return _fail(str(exc), 1)
             if sweep.ray.address is None and not _env_address():
                 app.check_local_memory(sweep)
-            from sweep.store import StoreError, check_run_dir
-
             check_run_dir(_run_dir(overrides))
         except config.ConfigError as exc:
             return _fail(str(exc))

@@ -117,6 +117,10 @@ class Cluster:
                         _temp_dir=self._temp_dir,
                         # one live point at a time on this machine (sweep.live_point)
                         resources={LIVE_RESOURCE: 1},
+                        # a worker's exit would SIGKILL its children, the live executor among
+                        # them, which then could not remove its tracefs instance; it ends on
+                        # its own when its worker dies (PR_SET_PDEATHSIG, docs/live.md)
+                        _system_config={"kill_child_processes_on_worker_exit": False},
                         logging_level=logging.WARNING,
                         log_to_driver=False,
                         runtime_env=runtime_env,
@@ -413,9 +417,14 @@ def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
         except OSError:
             continue
         table[int(entry)] = (stat[1], stat[2], cmdline)
+    # The live executor (core.live) under a worker ends itself when its worker dies
+    # (PR_SET_PDEATHSIG), removing its tracefs instance; a SIGKILL from here before it is done
+    # would leave the instance behind, so it and its pid namespace are not ours to end.
+    executor = {pid for pid in table if _is_live_executor(pid)}
     mine = table.get(me, (0, 0, b""))[2]
     ours = {pid for pid, (ppid, _, cmdline) in table.items()
-            if pid != me and (marker in cmdline or _has_open_file_under(pid, temp_dir)
+            if pid != me and pid not in executor
+            and (marker in cmdline or _has_open_file_under(pid, temp_dir)
                               or (owner and ppid == me
                                   and (cmdline.startswith(b"ray::") or cmdline == mine)))}
     children: dict[int, list[int]] = {}
@@ -424,10 +433,17 @@ def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
     todo = list(ours)
     while todo:
         for child in children.get(todo.pop(), []):
-            if child not in ours and child != me:
+            if child not in ours and child != me and child not in executor:
                 ours.add(child)
                 todo.append(child)
     return {pid: table[pid][1] for pid in ours}
+
+
+def _is_live_executor(pid: int) -> bool:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("anonvma-live-")
+    except OSError:
+        return False
 
 
 def _has_open_file_under(pid: int, directory: str) -> bool:

@@ -321,3 +321,40 @@ def test_the_dry_run_names_the_live_points():
     assert "tasks        19 (18 alone, 1 shared" in proc.stdout
     assert ("  live         18 simulations on a real kernel (grid.kernel=live), one at a time: "
             "about ") in proc.stdout
+
+
+@needs_live
+@pytest.mark.parametrize("when", ["preflight", "running"])
+@pytest.mark.parametrize("runner", ["ray.inline_below_seconds=1000", "ray.inline_below_seconds=0"],
+                         ids=["inline", "ray"])
+def test_nothing_left_after_sigterm_mid_live_point(runner, when, tmp_path):
+    """SIGTERM once an executor runs: the pre-flight's probe (``preflight``: the first one
+    seen, which may also be a point's if the probe was quicker) or a point's, the store made
+    (``running``). Either way exit 143, and nothing of the live runs is left."""
+    import signal
+    import time
+
+    assert_nothing_left()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "+grid=smoke", "grid.kernel=[live]",
+         "grid.processes=[1000]", "grid.cow_fraction=[0.5]", "grid.seed=[0,1,2,3]",
+         "grid.cpus=[1]", runner, "report=false", "progress=log", "hydra.run.dir=run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 300
+        store = tmp_path / "run" / "results.zarr"
+        while proc.poll() is None and time.monotonic() < end and not (
+                _executor_processes() and (when == "preflight" or store.exists())):
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    end = time.monotonic() + 60  # killed processes take a moment to be reaped
+    while _executor_processes() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert_nothing_left()
