@@ -37,8 +37,8 @@ class Comparison:
 
     @property
     def finding(self) -> bool:
-        """The generation that should match does not (or was not run at this point)."""
-        return self.expected is not None and self.expected not in self.equal
+        """The generation that should match was run at this point and differs."""
+        return self.expected is not None and self.expected in self.differences
 
 
 def simulated(ds):
@@ -136,7 +136,7 @@ def table_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
         elif c.expected in c.differences:
             should = f"{c.expected}: {_differences(c.differences[c.expected])}"
         else:
-            should = f"**{c.expected}: not in this dataset**"
+            should = f"{c.expected}: not in this dataset"
         row["should match"] = should
         row["equal counts"] = ", ".join(c.equal) or "none"
         row["other differences"] = "; ".join(
@@ -154,14 +154,18 @@ def verdict(comparisons: Sequence[Comparison]) -> str:
     if expected is None:
         return ("The live kernel's release names no simulated generation, so none is "
                 "expected to match.")
-    bad = [c for c in comparisons if c.finding]
+    compared = [c for c in comparisons if expected in c.equal or expected in c.differences]
+    if not compared:
+        return (f"{expected}, the generation this kernel's release should follow, is not in "
+                "this dataset: add it to grid.kernel to hold the simulator to this kernel.")
+    bad = [c for c in compared if c.finding]
     if not bad:
         return (f"{expected}, the generation this kernel's release should follow, matches it "
-                f"at every live point ({len(comparisons)} of {len(comparisons)}): anon_vmas, "
+                f"at every live point ({len(compared)} of {len(comparisons)}): anon_vmas, "
                 "avcs, vmas and pages equal.")
     first = bad[0]
     where = ", ".join(f"{a}={first.point[a]:g}" if a == "cow_fraction"
                       else f"{a}={first.point[a]}" for a in POINT_AXES)
     return (f"**Finding: {expected}, the generation this kernel's release should follow, "
-            f"differs from it at {len(bad)} of {len(comparisons)} live points** (first: "
+            f"differs from it at {len(bad)} of {len(compared)} live points** (first: "
             f"{where}). The simulator is wrong until shown otherwise (docs/live.md).")

@@ -358,3 +358,21 @@ def test_nothing_left_after_sigterm_mid_live_point(runner, when, tmp_path):
     while _executor_processes() and time.monotonic() < end:
         time.sleep(0.05)
     assert_nothing_left()
+
+
+@needs_live
+def test_a_live_only_store_names_the_generation_to_add_and_no_finding(tmp_path):
+    sw = config.resolve(config.compose(["+grid=smoke", "grid.kernel=[live]", "grid.processes=[2]",
+                                        "grid.cow_fraction=[1.0]", "grid.seed=[0]",
+                                        "progress=log"]))
+    assert app.run(sw, str(tmp_path), "resume={path}").code == 0
+    ds = open_store(tmp_path / "results.zarr")
+    compared = live_compare.compare(ds)
+    expected = live.matching_generation()
+    assert [c.finding for c in compared] == [False]
+    assert live_compare.table_rows(compared)[0]["should match"] == (
+        f"{expected}: not in this dataset")
+    verdict = (f"{expected}, the generation this kernel's release should follow, is not in this "
+               "dataset: add it to grid.kernel to hold the simulator to this kernel.")
+    assert live_compare.verdict(compared) == verdict
+    assert verdict in (tmp_path / "report.md").read_text()
