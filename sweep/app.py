@@ -21,7 +21,6 @@ from sweep import grid as grid_mod
 from sweep import interrupts, live_point, report, simulate
 from sweep import plan as plan_mod
 from sweep.config import ConfigError, Sweep
-from sweep.inline import Inline
 from sweep.store import Store, now
 
 logger = logging.getLogger(__name__)
@@ -181,7 +180,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     try:
         estimated.result()
         node_memory = runner.largest_node_memory()
-        if live_point.LIVE in grid.kernel and not isinstance(runner, Inline):
+        if live_point.LIVE in grid.kernel and hasattr(runner, "live_node"):  # Ray
             runner.live_node()  # refused now if it lacks the anonvma_live resource
         if not runner.local:
             largest = estimates(plan_mod.largest_workload(grid))
@@ -346,6 +345,8 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int], shared: frozenset[s
                   if sims[i].kernel != live_point.LIVE)
     if seconds >= sweep.ray.inline_below_seconds:
         return cluster
+    from sweep.inline import Inline
+
     logger.info("estimated %.2f core seconds < ray.inline_below_seconds=%g: no Ray",
                 seconds, sweep.ray.inline_below_seconds)
     return Inline(sweep.ray.num_cpus)

@@ -376,3 +376,34 @@ def test_a_live_only_store_names_the_generation_to_add_and_no_finding(tmp_path):
                "dataset: add it to grid.kernel to hold the simulator to this kernel.")
     assert live_compare.verdict(compared) == verdict
     assert verdict in (tmp_path / "report.md").read_text()
+
+
+@needs_live
+def test_on_a_cluster_the_live_node_must_offer_the_resource(tmp_path):
+    """A Ray the sweep joins (here this process's own connection, as a notebook's): live
+    points are refused in one line on a node without ``anonvma_live``, before any point
+    runs, and pinned to the driver's node when it has it."""
+    import ray
+
+    over = [*SMALL[:1], "grid.kernel=[live]", *SMALL[2:], "report=false"]
+    sw = config.resolve(config.compose(over))
+    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        with pytest.raises(config.ConfigError, match=(
+                r"^the driver's node offers no anonvma_live resource for grid.kernel=live; "
+                r"start it with: ray start \.\.\. --resources='\{\"anonvma_live\": 1\}'$")):
+            app.run(sw, str(tmp_path / "a"), "resume={path}")
+        assert not (tmp_path / "a" / "results.zarr").exists()
+    finally:
+        ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
+             resources={"anonvma_live": 1})
+    try:
+        result = app.run(sw, str(tmp_path / "b"), "resume={path}")
+    finally:
+        ray.shutdown()
+    assert result.code == 0, result.message
+    ds = open_store(tmp_path / "b" / "results.zarr")
+    assert ds.attrs["live_release"] == platform.release()
+    assert [int(ds[n].values.item()) for n in live_compare.COUNTS] == [3, 5, 3, 12]
+    assert_nothing_left()
