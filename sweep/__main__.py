@@ -34,7 +34,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 @hydra.main(version_base="1.3", config_path="pkg://sweep.conf", config_name="config")
 def _app(cfg: DictConfig) -> None:
-    from sweep import app
+    from sweep import app, live_point
 
     sweep = config.resolve(cfg)
     if sweep.dry_run:  # reached only with Hydra's flags (main() stops it earlier): run nothing
@@ -54,6 +54,8 @@ def _app(cfg: DictConfig) -> None:
     except config.ConfigError as exc:
         _result["error"], _result["code"] = str(exc), 2
     except StoreError as exc:  # the environment (locked, disk full, read-only): exit 1
+        _result["error"], _result["code"] = str(exc), 1
+    except live_point.LiveUnavailable as exc:  # the environment: no live kernel here
         _result["error"], _result["code"] = str(exc), 1
 
 
@@ -117,6 +119,10 @@ def _main(argv: list[str] | None = None) -> int:
     # --help, --cfg, --info ...: Hydra's own, nothing runs; anything else (--run) runs the
     # sweep, so it is checked as the plain command is
     if not names or any(name not in _INFO_FLAGS for name in names):
+        # imported before the checks: a signal during them (the live pre-flight runs a
+        # program) passes the except clauses below, which must then name bound classes
+        from sweep.store import StoreError, check_run_dir
+
         try:
             sweep = config.resolve(config.compose(overrides))
             if sweep.dry_run:  # before Hydra's run: no run directory, no Ray, no store
@@ -124,12 +130,14 @@ def _main(argv: list[str] | None = None) -> int:
 
                 print(plan.dry_run(sweep))
                 return 0
-            from sweep import app
+            from sweep import app, live_point
 
+            try:
+                app.refuse_live(sweep)
+            except live_point.LiveUnavailable as exc:
+                return _fail(str(exc), 1)
             if sweep.ray.address is None and not _env_address():
                 app.check_local_memory(sweep)
-            from sweep.store import StoreError, check_run_dir
-
             check_run_dir(_run_dir(overrides))
         except config.ConfigError as exc:
             return _fail(str(exc))

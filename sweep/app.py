@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Any
 
 from sweep import grid as grid_mod
-from sweep import interrupts, report, simulate
+from sweep import interrupts, live_point, report, simulate
 from sweep import plan as plan_mod
 from sweep.config import ConfigError, Sweep
 from sweep.store import Store, now
@@ -135,6 +135,8 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     shared = frozenset(row["name"] for row in core.generation_table()
                        if "shared" in str(row.get("structure", "")))
 
+    refuse_live(sweep)  # before any store, run dir content or Ray
+    live_info: dict[str, Any] = {}  # what the kernel that ran the live points is
     resumed: Store | None = None
     path = store_path(sweep, run_dir)
     if sweep.resume.path:
@@ -178,6 +180,8 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     try:
         estimated.result()
         node_memory = runner.largest_node_memory()
+        if live_point.LIVE in grid.kernel and hasattr(runner, "live_node"):  # Ray
+            runner.live_node()  # refused now if it lacks the anonvma_live resource
         if not runner.local:
             largest = estimates(plan_mod.largest_workload(grid))
             plan_mod.check_memory(grid, largest, node_memory, "the cluster's largest node")
@@ -200,6 +204,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
                 for sim_id, values, error in outcomes:
                     work += cost[sim_id]
                     if values is not None:
+                        live_info.update(values.get(live_point.INFO, {}))
                         store.record(sims[sim_id], values)
                         done_sims += 1
                     else:
@@ -215,7 +220,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
         finally:
             with interrupts.deferred():
                 progress.close()
-                store.finish({"end_time": now()})
+                store.finish({"end_time": now(), **live_info})
         if not interrupted and sweep.report:
             # In its own process, drawing while Ray stops (docs/performance.md). Started with
             # signals held back: one cutting the start short would orphan the child.
@@ -256,6 +261,22 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
         code, message = EXIT_OK, ""
     return Result(code, path, report.summary(store), message, failed * per_sim,
                   done_sims * per_sim, total)
+
+
+def refuse_live(sweep: Sweep) -> None:
+    """Refuse a grid with kernel ``live`` that this machine cannot run, in one line, before
+    anything starts: LiveUnavailable (exit 1) for the environment, ConfigError (exit 2) for
+    a point too big for it. Skipped when the live points run on another node
+    (``ray.live_node``): that node's refusal is then each point's error."""
+    if sweep.ray.live_node is not None:
+        return
+    refused = live_point.refusal(sweep.grid)
+    if refused is None:
+        return
+    code, message = refused
+    if code == EXIT_USAGE:
+        raise ConfigError(message)
+    raise live_point.LiveUnavailable(message)
 
 
 def store_path(sweep: Sweep, run_dir: str) -> str:
@@ -319,7 +340,9 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int], shared: frozenset[s
     cluster = fanout.Cluster(sweep.ray)
     if not cluster.local or fanout.connected():
         return cluster
-    seconds = sum(plan_mod.estimate_seconds(sweep.grid, sims[i], shared) for i in todo)
+    # live points take as long on either runner (one at a time): only the simulations count
+    seconds = sum(plan_mod.estimate_seconds(sweep.grid, sims[i], shared) for i in todo
+                  if sims[i].kernel != live_point.LIVE)
     if seconds >= sweep.ray.inline_below_seconds:
         return cluster
     from sweep.inline import Inline
@@ -338,6 +361,8 @@ def _create_store(sweep: Sweep, path: str) -> Store:
         "config": sweep.config_yaml,
         "grid": grid.fingerprint(),
         **provenance(),
+        **(live_point.machine() if live_point.LIVE in grid.kernel
+           and sweep.ray.live_node is None else {}),
         "start_time": now(),
         "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
                      " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",

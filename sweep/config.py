@@ -26,6 +26,8 @@ SCENARIOS = ("aim7", "chain", "prefork", "mprotect", "heap")
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
+#: The kernel coordinate of this machine's real kernel (sweep.live_point); never in ``[all]``.
+LIVE = "live"
 
 
 class ConfigError(ValueError):
@@ -94,6 +96,7 @@ class RaySettings:
     ship_core: bool
     max_retries: int
     inline_below_seconds: float = 0.0
+    live_node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,16 +340,18 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
     timing = timing_model.as_tuple()
     known = ", ".join(generations)
     kernels = g["kernel"]
-    if kernels is not None and list(kernels) == ["all"]:
+    if kernels is not None and "all" in list(kernels) and set(kernels) <= {"all", LIVE}:
         # Every generation of this build of the core, oldest first: grids that mean "all"
-        # follow the core as generations are added.
-        kernels = list(generations)
+        # follow the core as generations are added ([live, all]: this kernel beside them).
+        kernels = [g for k in kernels for g in (generations if k == "all" else [k])]
     grid = Grid(
         scenario=g["scenario"],
         cow_model=g["cow_model"],
         sample=sample,
-        kernel=_axis(kernels, "kernel", str, lambda v: v in generations,
-                     f"known: {known} (or [all])"),
+        # "live" (this machine's kernel, sweep.live_point) only when named: [all] stays the
+        # simulated generations, since a live point needs root and runs real processes
+        kernel=_axis(kernels, "kernel", str, lambda v: v in generations or v == LIVE,
+                     f"known: {known} (or [all]), and {LIVE} (this machine's kernel)"),
         processes=_axis(g["processes"], "processes", int, lambda v: 1 <= v < ARENA_MAX,
                         f"1 <= processes <= {ARENA_MAX - 1} (the core's 32-bit indices)"),
         pages_per_vma=_axis(
@@ -449,7 +454,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
     return Sweep(
         grid=grid,
         ray=RaySettings(r.address, r.num_cpus, r.ship_core, r.max_retries,
-                        float(r.inline_below_seconds)),
+                        float(r.inline_below_seconds), r.live_node),
         batch=BatchSettings(
             _positive(b.target_seconds, "batch.target_seconds"),
             b.max_points,

@@ -42,6 +42,9 @@ from sweep.config import RaySettings
 from sweep.plan import Task
 from sweep.simulate import run_batch
 
+#: The resource of a node that runs live points, one at a time (sweep.live_point.RESOURCE).
+LIVE_RESOURCE = "anonvma_live"
+
 logger = logging.getLogger(__name__)
 
 #: Results of finished simulations: (sim_id, values or None, error or None).
@@ -77,6 +80,7 @@ class Cluster:
         # ray.init itself): the sweep then uses that connection and leaves it open.
         self._owned = True
         self._pending: set[Any] = set()
+        self._live_strategy: Any = None
 
     # -- lifetime -----------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
@@ -111,6 +115,12 @@ class Cluster:
                         include_dashboard=False,
                         _node_ip_address="127.0.0.1",
                         _temp_dir=self._temp_dir,
+                        # one live point at a time on this machine (sweep.live_point)
+                        resources={LIVE_RESOURCE: 1},
+                        # a worker's exit would SIGKILL its children, the live executor among
+                        # them, which then could not remove its tracefs instance; it ends on
+                        # its own when its worker dies (PR_SET_PDEATHSIG, docs/live.md)
+                        _system_config={"kill_child_processes_on_worker_exit": False},
                         logging_level=logging.WARNING,
                         log_to_driver=False,
                         runtime_env=runtime_env,
@@ -212,6 +222,41 @@ class Cluster:
         """The largest Ray ``memory`` resource of a live node, in bytes."""
         return int(max((n["Resources"].get("memory", 0) for n in self._alive_nodes()), default=0))
 
+    def live_node(self) -> dict:
+        """The node live points run on: ``ray.live_node`` (an IP address or node id), else the
+        driver's. Raises ConfigError (one line) if there is no such node, or it does not offer
+        the ``anonvma_live`` resource (a task asking for it would wait forever)."""
+        from sweep.config import ConfigError
+
+        ray = _ray()
+        nodes = self._alive_nodes()
+        want = self.settings.live_node
+        if want is None:
+            here = ray.get_runtime_context().get_node_id()
+            found = [n for n in nodes if n["NodeID"] == here]
+            name = "the driver's node"
+        else:
+            found = [n for n in nodes if want in (n.get("NodeManagerAddress"), n["NodeID"])]
+            name = f"ray.live_node={want}"
+        if not found:
+            raise ConfigError(f"{name}: no such live node in the cluster; allowed: the IP "
+                              "address of one of its nodes: "
+                              + ", ".join(n.get("NodeManagerAddress", "?") for n in nodes))
+        if found[0]["Resources"].get(LIVE_RESOURCE, 0) < 1:
+            raise ConfigError(f"{name} offers no {LIVE_RESOURCE} resource for grid.kernel=live; "
+                              "start it with: ray start ... --resources='{\"" + LIVE_RESOURCE
+                              + "\": 1}'")
+        return found[0]
+
+    def live_strategy(self) -> Any:
+        """Ray's scheduling strategy pinning a live task to ``live_node()``."""
+        if self._live_strategy is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            self._live_strategy = NodeAffinitySchedulingStrategy(self.live_node()["NodeID"],
+                                                                 soft=False)
+        return self._live_strategy
+
     # -- running ------------------------------------------------------------------------------
     def map_unordered(
         self,
@@ -276,6 +321,9 @@ class Cluster:
         }
         if task.memory:
             options["memory"] = task.memory
+        if task.live:
+            options["resources"] = {LIVE_RESOURCE: 1}
+            options["scheduling_strategy"] = self.live_strategy()
         return self._remote.options(**options).remote(settings, [specs[i] for i in task.sim_ids])
 
 
@@ -370,9 +418,14 @@ def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
         except OSError:
             continue
         table[int(entry)] = (stat[1], stat[2], cmdline)
+    # The live executor (core.live) under a worker ends itself when its worker dies
+    # (PR_SET_PDEATHSIG), removing its tracefs instance; a SIGKILL from here before it is done
+    # would leave the instance behind, so it and its pid namespace are not ours to end.
+    executor = {pid for pid in table if _is_live_executor(pid)}
     mine = table.get(me, (0, 0, b""))[2]
     ours = {pid for pid, (ppid, _, cmdline) in table.items()
-            if pid != me and (marker in cmdline or _has_open_file_under(pid, temp_dir)
+            if pid != me and pid not in executor
+            and (marker in cmdline or _has_open_file_under(pid, temp_dir)
                               or (owner and ppid == me
                                   and (cmdline.startswith(b"ray::") or cmdline == mine)))}
     children: dict[int, list[int]] = {}
@@ -381,10 +434,17 @@ def processes_of(temp_dir: str, owner: bool = True) -> dict[int, int]:
     todo = list(ours)
     while todo:
         for child in children.get(todo.pop(), []):
-            if child not in ours and child != me:
+            if child not in ours and child != me and child not in executor:
                 ours.add(child)
                 todo.append(child)
     return {pid: table[pid][1] for pid in ours}
+
+
+def _is_live_executor(pid: int) -> bool:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("anonvma-live-")
+    except OSError:
+        return False
 
 
 def _has_open_file_under(pid: int, directory: str) -> bool:

@@ -36,6 +36,9 @@ class Inline:
     def __init__(self, num_cpus: int | None) -> None:
         self._cpus = num_cpus or os.cpu_count() or 1
         self._pool: ThreadPoolExecutor | None = None
+        # Live points (sweep.live_point) run one at a time, on a lane of their own: two at once
+        # would share this machine's pids, memory and CPUs with each other
+        self._live: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Inline:
         self.start()
@@ -49,14 +52,16 @@ class Inline:
 
         remove_dead_temp_dirs()  # as a local Ray would: SIGKILLed sweeps' leftovers
         self._pool = ThreadPoolExecutor(self._cpus, thread_name_prefix="sweep-inline")
+        self._live = ThreadPoolExecutor(1, thread_name_prefix="sweep-live")
         logger.info("running in this process on %d threads, without Ray", self._cpus)
 
     def stop(self, failed: bool = False) -> None:
         """Drop tasks not started; those running (Ctrl-C) end on their own, in seconds at most
         by the threshold, and the interpreter waits for them before it exits."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=not failed, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._live):
+            if pool is not None:
+                pool.shutdown(wait=not failed, cancel_futures=True)
+        self._pool = self._live = None
 
     @property
     def cpus(self) -> int:
@@ -70,9 +75,10 @@ class Inline:
                       poll: float = 0.5) -> Iterator[list[Outcome]]:
         """Run ``tasks``; yield lists of outcomes as tasks finish, ``[]`` every ``poll`` seconds
         (as ``Cluster.map_unordered`` does, so the caller flushes on time)."""
-        assert self._pool is not None, "start() first"
+        assert self._pool is not None and self._live is not None, "start() first"
         pending: set[Future] = {
-            self._pool.submit(run_batch, settings, [specs[i] for i in task.sim_ids])
+            (self._live if task.live else self._pool).submit(
+                run_batch, settings, [specs[i] for i in task.sim_ids])
             for task in tasks
         }
         try:

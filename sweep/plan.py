@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sweep.config import BatchSettings, ConfigError, Grid, Sweep
+from sweep.config import LIVE, BatchSettings, ConfigError, Grid, Sweep
 from sweep.grid import Sim
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Task:
     sim_ids: tuple[int, ...]
     cost: float  # estimated core seconds
     memory: int | None  # bytes to request from Ray; None for shared tasks of tiny points
+    # A point of the live kernel (sweep.live_point): alone in its task, which asks for the
+    # node's one ``anonvma_live`` resource (Ray) or runs on the inline runner's serial lane.
+    live: bool = False
 
 
 def live_pages(grid: Grid, processes: int, pages_per_vma: int, cow_fraction: float) -> float:
@@ -82,6 +85,10 @@ def estimate_seconds(grid: Grid, sim: Sim, shared_kernels: frozenset[str] = SHAR
     2.6.33 and alone on the child's own anon_vma from 2.6.34.
     """
     n, v, f = sim.processes, sim.pages_per_vma, sim.cow_fraction
+    if sim.kernel == LIVE:
+        from sweep import live_point
+
+        return live_point.seconds(n, v, f)
     pages = live_pages(grid, n, v, f)
     walks = pages if grid.sample is None else min(grid.sample, pages)
     parent_share = v / pages
@@ -160,6 +167,9 @@ def plan(
     tiny: list[tuple[int, float]] = []
     for i in todo:
         cost = estimate_seconds(grid, sims[i], shared_kernels)
+        if sims[i].kernel == LIVE:  # its processes are the kernel's, not the worker's memory
+            solo.append(Task((i,), cost, None, live=True))
+            continue
         mem = bytes_of(sims[i].workload)
         if mem > batch.big_bytes or cost >= batch.target_seconds or batch.max_points == 1:
             request = mem if node_memory is None else min(mem, node_memory)
@@ -254,13 +264,15 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     grid = sweep.grid
     todo = range(len(sims))
     costs = [estimate_seconds(grid, sims[i], shared_kernels) for i in todo]
-    core_seconds = sum(costs)
+    live = [c for i, c in zip(todo, costs, strict=True) if sims[i].kernel == LIVE]
+    # live points take their wall on one node whatever runs the rest: not core time
+    core_seconds = sum(costs) - sum(live)
     largest = largest_workload(grid)
     largest_bytes = bytes_of(largest)
     ray_memory = RAY_MEMORY_FRACTION * machine.memory
     tasks = plan(sims, todo, grid, sweep.batch, machine.cpus, bytes_of, int(ray_memory),
                  shared_kernels)
-    alone = sum(1 for t in tasks if t.memory is not None)
+    alone = sum(1 for t in tasks if t.memory is not None or t.live)
     big = sum(1 for t in tasks if t.memory is not None and 2 * t.memory > ray_memory)
     n, v, f = largest
     node_gib = math.ceil(largest_bytes / RAY_MEMORY_FRACTION / 2**30)
@@ -281,6 +293,10 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     if sweep.ray.address is not None or os.environ.get("RAY_ADDRESS"):
         address = sweep.ray.address or os.environ["RAY_ADDRESS"]
         lines[-1] += f" (ray.address={address}: not contacted)"
+    if live:
+        lines.append(f"  live         {len(live):,} simulations on a real kernel (grid.kernel="
+                     f"live), one at a time: about {_seconds(sum(live))} wall; they need root "
+                     "(docs/sweep.md \"The live kernel\")")
     here = f"{machine.cpus} CPUs, {_gib(machine.memory)}"
     if largest_bytes > machine.memory:
         lines.append(f"  this machine {here}: refused (the largest point needs "

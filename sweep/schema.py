@@ -87,6 +87,10 @@ class RayConf:
     # seconds runs on threads of the driver instead of a Ray it would start and stop for it
     # (7-9 s on 2 cores; sweep/inline.py). 0: always Ray.
     inline_below_seconds: float = 5.0
+    # Where points of grid.kernel=live run: a node's IP address (None: the driver's node). That
+    # node must offer the resource {"anonvma_live": 1} (a local Ray does; a cluster's node is
+    # started with --resources='{"anonvma_live": 1}').
+    live_node: Optional[str] = None  # noqa: UP045
 
 
 @dataclass

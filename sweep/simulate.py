@@ -14,6 +14,9 @@ from core.contention import METRICS
 
 logger = logging.getLogger(__name__)
 
+#: The kernel coordinate of points run on this machine's kernel (sweep.live_point.LIVE).
+LIVE = "live"
+
 #: The dataset's data variables taken from ``core.run``'s results, with (units, long_name).
 VARIABLES: dict[str, tuple[str, str]] = {
     "entries_mean": ("entries/walk", "rmap list or tree entries iterated per walk, mean"),
@@ -81,6 +84,8 @@ def run_point(settings: tuple, spec: tuple) -> dict:
     ``settings`` is ``settings_of(grid)``; ``spec`` is
     (sim_id, kernel, processes, pages_per_vma, cow_fraction, seed). Contention variables are
     lists aligned with the grid's cpus: the one walk trace replayed on every CPU count.
+    Kernel ``live`` runs the program on this machine's kernel (``sweep.live_point``); its
+    values also hold ``live_point.INFO``, what that kernel is (not a variable).
     """
     import core
     from core.contention import Timing
@@ -89,6 +94,10 @@ def run_point(settings: tuple, spec: tuple) -> dict:
     _, kernel, processes, pages_per_vma, cow_fraction, seed = spec
     prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
                    pieces)
+    if kernel == LIVE:  # this machine's kernel: what it counts, NaN for what it cannot measure
+        from sweep import live_point
+
+        return live_point.values(prog, seed, VARIABLES, CONTENTION, len(cpus))
     result = core.run(prog, kernel, seed, cpus=list(cpus), timing=Timing(*timing))
     values: dict = {name: float(result[name]) for name in VARIABLES if name not in CONTENTION}
     for name in CONTENTION:
