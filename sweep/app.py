@@ -46,7 +46,8 @@ def physical_memory() -> int:
 
 
 class MemoryEstimates:
-    """``simulate.estimate_bytes`` per workload, each computed once (it builds a program)."""
+    """``simulate.estimate_bytes`` per workload, each computed once (from the scenario's size
+    formula: no program is built)."""
 
     def __init__(self, sweep: Sweep) -> None:
         g = sweep.grid

@@ -127,7 +127,7 @@ def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
     out = [
         f"# Report: {ds.attrs.get('title', store.name)}",
         "",
-        f"Store `{store.name}` (open it with `xr.open_zarr(..., consolidated=False)`; "
+        f"Store `{store.name}` (open it with `xr.open_zarr(...)`; "
         "every variable is described in docs/dataset.md).",
         "",
         f"- scenario `{results.scenario(ds)}`, cow model `{grid.get('cow_model', '?')}`, "
