@@ -397,13 +397,15 @@ int mremap_grow(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages);
 int move_vma_to(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
 		bool before);
 
-/* walk.c: measurement */
+/* walk.c: the measurement, page_referenced_anon's walk and the scan over the LRU (the walk
+ * cache it runs over, the fast path's copy of the lists and trees: walk_cache.h) */
 struct walk_count { uint32_t entries, calls, hits; };
 void page_referenced_anon(struct sim *s, idx_t page, struct walk_count *wc);
 int sim_scan(struct sim *s, uint64_t sample);
-int sim_take_snapshot(struct sim *s);
-bool anon_vma_has_vma(struct sim *s, idx_t av, idx_t vma);
 double sim_now(void);
+
+/* snapshot.c: the live objects at a scan */
+int sim_take_snapshot(struct sim *s);
 
 /* contention.c: reclaim on many CPUs against the generation's lock */
 struct timing {
@@ -427,6 +429,7 @@ int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct ti
 
 /* check.c: invariants of docs/core.md; 0 or SIM_EBUG with s->err set */
 int sim_check(struct sim *s);
+bool anon_vma_has_vma(struct sim *s, idx_t av, idx_t vma);
 
 /* program.c: the interpreter */
 struct prog_op { int32_t op, a, b, c, d; double x; };
