@@ -7,6 +7,8 @@ signature and results; the tests hold one against the other. docs/core.md is the
 
 from __future__ import annotations
 
+import importlib
+
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.inject import Injection
 from core.program import (
@@ -21,21 +23,27 @@ from core.program import (
     prefork,
 )
 
-try:
-    from core import _core
-except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(
-        "the compiled core (core._core) is missing or stale; rebuild it with `pip install -e .`"
-    ) from exc
+# The compiled core and what wraps it load on first use, not here: core.reference (the oracle)
+# imports core.program and core.errors through this package and must stay independent of the
+# C core it is held against (tests/test_reference.py checks that it never loads core._core).
+_RUNNER = ("BUILD_ID", "GENERATIONS", "estimate_bytes", "generation_table", "run", "struct_sizes")
 
-from core.runner import (
-    BUILD_ID,
-    GENERATIONS,
-    estimate_bytes,
-    generation_table,
-    run,
-    struct_sizes,
-)
+
+def __getattr__(name: str):
+    if name == "_core":
+        try:
+            return importlib.import_module("core._core")
+        except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+            raise ImportError(
+                "the compiled core (core._core) is missing or stale; rebuild it with "
+                "`pip install -e .`"
+            ) from exc
+    if name in _RUNNER:
+        value = getattr(importlib.import_module("core.runner"), name)
+        globals()[name] = value  # once: later lookups find it without this hook
+        return value
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
 
 __all__ = [
     "BUILD_ID",

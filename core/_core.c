@@ -260,11 +260,11 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 	err = sim_run_program(s, ops, nr_ops);
 	for (size_t i = 0; !err && i < ncpus; i++)
 		if (sim_contend(&s->trace, gen->lock, &tm, cpus[i], &cont[i]))
-			err = sim_fail(s, SIM_ENOMEM, "out of memory replaying the walk trace on %u CPUs",
+			err = sim_fail(s, SIM_EOOM, "out of memory replaying the walk trace on %u CPUs",
 				       cpus[i]);
 	Py_END_ALLOW_THREADS
 
-	if (err == SIM_ENOMEM)
+	if (err == SIM_EOOM)
 		PyErr_SetString(PyExc_MemoryError, s->err.msg);
 	else if (err == SIM_EBUG)
 		PyErr_SetString(invariant_error, s->err.msg);

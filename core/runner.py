@@ -318,7 +318,7 @@ def size_bytes(size: ProgramSize, *, trace: bool = False, resident: bool = False
         + 32 * peak["vmas"]  # a scan's chain signatures (chain_mismatches)
         # a scan's walk cache: 16 B per list entry, 24 per tree node (<= links), 4 per anon_vma
         + 24 * peak["links"] + 4 * (peak["links"] + peak["vmas"] + 1)
-        # its rows (walk.c, list generations): at most 8 B per pte slot and 16 B per walk of
+        # its rows (walk_cache.c, list generations): at most 8 B per pte slot and 16 B per walk of
         # the scan
         + min(8 * peak["ptes"], 16 * scan_walks)
         + (arena(walks, 16, 1024) if trace and walks else 0)  # the trace: 4 x u32 a walk

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 # Core throughput on the 2-core reference machine (docs/performance.md "The plan's cost
 # model", benchmarks/bench_cost.py), for states that fit the caches: rmap entries visited per
 # second in a walk over the scan's copy of the lists; the same in 2.6.33's full scans, where a
-# child's walk searches a row of its family's list 16 entries at a time (core/src/walk.c;
+# child's walk searches a row of its family's list 16 entries at a time (core/src/walk_cache.c;
 # sampled scans walk too few pages per index to build rows); page-table entries copied or
 # COW-faulted per second. ray.inline_below_seconds compares its threshold with these
 # estimates, so the small end must stay close to the measured core time.

@@ -253,12 +253,12 @@ def test_reference_tree_insertion_order_and_stabbing():
     """The reference's tree alone, on hand-made objects: no operation makes these intervals."""
     sim = reference._Sim(reference._generation("3.7"), 0)
     mm = reference.Mm(pid=0)
-    av = sim.new_anon_vma()
+    av = sim.anon_vma_alloc()
     vmas = {}
     for name, start, npages in [("a", 20, 5), ("b", 10, 3), ("c", 20, 2), ("d", 15, 10)]:
         vma = reference.Vma(mm=mm, start=start, npages=npages, pgoff=start, ptes=[None] * npages)
         vmas[name] = vma
-        sim.avc_link(vma, av, list_head=False)
+        sim.anon_vma_chain_link(vma, av, list_head=False)
     # Ordered by start; c (start 20) is inserted after a (start 20), so it goes right of it.
     assert [next(k for k, v in vmas.items() if v is e.vma) for e in av.entries] == list("bdac")
     # A page at index 21 is in a [20, 24], c [20, 21] and d [15, 24], not b [10, 12]: 3 entries.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -21,6 +23,19 @@ GENS = reference.GENERATIONS
 CHAIN_GENS = ("2.6.34", "2.6.36")
 #: anon_vma reuse at fork (primer §1f, §1g): bounded lineage.
 REUSE_GENS = ("3.19", "6.0", "6.16")
+
+
+def test_importing_the_reference_does_not_load_the_c_core():
+    """The oracle is independent of what it checks: importing it (and running it) must not load
+    the compiled extension, while ``import core; core.run`` still does."""
+    code = (
+        "import sys; import core.reference as r; from core.program import aim7; "
+        "r.run(aim7(3, 2, 0.5), '3.0'); "
+        "assert 'core._core' not in sys.modules, 'the reference loaded core._core'; "
+        "import core; core.run(core.aim7(3, 2, 0.5), '3.0'); "
+        "assert 'core._core' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def run(prog, kernel, seed=0):
@@ -618,8 +633,8 @@ def test_check_catches_a_broken_clone(monkeypatch):
     # AV0's list: the walk cannot find them (invariant 1).
     def fork_without_clone(self, child, parent):
         if parent.anon_vma is not None:
-            av = self.new_anon_vma()
-            self.avc_link(child, av, list_head=False)
+            av = self.anon_vma_alloc()
+            self.anon_vma_chain_link(child, av, list_head=False)
             child.anon_vma = av
         return True  # no -ENOMEM
 
@@ -637,7 +652,7 @@ def test_check_catches_a_leak(monkeypatch):
             self.avcs.discard(avc)
         vma.chain.clear()
 
-    monkeypatch.setattr(reference._Sim, "unlink_vma", unlink_without_free)
+    monkeypatch.setattr(reference._Sim, "unlink_anon_vmas", unlink_without_free)
     prog = Program()
     p = prog.new_mm()
     prog.touch_all(p, prog.mmap(p, 2))

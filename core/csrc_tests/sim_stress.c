@@ -7,7 +7,8 @@
  * Usage: sim_stress [programs-per-generation [seed]]
  * Each program ends with every process exiting; the checker then demands that nothing is left,
  * and after sim_destroy every byte charged to the sim must be back (the accounting is exact).
- * A second pass runs each program under a small memory limit to drive the ENOMEM paths.
+ * A second pass runs each program under a small memory limit to drive the out-of-memory
+ * (SIM_EOOM) paths.
  */
 #include <math.h>
 #include <stdio.h>
@@ -234,7 +235,7 @@ static void build(struct builder *b, const struct generation *g, uint64_t seed)
 			b->ops[b->n++] = (struct prog_op){ .op = OP_EXIT, .a = p };
 }
 
-static int nr_enomem;
+static int nr_oom;
 static uint64_t nr_injected;
 
 /*
@@ -318,7 +319,7 @@ static int run_one(const struct generation *g, const struct builder *b, uint64_t
 			}
 		}
 	}
-	nr_enomem += err == SIM_ENOMEM;
+	nr_oom += err == SIM_EOOM;
 	if (err == SIM_EBUG || err == SIM_EINVAL || (want_ok && err)) {
 		fprintf(stderr, "%s seed %llu limit %zu: error %d: %s\n", g->name,
 			(unsigned long long)seed, limit, err, s.err.msg);
@@ -338,7 +339,7 @@ int main(int argc, char **argv)
 	int programs = argc > 1 ? atoi(argv[1]) : 300;
 	rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
 	static struct builder b;
-	int failures = 0, enomem_runs = 0;
+	int failures = 0, limited_runs = 0;
 
 	for (int i = 0; i < programs; i++) {
 		uint64_t seed = next(), shape = next();
@@ -349,10 +350,10 @@ int main(int argc, char **argv)
 			build(&b, &sim_generations[g], seed);
 			failures += b.broken;
 			failures += run_one(&sim_generations[g], &b, seed, 0, 1);
-			/* A limit below what the program needs: ENOMEM somewhere, cleanly. */
+			/* A limit below what the program needs: SIM_EOOM somewhere, cleanly. */
 			size_t limit = 2048 + (size_t)below(65536);
 			failures += run_one(&sim_generations[g], &b, seed, limit, 0);
-			enomem_runs++;
+			limited_runs++;
 			if (i < 12)
 				failures += run_injected(&sim_generations[g], &b, seed);
 			rng_state = saved;
@@ -387,14 +388,14 @@ int main(int argc, char **argv)
 		sim_destroy(&s);
 	}
 
-	if (programs && !nr_enomem) {
-		fprintf(stderr, "no run under a memory limit reached ENOMEM: the limits are too big\n");
+	if (programs && !nr_oom) {
+		fprintf(stderr, "no run under a memory limit ran out of memory: the limits are too big\n");
 		failures++;
 	}
-	int runs = 2 * enomem_runs + (int)sim_nr_generations;
-	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs hit ENOMEM, "
+	int runs = 2 * limited_runs + (int)sim_nr_generations;
+	printf("sim_stress: %d programs x %zu generations, %d of %d memory-limited runs ran out of memory, "
 	       "%llu allocation failures injected, %llu merges and %llu expansions built\n", programs,
-	       sim_nr_generations, nr_enomem, enomem_runs, (unsigned long long)nr_injected,
+	       sim_nr_generations, nr_oom, limited_runs, (unsigned long long)nr_injected,
 	       (unsigned long long)nr_merges, (unsigned long long)nr_expansions);
 	printf("%d passed, %d failed\n", runs - failures, failures);
 	return failures != 0;

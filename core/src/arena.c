@@ -53,7 +53,7 @@ int arena_grow(struct sim *s, struct arena *a)
 	/* Slot NIL is reserved, and PAGE_MAX bounds pages so a pte can never look empty. */
 	uint64_t max = (uint64_t)PAGE_MAX;
 	if (a->top >= max)
-		return SIM_ENOMEM;
+		return SIM_EOOM;
 	uint64_t want = a->top ? (uint64_t)a->top * 2 : 64;
 	if (want > max)
 		want = max;
@@ -61,7 +61,7 @@ int arena_grow(struct sim *s, struct arena *a)
 		char *base = sim_realloc(s, a->base, (size_t)a->cap * a->elem_size,
 					 (size_t)want * a->elem_size);
 		if (!base)
-			return SIM_ENOMEM;
+			return SIM_EOOM;
 		a->base = base;
 		a->cap = (uint32_t)want;
 	}
@@ -69,7 +69,7 @@ int arena_grow(struct sim *s, struct arena *a)
 		idx_t *stack = sim_realloc(s, a->free_stack, (size_t)a->stack_cap * sizeof(idx_t),
 					   (size_t)a->cap * sizeof(idx_t));
 		if (!stack)
-			return SIM_ENOMEM;
+			return SIM_EOOM;
 		a->free_stack = stack;
 		a->stack_cap = a->cap;
 	}

@@ -155,7 +155,7 @@ static struct request heap_pop(struct request *h, uint32_t *n)
 struct cpu_state { uint64_t next, end; double finish; };
 
 /*
- * sim_contend - replay the walk trace on `cpus` CPUs. Returns 0, or SIM_ENOMEM (scratch
+ * sim_contend - replay the walk trace on `cpus` CPUs. Returns 0, or SIM_EOOM (scratch
  * allocation failed; `out` untouched). Time is conserved by construction and checked by the
  * tests: busy + spin + sleep + idle = cpus * scan_ns.
  */
@@ -176,7 +176,7 @@ int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct ti
 		free(shared_free);
 		free(heap);
 		free(cpu);
-		return SIM_ENOMEM;
+		return SIM_EOOM;
 	}
 
 	struct contention r = { 0 };

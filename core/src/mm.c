@@ -3,8 +3,10 @@
  *
  * The kernel spreads these over kernel/fork.c (dup_mmap), mm/mmap.c (mmap_region, exit_mmap)
  * and mm/memory.c (do_anonymous_page, do_wp_page, copy_page_range, zap_pte_range); the names
- * follow them. Failure contract: SIM_ENOMEM with the error recorded in s->err; the caller
- * abandons the simulation (clean unwinding of every path is the ENOMEM-injection issue's job).
+ * follow them. Failure contract: an allocation the kernel could fail (an anon_vma, an AVC, a
+ * VMA other than mmap's) returns SIM_EINJECTED when it was injected, and each path unwinds what
+ * it made as the kernel's error path does, so the op fails cleanly and the program goes on;
+ * SIM_EOOM (the simulator out of memory, s->err set) ends the run wherever it happens.
  */
 #include <string.h>
 
@@ -226,7 +228,7 @@ int dup_mmap(struct sim *s, idx_t parent, idx_t *out)
 fail:
 	/* -ENOMEM: fork fails and the half-built child is torn down (mmput -> exit_mmap); the
 	 * VMA that failed was already unlinked by anon_vma_fork. Its number stays used. */
-	if (err == SIM_EKERNEL) {
+	if (err == SIM_EINJECTED) {
 		mm_teardown(s, child);
 		mm_at(s, child)->stillborn = true;
 		s->count.forks_failed++;
@@ -303,7 +305,7 @@ static int vma_shrink(struct sim *s, idx_t vma_i, uint32_t first, uint32_t count
  * page-table entries go with their pages. Then, in the kernel's order: the new VMA is linked
  * (anon_vma_clone, or the family list's tail in 2.6.33), the old VMA's AVCs are re-keyed in the
  * interval tree (3.7) because its range changed, and the new VMA enters the address-ordered
- * list. Returns 0 or SIM_ENOMEM.
+ * list. Returns 0 or sim_enomem's error (SIM_EINJECTED: the VMA as it was).
  */
 int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_below)
 {
@@ -331,6 +333,48 @@ int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_belo
 		return err;
 	vma_rekey(s, old);
 	return mm_insert_vma(s, mm_i, new_below ? pos : pos + 1, nv);
+}
+
+/* The VMA's position in its process's address-ordered list. */
+static uint32_t mm_vma_position(struct sim *s, idx_t mm_i, idx_t vma_i)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	uint32_t pos = 0;
+	while (mm->vmas[pos] != vma_i)
+		pos++;
+	return pos;
+}
+
+/*
+ * find_mergeable_anon_vma - an adjacent VMA's anon_vma that this VMA could share, next first,
+ * then prev: adjacent, vm_pgoff contiguous, flags equal ignoring VM_READ|WRITE|EXEC (every
+ * anonymous VMA here qualifies), and from 2.6.34 the neighbour's chain singular
+ * (reusable_anon_vma: a forked VMA never lends its anon_vma, so VMAs sharing ->anon_vma keep
+ * identical chains). NIL when there is none.
+ *
+ * anon_vma_prepare's helper, here as in the kernel (mm/mmap.c, mm/vma.c from 6.12) beside
+ * vma_merge: both ask whether a neighbour is adjacent with contiguous vm_pgoff.
+ */
+idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
+{
+	const struct vma *vma = vma_at(s, vma_i);
+	const struct mm *mm = mm_at(s, vma->mm);
+	uint32_t pos = mm_vma_position(s, vma->mm, vma_i);
+	bool chain = s->gen->structure != RMAP_SHARED_LIST;
+
+	if (pos + 1 < mm->nr_vmas) {
+		const struct vma *next = vma_at(s, mm->vmas[pos + 1]);
+		if (vma->start + vma->npages == next->start && vma->pgoff + vma->npages == next->pgoff &&
+		    next->anon_vma != NIL && (!chain || next->nr_chain == 1))
+			return next->anon_vma;
+	}
+	if (pos > 0) {
+		const struct vma *prev = vma_at(s, mm->vmas[pos - 1]);
+		if (prev->start + prev->npages == vma->start && prev->pgoff + prev->npages == vma->pgoff &&
+		    prev->anon_vma != NIL && (!chain || prev->nr_chain == 1))
+			return prev->anon_vma;
+	}
+	return NIL;
 }
 
 /*
@@ -416,7 +460,7 @@ static void vma_remove(struct sim *s, idx_t mm_i, uint32_t pos)
  * prev is only a candidate when the range starts the VMA, next when it ends it: a range
  * strictly inside never merges. The importer takes the anon_vma of the first absorbed VMA that
  * has one (vma_import_anon_vma) before anything moves, so -ENOMEM changes nothing. Returns 1
- * (merged), 0 (no merge possible) or an error (SIM_EKERNEL: the merge failed cleanly; the
+ * (merged), 0 (no merge possible) or an error (SIM_EINJECTED: the merge failed cleanly; the
  * caller splits as the kernel does when vma_merge returns NULL).
  */
 static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
@@ -504,7 +548,7 @@ int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32
 	int err = vma_merge(s, mm_i, pos, off, len, exec);
 	if (err == 1)
 		return SIM_OK;
-	if (err && err != SIM_EKERNEL)
+	if (err && err != SIM_EINJECTED)
 		return err;
 	if (off > 0) {
 		if ((err = split_vma(s, mm_i, pos, off, true)))
@@ -576,22 +620,12 @@ int move_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len
 	/* move_vma: if the old range cannot be split off (-ENOMEM), it stays mapped, empty, and
 	 * mremap still succeeds ("OOM: unable to split vma, just get accounts right"). */
 	err = do_munmap(s, mm_i, pos, off, len);
-	if (err == SIM_EKERNEL)
+	if (err == SIM_EINJECTED)
 		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
-	return err == SIM_EKERNEL ? SIM_OK : err;
+	return err == SIM_EINJECTED ? SIM_OK : err;
 }
 
 /* ---------------------------------------------------------------- expansion and moves */
-
-/* The VMA's position in its process's address-ordered list. */
-static uint32_t mm_vma_position(struct sim *s, idx_t mm_i, idx_t vma_i)
-{
-	const struct mm *mm = mm_at(s, mm_i);
-	uint32_t pos = 0;
-	while (mm->vmas[pos] != vma_i)
-		pos++;
-	return pos;
-}
 
 /*
  * Are pages [start, start + n) free, given that a new VMA there would take position `pos`
@@ -644,7 +678,7 @@ static void mm_note_end(struct sim *s, idx_t mm_i, uint32_t end)
  * src if it has one -- the 2026 rule (C-LORENZO-2026 copied_from), applied in every era so no
  * moved page is ever out of its VMA's reach -- else, merging three ways, from next
  * (dup_anon_vma). Returns 1 with the VMA that took the range in *out, 0 (no merge), or an
- * error (SIM_EKERNEL: the import failed cleanly, nothing changed).
+ * error (SIM_EINJECTED: the import failed cleanly, nothing changed).
  */
 static int vma_merge_new_range(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start,
 			       uint32_t n, uint32_t pgoff, bool exec, idx_t src, const pte_t *pt,
@@ -734,7 +768,7 @@ int do_mmap_near(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, bool befor
 	idx_t into;
 	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, n, (uint32_t)start, false, NIL,
 				  NULL, false, &into);
-	if (err == 0 || err == SIM_EKERNEL)
+	if (err == 0 || err == SIM_EINJECTED)
 		err = mmap_region_new(s, mm_i, at, (uint32_t)start, n);
 	else if (err == 1)
 		err = SIM_OK;
@@ -839,7 +873,7 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, len, pgoff, o->exec, old,
 				  o->pt + off, false, &into);
 	if (err < 0)
-		return err;   /* SIM_EKERNEL: copy_vma returned NULL, nothing moved */
+		return err;   /* SIM_EINJECTED: copy_vma returned NULL, nothing moved */
 	if (err == 0) {
 		idx_t nv;
 		if ((err = vma_alloc(s, mm_i, (uint32_t)start, len, pgoff, true, &nv)))
@@ -857,7 +891,7 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 	memset(vma_at(s, old)->pt + off, 0xff, (size_t)len * sizeof(pte_t));
 	mm_note_end(s, mm_i, (uint32_t)start + len);
 	err = do_munmap(s, mm_i, mm_vma_position(s, mm_i, old), off, len);
-	if (err == SIM_EKERNEL)
+	if (err == SIM_EINJECTED)
 		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
-	return err == SIM_EKERNEL ? SIM_OK : err;
+	return err == SIM_EINJECTED ? SIM_OK : err;
 }

@@ -56,7 +56,7 @@ static int live_mm(struct sim *s, int32_t p)
 static int fault_page(struct sim *s, idx_t vma, uint32_t i)
 {
 	int err = handle_mm_fault(s, vma, i);
-	if (err == SIM_EKERNEL) {
+	if (err == SIM_EINJECTED) {
 		s->count.faults_failed++;
 		return SIM_OK;
 	}
@@ -134,10 +134,10 @@ static int cow_interleaved(struct sim *s, const struct prog_op *op, bool random)
 	for (uint32_t i = 0; i < k && !err; i++) {
 		/*
 		 * 64 processes at a time: their draws first, into a mask, then their faults. A
-		 * draw that decides a branch mispredicts half the time at f = 0.5, and it was the
-		 * largest cost of the op; the mask is built without one. Faults draw nothing, so the
-		 * stream is consumed in the same order (an error ends the run, draws after it
-		 * unused).
+		 * draw that decides a branch mispredicts half the time at f = 0.5, which would
+		 * be the largest cost of the op; the mask is built without one. Faults draw
+		 * nothing, so the stream is consumed in the same order (an error ends the run,
+		 * draws after it unused).
 		 */
 		for (int32_t j0 = 0; j0 < op->b && !err; j0 += 64) {
 			int32_t m = op->b - j0 < 64 ? op->b - j0 : 64;
@@ -226,7 +226,7 @@ static int run_op(struct sim *s, const struct prog_op *op)
 		if (err)
 			return err;
 		err = dup_mmap(s, (idx_t)op->a, &mm);
-		return err == SIM_EKERNEL ? SIM_OK : err;   /* counted as forks_failed */
+		return err == SIM_EINJECTED ? SIM_OK : err;   /* counted as forks_failed */
 
 	case OP_EXIT:
 		if ((err = live_mm(s, op->a)))
@@ -311,7 +311,7 @@ int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops)
 		int32_t code = ops[i].op;
 		s->op_name = (code >= OP_NEW_MM && code <= OP_LAST) ? op_names[code] : "?";
 		err = run_op(s, &ops[i]);
-		if (err == SIM_EKERNEL) {   /* mprotect, munmap: -ENOMEM, state as the kernel leaves it */
+		if (err == SIM_EINJECTED) {   /* mprotect, munmap: -ENOMEM, state as the kernel leaves it */
 			s->count.ops_failed++;
 			err = SIM_OK;
 		} else if (err == SIM_ESKIP) {

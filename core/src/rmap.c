@@ -4,18 +4,31 @@
  * Named after mm/rmap.c so the two can be read side by side. What each function does differs by
  * generation only through the fields of s->gen (structure, prepare_at_head, has_root).
  *
- * Lock ordering in the kernel (what the lock model of a later issue charges):
- *   2.6.33        anon_vma->lock (the family's one spinlock)
- *                   mm->page_table_lock            (anon_vma_prepare)
- *   2.6.34-35     anon_vma->lock of each anon_vma touched, one at a time
- *                   (anon_vma_chain_link, anon_vma_unlink: a fork of a VMA linked to N
- *                    anon_vmas takes N locks)
- *   2.6.36-39     anon_vma->root->lock for every anon_vma of the family
- *   3.0-3.7       anon_vma->root->mutex
- *   3.8 on        anon_vma->root->rwsem: writers here, walks (rmap_walk) as readers
+ * Lock ordering, as the head of mm/rmap.c writes it, cut to what the anonymous rmap takes (the
+ * same nesting in every era; what differs is which lock "anon_vma->lock" is, primer §1d):
+ *
+ *   mm->mmap_sem (mmap_lock from 5.8)  every operation here but the walk (fault, fork, exit,
+ *                                      mprotect, munmap, mremap, brk)
+ *     anon_vma lock                    <= 2.6.33   anon_vma->lock, the family's one spinlock
+ *                                      2.6.34-35   anon_vma->lock of each anon_vma touched, one
+ *                                                  at a time (a fork linking N takes N)
+ *                                      2.6.36-39   anon_vma->root->lock, a spinlock
+ *                                      3.0-3.7     anon_vma->root->mutex
+ *                                      3.8 on      anon_vma->root->rwsem, walks as readers
+ *       mm->page_table_lock or the pte lock   (anon_vma_prepare; page_referenced_one)
+ *
+ * Nothing here takes a lock: the simulation is single-threaded. The lock model (contention.c,
+ * sim_contend) charges the middle level only, as the generation row's `lock` (enum rmap_lock):
+ * every walk of page_referenced_anon (walk.c) holds its page's anon_vma lock, the one the
+ * table above names for its era, for the walk; the writers, anon_vma_clone/anon_vma_fork of a
+ * fork and unlink_anon_vmas of an exit, hold the busiest family's. mmap_sem and the page-table
+ * locks are per process and not modelled.
  *
  * From 3.7 an anon_vma's AVCs sit in an interval tree (interval_tree.c) instead of a list; from
  * 3.19 anon_vma_clone may reuse an ancestor anon_vma instead of anon_vma_fork making a new one.
+ *
+ * Functions named as in mm/rmap.c do what the kernel's do; the few that are not kernel functions
+ * (list primitives the kernel writes inline) say so.
  */
 #include "sim.h"
 
@@ -65,12 +78,12 @@ static void anon_vma_chain_free(struct sim *s, idx_t i)
 	arena_free(&s->avcs, i);
 }
 
+static void put_anon_vma(struct sim *s, idx_t i);
+
 /*
- * An anon_vma dies when nothing lists it and, from 2.6.36, no child anon_vma pins it as root.
- * A child pins its root because the root's lock is the family's lock (2.6.36 anon_vma_fork's
- * get_anon_vma); dropping the last child's pin can free the root after its own list emptied.
- * In the chain design a descendant's VMAs sit on every ancestor's list, so a root with live
- * children also has a non-empty list; the pin is still counted because the kernel counts it.
+ * Not a kernel function: the test the kernel makes where an anon_vma may empty (2.6.33
+ * anon_vma_unlink, unlink_anon_vmas): an anon_vma dies when nothing lists it and, from 2.6.36,
+ * no child anon_vma pins it as root; then it drops its own pin on its root.
  */
 static void anon_vma_put_if_unused(struct sim *s, idx_t i)
 {
@@ -79,16 +92,32 @@ static void anon_vma_put_if_unused(struct sim *s, idx_t i)
 		return;
 	idx_t root = av->root;
 	anon_vma_free(s, i);
-	if (root != i) {
-		struct anon_vma *r = anon_vma_at(s, root);
-		r->refcount--;
-		anon_vma_put_if_unused(s, root);
-	}
+	if (root != i)
+		put_anon_vma(s, root);
+}
+
+/*
+ * get_anon_vma/put_anon_vma (2.6.36 on, primer §1c; the put was drop_anon_vma in 2.6.36-38):
+ * a child pins its root because the root's lock is the family's lock (anon_vma_fork), and the
+ * last child's put can free the root after its own list emptied. In the chain design a
+ * descendant's VMAs sit on every ancestor's list, so a root with live children also has a
+ * non-empty list; the pin is still counted because the kernel counts it.
+ */
+static void get_anon_vma(struct sim *s, idx_t i)
+{
+	anon_vma_at(s, i)->refcount++;
+}
+
+static void put_anon_vma(struct sim *s, idx_t i)
+{
+	anon_vma_at(s, i)->refcount--;
+	anon_vma_put_if_unused(s, i);
 }
 
 /* ---------------------------------------------------------------- list primitives */
 
-/* shared: the VMA's node goes at the tail of anon_vma->head (2.6.33 anon_vma_prepare/link). */
+/* Not a kernel function: 2.6.33's list_add_tail(&vma->anon_vma_node, &anon_vma->head) of
+ * anon_vma_prepare and __anon_vma_link. */
 static void anon_vma_list_add_vma_tail(struct sim *s, idx_t av_i, idx_t vma_i)
 {
 	struct anon_vma *av = anon_vma_at(s, av_i);
@@ -103,6 +132,7 @@ static void anon_vma_list_add_vma_tail(struct sim *s, idx_t av_i, idx_t vma_i)
 	av->nr_entries++;
 }
 
+/* Not a kernel function: 2.6.33 anon_vma_unlink's list_del(&vma->anon_vma_node). */
 static void anon_vma_list_del_vma(struct sim *s, idx_t av_i, idx_t vma_i)
 {
 	struct anon_vma *av = anon_vma_at(s, av_i);
@@ -165,7 +195,7 @@ static void anon_vma_chain_link(struct sim *s, idx_t vma_i, idx_t avc_i, idx_t a
 	av->nr_entries++;
 }
 
-/* Takes the AVC off its VMA's chain only. */
+/* Not a kernel function: list_del(&avc->same_vma) of unlink_anon_vmas's second pass. */
 static void anon_vma_chain_unlink_from_vma(struct sim *s, idx_t vma_i, idx_t avc_i)
 {
 	struct vma *vma = vma_at(s, vma_i);
@@ -181,7 +211,9 @@ static void anon_vma_chain_unlink_from_vma(struct sim *s, idx_t vma_i, idx_t avc
 	vma->nr_chain--;
 }
 
-/* Takes the AVC off its anon_vma's list or tree only; the caller owns the VMA chain. */
+/* Not a kernel function: list_del(&avc->same_anon_vma) (2.6.34-3.6) or
+ * anon_vma_interval_tree_remove (3.7) of unlink_anon_vmas's first pass; the caller owns the VMA
+ * chain. */
 static void anon_vma_del_avc(struct sim *s, idx_t avc_i)
 {
 	struct anon_vma_chain *avc = avc_at(s, avc_i);
@@ -203,49 +235,10 @@ static void anon_vma_del_avc(struct sim *s, idx_t avc_i)
 
 /* ---------------------------------------------------------------- the kernel operations */
 
-/* The VMA's position in its process's address-ordered list. */
-static uint32_t vma_position(struct sim *s, idx_t vma_i)
-{
-	const struct mm *mm = mm_at(s, vma_at(s, vma_i)->mm);
-	uint32_t pos = 0;
-	while (mm->vmas[pos] != vma_i)
-		pos++;
-	return pos;
-}
-
-/*
- * find_mergeable_anon_vma - an adjacent VMA's anon_vma that this VMA could share, next first,
- * then prev: adjacent, vm_pgoff contiguous, flags equal ignoring VM_READ|WRITE|EXEC (every
- * anonymous VMA here qualifies), and from 2.6.34 the neighbour's chain singular
- * (reusable_anon_vma: a forked VMA never lends its anon_vma, so VMAs sharing ->anon_vma keep
- * identical chains). NIL when there is none.
- */
-static idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
-{
-	const struct vma *vma = vma_at(s, vma_i);
-	const struct mm *mm = mm_at(s, vma->mm);
-	uint32_t pos = vma_position(s, vma_i);
-	bool chain = s->gen->structure != RMAP_SHARED_LIST;
-
-	if (pos + 1 < mm->nr_vmas) {
-		const struct vma *next = vma_at(s, mm->vmas[pos + 1]);
-		if (vma->start + vma->npages == next->start && vma->pgoff + vma->npages == next->pgoff &&
-		    next->anon_vma != NIL && (!chain || next->nr_chain == 1))
-			return next->anon_vma;
-	}
-	if (pos > 0) {
-		const struct vma *prev = vma_at(s, mm->vmas[pos - 1]);
-		if (prev->start + prev->npages == vma->start && prev->pgoff + prev->npages == vma->pgoff &&
-		    prev->anon_vma != NIL && (!chain || prev->nr_chain == 1))
-			return prev->anon_vma;
-	}
-	return NIL;
-}
-
 /*
  * __anon_vma_prepare - anon_vma_prepare (sim.h) of a VMA without one: give it an adjacent VMA's
  * (find_mergeable_anon_vma) or a new one. chain: the AVC is allocated first, as in 2.6.34, so a
- * failure leaves nothing behind. Returns 0, or SIM_ENOMEM with the VMA unchanged.
+ * failure leaves nothing behind. Returns 0, or sim_enomem's error with the VMA unchanged.
  */
 int __anon_vma_prepare(struct sim *s, idx_t vma_i)
 {
@@ -285,10 +278,11 @@ int __anon_vma_prepare(struct sim *s, idx_t vma_i)
 }
 
 /*
- * A VMA made by splitting or moving `src` (it already holds src's ->anon_vma) joins src's
+ * Not a kernel function: what __split_vma and copy_vma call. A VMA made by splitting or moving
+ * `src` (it already holds src's ->anon_vma) joins src's
  * anon_vmas: shared, at the family list's tail (__vma_link -> __anon_vma_link); chain and tree,
  * by anon_vma_clone, which for reuse generations counts it as one more VMA of ->anon_vma.
- * Returns 0 or SIM_ENOMEM (the new VMA then has no links and no anon_vma).
+ * Returns 0 or sim_enomem's error (the new VMA then has no links and no anon_vma).
  */
 int anon_vma_link_new(struct sim *s, idx_t vma_i, idx_t src)
 {
@@ -312,7 +306,8 @@ int anon_vma_link(struct sim *s, idx_t vma_i)
 }
 
 /*
- * May dst, which has no anon_vma yet, take this ancestor anon_vma instead of a new one?
+ * Not a kernel function: anon_vma_clone's inline reuse test (3.19, 6.0). May dst, which has no
+ * anon_vma yet, take this ancestor anon_vma instead of a new one?
  * 3.19: not src's own and degree < 2 ("no VMA and at most one child", which degree cannot tell
  * from "one VMA and no child": the bug 6.0 fixed); 6.0: no active VMA and fewer than 2 children.
  */
@@ -370,7 +365,7 @@ enomem_failure:
  * anon_vma_fork - the child VMA joins every anon_vma of its parent VMA and gets one of its own,
  * where its COWed pages will point (2.6.34). From 2.6.36 the new anon_vma shares the parent's
  * root and pins it.
- * Returns 0, or SIM_ENOMEM with the child VMA unlinked (fork then fails).
+ * Returns 0, or sim_enomem's error with the child VMA unlinked (fork then fails).
  */
 int anon_vma_fork(struct sim *s, idx_t vma_i, idx_t pvma_i)
 {
@@ -395,7 +390,7 @@ int anon_vma_fork(struct sim *s, idx_t vma_i, idx_t pvma_i)
 	if (s->gen->has_root) {
 		idx_t root = anon_vma_at(s, pav)->root;
 		anon_vma_at(s, av)->root = root;
-		anon_vma_at(s, root)->refcount++;
+		get_anon_vma(s, root);
 	}
 	anon_vma_at(s, av)->parent = pav;
 	if (s->gen->reuse == REUSE_DEGREE) {

@@ -90,16 +90,16 @@ bool sim_inject_failure(struct sim *s)
 	return fail;
 }
 
-/* An allocation failed: an injected one is the kernel's -ENOMEM (SIM_EKERNEL, survivable), a
- * real one the end of the run (SIM_ENOMEM, MemoryError). */
+/* An allocation failed: an injected one is the kernel's -ENOMEM (SIM_EINJECTED, survivable), a
+ * real one the end of the run (SIM_EOOM, MemoryError). */
 int sim_enomem(struct sim *s)
 {
 	if (s->inject.pending) {
 		s->inject.pending = false;
-		return SIM_EKERNEL;
+		return SIM_EINJECTED;
 	}
 	if (s->limit)
-		return sim_fail(s, SIM_ENOMEM, "out of memory: the simulated state needs more than "
+		return sim_fail(s, SIM_EOOM, "out of memory: the simulated state needs more than "
 				"the limit of %zu bytes (%zu in use)", s->limit, s->bytes);
-	return sim_fail(s, SIM_ENOMEM, "out of memory (%zu bytes in use)", s->bytes);
+	return sim_fail(s, SIM_EOOM, "out of memory (%zu bytes in use)", s->bytes);
 }

@@ -31,10 +31,11 @@ typedef uint32_t idx_t;
 /* Negative errno style returns, as in mm/: 0 on success. */
 #define SIM_OK 0
 #define SIM_EINVAL (-22)  /* the program asked for something impossible */
-#define SIM_ENOMEM (-12)  /* the memory limit (or malloc) refused an allocation */
+#define SIM_EOOM (-12)    /* the simulator is out of memory: the memory limit (or malloc)
+			   * refused an allocation; the run ends (MemoryError) */
 #define SIM_EBUG (-5)     /* an invariant broke: a simulator bug */
-#define SIM_EKERNEL (-1012) /* an injected allocation failure: the kernel's -ENOMEM, which the
-			     * path unwinds and the program survives (the op failed cleanly) */
+#define SIM_EINJECTED (-1012) /* an injected allocation failure, the kernel's -ENOMEM: the path
+			       * unwinds and the program survives (the op failed cleanly) */
 #define SIM_ESKIP (-1013)  /* the op names a process whose fork failed: skipped */
 
 /* ---------------------------------------------------------------- generations */
@@ -135,7 +136,7 @@ struct sim;
 int arena_grow(struct sim *s, struct arena *a);
 void arena_release(struct sim *s, struct arena *a);
 
-/* Inline: every COW fault allocates a page and frees none or one, and the calls were a
+/* Inline: every COW fault allocates a page and frees none or one, and a call each would be a
  * measurable share of the fault. NIL on ENOMEM. */
 static inline idx_t arena_alloc(struct sim *s, struct arena *a)
 {
@@ -317,7 +318,7 @@ int sim_init(struct sim *s, const struct generation *gen, uint64_t seed, bool ch
 void sim_destroy(struct sim *s);
 int sim_fail(struct sim *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-int sim_enomem(struct sim *s);
+int sim_enomem(struct sim *s);   /* an allocation failed: SIM_EINJECTED or SIM_EOOM */
 bool sim_inject_failure(struct sim *s);   /* true: fail this kernel-object allocation */
 
 /* splitmix64 (docs/core.md "Random numbers"); the reference model implements the same. Inline:
@@ -354,7 +355,7 @@ static inline bool sim_draw_below(struct sim *s, uint64_t threshold)
 
 /* rmap.c: anon_vma, anon_vma_chain and the page's rmap (mm/rmap.c) */
 int __anon_vma_prepare(struct sim *s, idx_t vma);
-int anon_vma_link_new(struct sim *s, idx_t vma, idx_t src);  /* a split or moved VMA's links */
+int anon_vma_link_new(struct sim *s, idx_t vma, idx_t src);  /* not the kernel's: split, move */
 int anon_vma_link(struct sim *s, idx_t vma);                  /* shared: fork */
 int anon_vma_fork(struct sim *s, idx_t vma, idx_t pvma);     /* chain: fork */
 int anon_vma_clone(struct sim *s, idx_t dst, idx_t src);
@@ -388,6 +389,7 @@ int handle_mm_fault(struct sim *s, idx_t vma, uint32_t offset);
 int dup_mmap(struct sim *s, idx_t parent, idx_t *child);
 void exit_mmap(struct sim *s, idx_t mm);
 int split_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t k, bool new_below);
+idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma);       /* anon_vma_prepare's */
 int mprotect_fixup(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int do_munmap(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int move_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
@@ -397,13 +399,15 @@ int mremap_grow(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages);
 int move_vma_to(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
 		bool before);
 
-/* walk.c: measurement */
+/* walk.c: the measurement, page_referenced_anon's walk and the scan over the LRU (the walk
+ * cache it runs over, the fast path's copy of the lists and trees: walk_cache.h) */
 struct walk_count { uint32_t entries, calls, hits; };
 void page_referenced_anon(struct sim *s, idx_t page, struct walk_count *wc);
 int sim_scan(struct sim *s, uint64_t sample);
-int sim_take_snapshot(struct sim *s);
-bool anon_vma_has_vma(struct sim *s, idx_t av, idx_t vma);
 double sim_now(void);
+
+/* snapshot.c: the live objects at a scan */
+int sim_take_snapshot(struct sim *s);
 
 /* contention.c: reclaim on many CPUs against the generation's lock */
 struct timing {
@@ -427,6 +431,7 @@ int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct ti
 
 /* check.c: invariants of docs/core.md; 0 or SIM_EBUG with s->err set */
 int sim_check(struct sim *s);
+bool anon_vma_has_vma(struct sim *s, idx_t av, idx_t vma);
 
 /* program.c: the interpreter */
 struct prog_op { int32_t op, a, b, c, d; double x; };

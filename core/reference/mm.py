@@ -1,0 +1,666 @@
+"""mm/mmap.c, mm/memory.c, kernel/fork.c: the operations of a program on processes and VMAs
+(mm.c): mmap, fault and COW, fork, exit, split, mprotect, munmap, mremap, vma_merge, brk. A mixin
+of the simulation (``core.reference.sim._Sim``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from core.reference.objects import AnonVma, Mm, Pte, Vma
+
+
+class _Skipped(Exception):
+    """An op names a process whose fork failed: it is skipped (``ops_skipped``), not refused."""
+
+
+class MmOps:
+    # ---- operations --------------------------------------------------------------------------
+
+    def op_new_mm(self) -> None:
+        self.mms.append(Mm(pid=len(self.mms)))
+
+    def op_mmap(self, p: int, npages: int) -> None:
+        mm = self.process(p)
+        if npages < 1:
+            self._raise(f"npages must be >= 1, got {npages}")
+        start = mm.next_free
+        # An anonymous mapping's pgoff is its address (in pages).
+        vma = Vma(mm=mm, start=start, npages=npages, pgoff=start, ptes=[None] * npages)
+        mm.vmas.append(vma)
+        mm.next_free = start + npages + 1  # one guard page: mmaps are never adjacent
+
+    def handle_mm_fault(self, vma: Vma, i: int) -> None:
+        pte = vma.ptes[i]
+        if pte is None:
+            if not self.anon_vma_prepare(vma):
+                # do_anonymous_page returns VM_FAULT_OOM: no page, the PTE stays empty.
+                self.counters["faults_failed"] += 1
+                return
+            page = self.new_page(vma.anon_vma, vma.pgoff + i)
+            vma.ptes[i] = Pte(page, True)
+            self.counters["faults"] += 1
+        elif pte.writable:
+            return  # no fault is taken
+        elif pte.page.mapcount == 1:
+            # do_wp_page reuse: the only mapper; page_move_anon_rmap (2.6.34) points the page at
+            # this VMA's own anon_vma so later walks stay narrow. 2.6.33: the same anon_vma.
+            pte.writable = True
+            pte.page.mapping = vma.anon_vma
+            self.counters["reuses"] += 1
+        else:
+            # COW: a private copy, an exclusive page of vma->anon_vma (the child's own one from
+            # 2.6.34). The old page keeps another mapper, so it cannot be freed here.
+            old = pte.page
+            new = self.new_page(vma.anon_vma, old.index)
+            old.mapcount -= 1
+            vma.ptes[i] = Pte(new, True)
+            self.counters["cows"] += 1
+
+    def op_fault(self, p: int, v: int, i: int) -> None:
+        vma = self.vma(p, v)
+        if not 0 <= i < vma.npages:
+            self._raise(f"page offset {i} outside VMA {v} of process {p} (0..{vma.npages - 1})")
+        self.handle_mm_fault(vma, i)
+
+    def op_touch_all(self, p: int, v: int) -> None:
+        vma = self.vma(p, v)
+        for i in range(vma.npages):
+            self.handle_mm_fault(vma, i)
+
+    def _fraction(self, f: float) -> float:
+        if math.isnan(f) or not 0.0 <= f <= 1.0:
+            self._raise(f"f must be in [0, 1], got {f}")
+        return f
+
+    def op_cow_random(self, p: int, v: int, f: float) -> None:
+        vma = self.vma(p, v)
+        f = self._fraction(f)
+        for i in range(vma.npages):
+            if self.rng.uniform() < f:  # one draw per page, whatever f is
+                self.handle_mm_fault(vma, i)
+
+    def op_cow_first(self, p: int, v: int, f: float) -> None:
+        vma = self.vma(p, v)
+        f = self._fraction(f)
+        k = math.floor(f * vma.npages)  # f * npages in IEEE double, then floor
+        for i in range(k):
+            self.handle_mm_fault(vma, i)
+
+    def op_cow_rr(self, first: int, count: int, v: int, f: float, random: bool) -> None:
+        """Processes first..first+count-1 write VMA v in turn, page by page: concurrent
+        children, so consecutive new pages belong to different processes."""
+        if count < 1:
+            self._raise(f"process count must be >= 1, got {count}")
+        if first + count > 2**31 - 1:
+            self._raise(f"processes {first}.. +{count} overflow")
+        f = self._fraction(f)
+        # A child whose fork failed never runs: it is left out (None), but keeps its place in
+        # the turn order so the others' draws are those of a run without the failure.
+        vmas: list[Vma | None] = []
+        for p in range(first, first + count):
+            try:
+                vmas.append(self.vma(p, v))
+            except _Skipped:
+                vmas.append(None)
+        members = [(first + n, x) for n, x in enumerate(vmas) if x is not None]
+        if not members:
+            raise _Skipped
+        lead, npages = members[0][0], members[0][1].npages
+        for p, vma in members:
+            if vma.npages != npages:
+                self._raise(
+                    f"VMA {v} of process {p} has {vma.npages} pages, not {npages}"
+                    f" like process {lead}'s"
+                )
+        pages = npages if random else math.floor(f * npages)
+        for i in range(pages):
+            for vma in vmas:
+                if random:
+                    u = self.rng.uniform()  # drawn for a left-out process too
+                    if vma is not None and u < f:
+                        self.handle_mm_fault(vma, i)
+                elif vma is not None:
+                    self.handle_mm_fault(vma, i)
+
+    def op_fork(self, p: int) -> None:
+        if 0 <= p < len(self.mms) and self.mms[p].stillborn:
+            # A process that never lived cannot fork, but the program counted a child here:
+            # that number goes to another process that never lives.
+            self.mms.append(Mm(pid=len(self.mms), alive=False, stillborn=True))
+            raise _Skipped
+        parent = self.process(p)
+        child = Mm(pid=len(self.mms), next_free=parent.next_free)
+        self.mms.append(child)
+        for pv in parent.vmas:
+            if self.alloc_fails():  # vm_area_alloc of the child's copy
+                self.abort_fork(child)
+                return
+            cv = Vma(
+                mm=child,
+                start=pv.start,
+                npages=pv.npages,
+                pgoff=pv.pgoff,
+                ptes=[None] * pv.npages,
+                exec=pv.exec,
+            )
+            child.vmas.append(cv)
+            if self.chain:
+                if not self.anon_vma_fork(cv, pv):
+                    self.abort_fork(child)
+                    return
+            else:
+                # 2.6.33 dup_mmap: the child VMA is a structure copy (same anon_vma pointer);
+                # anon_vma_link appends it at the tail of the family list.
+                cv.anon_vma = pv.anon_vma
+                if cv.anon_vma is not None:
+                    cv.anon_vma.entries.append(cv)
+            # copy_page_range: both sides read-only, one more mapper per page.
+            for i, pte in enumerate(pv.ptes):
+                if pte is not None:
+                    pte.writable = False
+                    cv.ptes[i] = Pte(pte.page, False)
+                    pte.page.mapcount += 1
+        self.counters["forks"] += 1
+
+    def abort_fork(self, child: Mm) -> None:
+        """dup_mmap's -ENOMEM: the failing VMA's links are already unwound; the half-built mm
+        is then torn down as exit_mmap does (mmput), PTEs first, then links and VMAs. The
+        parent's PTEs that copy_page_range write-protected stay read-only (a later write there
+        is a reuse fault). Neither a fork nor an exit; the child's number stays used."""
+        self.exit_mmap(child)
+        child.stillborn = True
+        self.counters["forks_failed"] += 1
+
+    def zap(self, vma: Vma) -> None:
+        """zap_page_range / unmap_vmas over one VMA: every present PTE cleared, its page put."""
+        for i, pte in enumerate(vma.ptes):
+            if pte is not None:
+                vma.ptes[i] = None
+                self.put_page(pte.page)
+
+    def exit_mmap(self, mm: Mm) -> None:
+        """exit_mmap: unmap_vmas zaps every page table first, then free_pgtables/remove_vma
+        unlinks and frees the VMAs, each in address order."""
+        for vma in mm.vmas:
+            self.zap(vma)
+        for vma in mm.vmas:
+            self.unlink_anon_vmas(vma)
+            vma.alive = False
+        mm.vmas = []
+        mm.alive = False
+
+    def op_exit(self, p: int) -> None:
+        self.exit_mmap(self.process(p))
+        self.counters["exits"] += 1
+
+    # ---- VMA operations: split, mprotect, munmap, mremap (docs/core.md §Operations) ----------
+
+    def range_vma(self, p: int, v: int, off: int, length: int) -> Vma:
+        """The VMA a range op names, after checking the range lies inside it."""
+        vma = self.vma(p, v)
+        if length < 1:
+            self._raise(f"len must be >= 1, got {length}")
+        if off < 0:
+            self._raise(f"offset must be >= 0, got {off}")
+        if off + length > vma.npages:
+            self._raise(f"range {off}+{length} outside VMA {v} of process {p} ({vma.npages} pages)")
+        return vma
+
+    def split_vma(self, vma: Vma, k: int, new_below: bool) -> Vma | None:
+        """__split_vma(mm, vma, addr, new_below) at page k (0 < k < npages); returns the new VMA,
+        or None on -ENOMEM with nothing changed (the old VMA is touched only after the new one
+        is allocated and linked).
+
+        The kernel's order: the new VMA is a copy of the old one with its part of the range; it
+        is linked to the rmap first (shared: anon_vma_link, the tail of the family list; chain:
+        anon_vma_clone(new, old)); then vma_adjust shrinks the old VMA, and from 3.7
+        (anon_vma_interval_tree_pre/post_update_vma) takes each of its AVCs out of its tree and
+        inserts it again, head of the chain first; then the new VMA is inserted in the process's
+        list (address order).
+        """
+        assert 0 < k < vma.npages, (k, vma.npages)
+        mm = vma.mm
+        if self.alloc_fails():  # vm_area_dup of the new VMA
+            return None
+        if new_below:
+            new = Vma(mm, vma.start, k, vma.pgoff, vma.ptes[:k], vma.anon_vma, exec=vma.exec)
+            rest = (vma.start + k, vma.npages - k, vma.pgoff + k, vma.ptes[k:])
+        else:
+            new = Vma(
+                mm,
+                vma.start + k,
+                vma.npages - k,
+                vma.pgoff + k,
+                vma.ptes[k:],
+                vma.anon_vma,
+                exec=vma.exec,
+            )
+            rest = (vma.start, k, vma.pgoff, vma.ptes[:k])
+        # 1. link the new VMA while the old one still has its old interval.
+        if self.chain:
+            # ->anon_vma already set: no reuse, one more VMA. On failure the clone has taken
+            # its links back and the new VMA is freed unseen.
+            if not self.anon_vma_clone(new, vma):
+                return None
+        elif new.anon_vma is not None:
+            new.anon_vma.entries.append(new)  # 2.6.33 anon_vma_link: tail of the family list
+        # 2. vma_adjust: the old VMA shrinks to the other part (the PTEs of the new VMA's pages
+        #    moved to it unchanged: same pages, mapcounts, indexes and writable bits).
+        vma.start, vma.npages, vma.pgoff, vma.ptes = rest
+        self.rekey(vma)
+        # 3. __insert_vm_struct: the new VMA enters the process's list in address order.
+        at = next(i for i, v in enumerate(mm.vmas) if v is vma)
+        mm.vmas.insert(at if new_below else at + 1, new)
+        return new
+
+    def op_mprotect(self, p: int, v: int, off: int, length: int) -> None:
+        """mprotect_fixup: vma_merge first; if nothing merged, split off the part below the
+        range (new_below), then the part above (not new_below); the old VMA, now exactly the
+        range, toggles VM_EXEC."""
+        vma = self.range_vma(p, v, off, length)
+        if self.vma_merge(vma, off, length):
+            return
+        # mprotect_fixup returns a split's -ENOMEM before the flags change: a first split that
+        # succeeded stays, and no piece is toggled.
+        if off > 0 and self.split_vma(vma, off, new_below=True) is None:
+            self.counters["ops_failed"] += 1
+            return
+        if length < vma.npages and self.split_vma(vma, length, new_below=False) is None:
+            self.counters["ops_failed"] += 1
+            return
+        vma.exec = not vma.exec
+
+    # find_mergeable_anon_vma is anon_vma_prepare's helper but lives in mm/mmap.c (mm/vma.c
+    # from 6.12) beside vma_merge, whose adjacency tests it shares.
+
+    def reusable_anon_vma(self, vma: Vma, near: Vma, near_is_next: bool) -> AnonVma | None:
+        """reusable_anon_vma / the 2.6.33 test inside find_mergeable_anon_vma for one neighbour:
+        adjacent, vm_pgoff contiguous, has an anon_vma, and from 2.6.34 list_is_singular on its
+        chain (a forked VMA, linked to its parent's anon_vmas too, never lends). Flags are
+        compared ignoring VM_READ/WRITE/EXEC, so ``exec`` does not matter."""
+        lo, hi = (vma, near) if near_is_next else (near, vma)
+        if lo.start + lo.npages != hi.start or lo.pgoff + lo.npages != hi.pgoff:
+            return None
+        if near.anon_vma is None:
+            return None
+        if self.chain and len(near.chain) != 1:
+            return None
+        return near.anon_vma
+
+    def find_mergeable_anon_vma(self, vma: Vma) -> AnonVma | None:
+        """mm/mmap.c find_mergeable_anon_vma (2.6.33, 2.6.34+): the next VMA, then the previous
+        one; the first that passes lends its anon_vma (primer §1a, §1b)."""
+        vmas = vma.mm.vmas
+        at = next(i for i, v in enumerate(vmas) if v is vma)
+        if at + 1 < len(vmas):
+            found = self.reusable_anon_vma(vma, vmas[at + 1], near_is_next=True)
+            if found is not None:
+                return found
+        if at > 0:
+            return self.reusable_anon_vma(vma, vmas[at - 1], near_is_next=False)
+        return None
+
+    def is_mergeable_anon_vma(
+        self, a1: AnonVma | None, a2: AnonVma | None, target: Vma | None,
+        source: Vma | None = None,
+    ) -> bool:
+        """mm/mmap.c is_mergeable_anon_vma. A side without an anon_vma merges with anything
+        before 3.0; from 3.0 (965f55dea0e3) only when no target is named (the three-way
+        prev/next check) or the target's chain is singular, so a forked VMA (linked to its
+        parent's anon_vmas too) never absorbs pages it could not reach. An unfaulted target has
+        an empty chain and fails that test too. Otherwise the two must be the same anon_vma
+        (two missing ones count as the same: NULL == NULL).
+
+        6.16 (879bca0a2c4f) asks the side that has an anon_vma instead: ``source`` (the VMA
+        whose pages the range holds, None for a new range) must have a singular chain when the
+        target has none; the target must when the range has none."""
+        if self.gen.merge == "singular source":
+            if a1 is not None and a2 is None:
+                return source is None or len(source.chain) == 1
+            if a1 is None and a2 is not None:
+                return target is None or len(target.chain) == 1
+            return a1 is a2
+        if a1 is None or a2 is None:
+            if self.gen.merge == "null or equal" or target is None or len(target.chain) == 1:
+                return True
+        return a1 is a2
+
+    def remove_merged(self, vma: Vma) -> None:
+        """vma_adjust's remove_next: the absorbed VMA's PTEs already moved to the importer, so
+        no zap; it is unlinked as exit unlinks one VMA and leaves the process's list. The
+        anon_vma its pages point at survives: the importer holds it."""
+        self.unlink_anon_vmas(vma)
+        vma.alive = False
+        vma.ptes = []
+        vma.mm.vmas.remove(vma)
+
+    def vma_merge(self, vma: Vma, off: int, length: int) -> bool:
+        """mm/mmap.c vma_merge as mprotect_fixup calls it, with the range's new flags: a
+        neighbour whose flags, address and vm_pgoff continue the range (and whose anon_vma is
+        mergeable) absorbs it (kernel cases 1-8). Returns whether it merged."""
+        mm = vma.mm
+        flag = not vma.exec
+        a = vma.anon_vma
+        s = vma.start + off
+        g = vma.pgoff + off
+        at = next(i for i, x in enumerate(mm.vmas) if x is vma)
+        # A range strictly inside the VMA has no neighbour on either side: no merge.
+        prev = mm.vmas[at - 1] if off == 0 and at > 0 else None
+        nxt = mm.vmas[at + 1] if off + length == vma.npages and at + 1 < len(mm.vmas) else None
+        prev_fits = (
+            prev is not None
+            and prev.start + prev.npages == s
+            and prev.exec == flag
+            and prev.pgoff + prev.npages == g
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, vma)
+        )
+        next_fits = (
+            nxt is not None
+            and nxt.start == s + length
+            and nxt.exec == flag
+            and nxt.pgoff == g + length
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, vma)
+        )
+        if not prev_fits and not next_fits:
+            return False
+        # Cases 1 and 6: prev, the whole VMA and next in one, if prev's and next's anon_vmas
+        # agree; otherwise prev alone (cases 2, 5, 7) or next alone (cases 3, 4, 8).
+        three_way = (
+            prev_fits
+            and next_fits
+            and self.is_mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        )
+        importer = prev if prev_fits else nxt
+        assert importer is not None
+        # vma_adjust, "easily overlooked": an importer without an anon_vma must get the one of
+        # the pages it takes over before any of them moves -- v's, or in the three-way case
+        # next's when v has none -- and be linked like a split's new VMA.
+        exporter = vma if a is not None else (nxt if three_way else None)
+        if importer.anon_vma is None and exporter is not None and exporter.anon_vma is not None:
+            importer.anon_vma = exporter.anon_vma
+            if self.chain:
+                # preset: no reuse, one more VMA. If it fails (-ENOMEM) the clone has put the
+                # importer back as it was and nothing has moved: vma_adjust fails, vma_merge
+                # returns NULL, and mprotect_fixup splits as if no neighbour fitted.
+                if not self.anon_vma_clone(importer, exporter):
+                    return False
+            else:
+                importer.anon_vma.entries.append(importer)  # 2.6.33: the family list's tail
+        if three_way:
+            prev.npages += length + nxt.npages
+            prev.ptes = prev.ptes + vma.ptes + nxt.ptes
+            self.rekey(prev)
+            self.remove_merged(nxt)
+            self.remove_merged(vma)
+        elif importer is prev:
+            prev.npages += length
+            prev.ptes = prev.ptes + vma.ptes[:length]
+            if length == vma.npages:
+                self.rekey(prev)
+                self.remove_merged(vma)
+            else:
+                vma.start += length
+                vma.npages -= length
+                vma.pgoff += length
+                vma.ptes = vma.ptes[length:]
+                self.rekey(prev)
+                self.rekey(vma)
+        else:
+            keep = vma.npages - length
+            nxt.start -= length
+            nxt.pgoff -= length
+            nxt.npages += length
+            nxt.ptes = vma.ptes[keep:] + nxt.ptes
+            if keep == 0:
+                self.rekey(nxt)
+                self.remove_merged(vma)
+            else:
+                vma.npages = keep
+                vma.ptes = vma.ptes[:keep]
+                self.rekey(vma)
+                self.rekey(nxt)
+        return True
+
+    def do_munmap(self, vma: Vma, off: int, length: int) -> bool:
+        """do_munmap of pages off..off+length-1 of vma: the splits (the first one not new_below,
+        the second new_below), then the target VMA is zapped (unmap_region), unlinked
+        (free_pgtables -> unlink_anon_vmas / anon_vma_unlink), freed, and leaves the list.
+        False on -ENOMEM: do_munmap returns a split's error before anything is unmapped, and a
+        first split that succeeded stays."""
+        target = vma
+        if off > 0:
+            upper = self.split_vma(vma, off, new_below=False)
+            if upper is None:
+                return False
+            target = upper
+        if length < target.npages:
+            lower = self.split_vma(target, length, new_below=True)
+            if lower is None:
+                return False
+            target = lower
+        self.zap(target)
+        self.unlink_anon_vmas(target)
+        target.alive = False
+        target.mm.vmas.remove(target)
+        return True
+
+    def op_munmap(self, p: int, v: int, off: int, length: int) -> None:
+        vma = self.range_vma(p, v, off, length)
+        if not self.do_munmap(vma, off, length):
+            self.counters["ops_failed"] += 1
+
+    def op_mremap(self, p: int, v: int, off: int, length: int) -> None:
+        """move_vma: copy_vma makes the new VMA (next free address, vm_pgoff = the old pgoff of
+        the range, so page->index stays valid) and anon_vma_clone()s it; move_page_tables moves
+        the PTEs unchanged (no COW, same mapcounts); then do_munmap of the old range."""
+        vma = self.range_vma(p, v, off, length)
+        mm = vma.mm
+        if self.alloc_fails():  # copy_vma's vm_area_dup: -ENOMEM, nothing moved
+            self.counters["ops_failed"] += 1
+            return
+        start = mm.next_free
+        new = Vma(
+            mm,
+            start,
+            length,
+            vma.pgoff + off,
+            [None] * length,
+            vma.anon_vma,
+            exec=vma.exec,
+        )
+        if self.chain:
+            # ->anon_vma already set: no reuse, one more VMA. A failed clone frees the copy
+            # (copy_vma returns NULL): nothing moved, and the address is not taken.
+            if not self.anon_vma_clone(new, vma):
+                self.counters["ops_failed"] += 1
+                return
+        elif new.anon_vma is not None:
+            new.anon_vma.entries.append(new)  # 2.6.33: anon_vma_link, the family list's tail
+        mm.vmas.append(new)  # the highest address: last in the list
+        mm.next_free = start + length + 1
+        new.ptes = vma.ptes[off : off + length]  # move_page_tables
+        vma.ptes[off : off + length] = [None] * length
+        if not self.do_munmap(vma, off, length):
+            # move_vma: do_munmap of the old range could not split it. The pages have moved
+            # and stay moved; the old range stays mapped with empty PTEs.
+            self.counters["ops_failed"] += 1
+
+    # ---- expansion and moves next to a VMA (docs/core.md "mmap_after", "brk", "mremap_after")
+
+    def check_free(self, mm: Mm, at: int, start: int, n: int) -> None:
+        """Pages start..start+n-1 must be free where a new VMA would be the ``at``-th of the
+        list: the VMA before it ends at or below start, the one at ``at`` starts at or above
+        start + n. Page 0 is never mapped."""
+        if start < 1 or start + n >= 2**32 - 1:
+            self._raise(f"pages {start}..{start + n - 1} are outside the address space")
+        if at > 0 and mm.vmas[at - 1].start + mm.vmas[at - 1].npages > start:
+            self._raise(f"pages {start}..{start + n - 1} are not free: VMA {at - 1} is there")
+        if at < len(mm.vmas) and mm.vmas[at].start < start + n:
+            self._raise(f"pages {start}..{start + n - 1} are not free: VMA {at} is there")
+
+    def note_end(self, mm: Mm, end: int) -> None:
+        """A later plain mmap still leaves a guard page after everything mapped."""
+        mm.next_free = max(mm.next_free, end + 1)
+
+    def vma_merge_new_range(
+        self, mm: Mm, at: int, start: int, n: int, pgoff: int, flag: bool,
+        src: Vma | None, ptes: list[Pte | None], just_expand: bool,
+    ) -> Vma | None | bool:
+        """vma_merge_new_range: may the neighbours of the free pages start..start+n-1 (a new
+        VMA would be the ``at``-th) take them? The range has flags ``flag``, vm_pgoff ``pgoff``
+        and, when it is copied (mremap), the anon_vma of ``src``. Returns the VMA that took
+        it, None when none may, or False when the importer's anon_vma_clone failed (-ENOMEM,
+        nothing changed)."""
+        a = src.anon_vma if src is not None else None
+        prev = mm.vmas[at - 1] if at > 0 else None
+        nxt = mm.vmas[at] if not just_expand and at < len(mm.vmas) else None
+        prev_fits = (
+            prev is not None
+            and prev.start + prev.npages == start
+            and prev.exec == flag
+            and prev.pgoff + prev.npages == pgoff
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, src)
+        )
+        next_fits = (
+            nxt is not None
+            and nxt.start == start + n
+            and nxt.exec == flag
+            and nxt.pgoff == pgoff + n
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, src)
+        )
+        if not prev_fits and not next_fits:
+            return None
+        three_way = (
+            prev_fits and next_fits
+            and self.is_mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        )
+        importer = prev if prev_fits else nxt
+        assert importer is not None
+        # The importer takes the copied-from VMA's anon_vma state (C-LORENZO-2026, every era
+        # here), or, merging three ways, next's (dup_anon_vma): before anything moves.
+        exporter = src if a is not None else (nxt if three_way else None)
+        if importer.anon_vma is None and exporter is not None and exporter.anon_vma is not None:
+            importer.anon_vma = exporter.anon_vma
+            if self.chain:
+                if not self.anon_vma_clone(importer, exporter):
+                    return False
+            else:
+                importer.anon_vma.entries.append(importer)
+        if prev_fits:
+            prev.npages += n
+            prev.ptes = prev.ptes + list(ptes)
+            if three_way:
+                prev.npages += nxt.npages
+                prev.ptes = prev.ptes + nxt.ptes
+            self.rekey(prev)
+            if three_way:
+                self.remove_merged(nxt)
+        else:
+            nxt.start -= n
+            nxt.pgoff -= n
+            nxt.npages += n
+            nxt.ptes = list(ptes) + nxt.ptes
+            self.rekey(nxt)
+        return importer
+
+    def new_region(self, mm: Mm, at: int, start: int, n: int) -> Vma:
+        """mmap's own new VMA (never injected), the ``at``-th of the list."""
+        vma = Vma(mm=mm, start=start, npages=n, pgoff=start, ptes=[None] * n)
+        mm.vmas.insert(at, vma)
+        return vma
+
+    def _count(self, n: int) -> None:
+        if n < 1:
+            self._raise(f"npages must be >= 1, got {n}")
+
+    def op_mmap_near(self, p: int, v: int, n: int, before: bool) -> None:
+        """mmap of n pages right after (before) VMA v: a neighbour takes them if it may,
+        else a new VMA; a failed import maps the new VMA (__mmap_region)."""
+        vma = self.vma(p, v)
+        self._count(n)
+        mm = vma.mm
+        start = vma.start - n if before else vma.start + vma.npages
+        at = v if before else v + 1
+        self.check_free(mm, at, start, n)
+        took = self.vma_merge_new_range(mm, at, start, n, start, False, None, [None] * n, False)
+        if took is None or took is False:
+            self.new_region(mm, at, start, n)
+        self.note_end(mm, start + n)
+
+    def op_brk(self, p: int, v: int, n: int, touch: int) -> None:
+        """do_brk_flags at the break of the heap that starts with VMA v."""
+        vma = self.vma(p, v)
+        self._count(n)
+        if touch not in (0, 1):
+            self._raise(f"touch must be 0 or 1, got {touch}")
+        mm = vma.mm
+        last = v
+        while (last + 1 < len(mm.vmas)
+               and mm.vmas[last].start + mm.vmas[last].npages == mm.vmas[last + 1].start):
+            last += 1
+        heap = mm.vmas[last]
+        start = heap.start + heap.npages
+        self.check_free(mm, last + 1, start, n)
+        # brk keeps a free page above the new break (mm/mmap.c brk: "newbrk + PAGE_SIZE >
+        # vm_start_gap(next)" fails the call)
+        if last + 1 < len(mm.vmas) and mm.vmas[last + 1].start == start + n:
+            self._raise(f"the page above the new break (page {start + n}) is mapped: brk "
+                        "keeps it free")
+        took = self.vma_merge_new_range(
+            mm, last + 1, start, n, start, False, None, [None] * n, True
+        )
+        if took is None:
+            took, first = self.new_region(mm, last + 1, start, n), 0
+        else:
+            first = took.npages - n
+        self.note_end(mm, start + n)
+        if touch:
+            for i in range(first, first + n):
+                self.handle_mm_fault(took, i)
+
+    def op_mremap_grow(self, p: int, v: int, n: int) -> None:
+        """mremap growing VMA v in place: its end moves up over free pages."""
+        vma = self.vma(p, v)
+        self._count(n)
+        start = vma.start + vma.npages
+        self.check_free(vma.mm, v + 1, start, n)
+        vma.npages += n
+        vma.ptes = vma.ptes + [None] * n
+        self.rekey(vma)
+        self.note_end(vma.mm, start + n)
+
+    def op_mremap_to(self, p: int, v: int, off: int, length: int, to: float, before: bool) -> None:
+        """mremap of the range to the free pages right after (before) VMA ``to``: copy_vma
+        merges it into a neighbour if one may take it, else a new VMA (vm_area_dup, then
+        anon_vma_clone); the PTEs move; then the old range is unmapped."""
+        vma = self.range_vma(p, v, off, length)
+        mm = vma.mm
+        if not (to >= 0 and to < len(mm.vmas) and to == math.floor(to)):
+            self._raise(f"target VMA {to} of process {p} does not exist")
+        w = mm.vmas[int(to)]
+        start = w.start - length if before else w.start + w.npages
+        at = int(to) if before else int(to) + 1
+        self.check_free(mm, at, start, length)
+        pgoff = vma.pgoff + off
+        moved = vma.ptes[off : off + length]
+        took = self.vma_merge_new_range(mm, at, start, length, pgoff, vma.exec, vma, moved, False)
+        if took is False:
+            self.counters["ops_failed"] += 1  # copy_vma returned NULL: nothing moved
+            return
+        if took is None:
+            if self.alloc_fails():  # copy_vma's vm_area_dup
+                self.counters["ops_failed"] += 1
+                return
+            new = Vma(mm, start, length, pgoff, list(moved), vma.anon_vma, exec=vma.exec)
+            if self.chain:
+                if not self.anon_vma_clone(new, vma):
+                    self.counters["ops_failed"] += 1
+                    return
+            elif new.anon_vma is not None:
+                new.anon_vma.entries.append(new)
+            mm.vmas.insert(at, new)
+        vma.ptes[off : off + length] = [None] * length
+        self.note_end(mm, start + length)
+        if not self.do_munmap(vma, off, length):
+            self.counters["ops_failed"] += 1
