@@ -114,8 +114,9 @@ def test_aim7_points(n, p, f, model, sample, seed):
 
 
 def rows_program(children: int, npages: int, sample: int | None) -> np.ndarray:
-    """A family long enough for the walk's rows (walk_cache.c, >= 32 entries a list) whose VMAs cover
-    different ranges (so some entries fail vma_address), COWed in turn, then scanned twice."""
+    """A family long enough for the walk's rows (walk_cache.c, >= 32 entries a list) whose VMAs
+    cover different ranges (so some entries fail vma_address), COWed in turn, then scanned
+    twice."""
     prog = Program()
     root = prog.new_mm()
     prog.mmap(root, npages)
