@@ -20,6 +20,7 @@ from core.program import (
     aim7,
     chain,
     heap,
+    mprotect,
     prefork,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "aim7",
     "chain",
     "heap",
+    "mprotect",
     "prefork",
     "SCENARIOS",
     "estimate_bytes",

@@ -203,3 +203,10 @@ def test_memory_estimate_bounds_the_measured_peak(n, p, f, model):
     for kernel in core.GENERATIONS:
         peak = core.run(prog, kernel)["peak_bytes"]
         assert peak <= estimate <= 2 * peak, kernel
+
+
+def test_every_scenario_builder_is_exported_from_core():
+    # The README and docs name them as core.<scenario>.
+    for name, builder in core.SCENARIOS.items():
+        assert getattr(core, name) is builder, name
+        assert name in core.__all__, name
