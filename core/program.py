@@ -57,6 +57,23 @@ class Op(enum.IntEnum):
 COW_MODELS = ("independent", "aligned")
 
 
+def as_program(program) -> np.ndarray:
+    """The program as a C-contiguous array of PROGRAM_DTYPE, or a ValueError saying why not
+    (the one check of a program's form, for the C core, the live executor and the reference)."""
+    arr = np.asarray(program)
+    if arr.dtype != PROGRAM_DTYPE:
+        names = getattr(arr.dtype, "names", None)
+        if names is None or set(names) != set(PROGRAM_DTYPE.names):
+            raise ValueError(
+                f"a program is a 1-d array of core.PROGRAM_DTYPE {PROGRAM_DTYPE.descr}, "
+                f"got dtype {arr.dtype}"
+            )
+        arr = arr.astype(PROGRAM_DTYPE)
+    if arr.ndim != 1:
+        raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
 class Program:
     """Builds a program row by row; ``array`` gives the finished numpy array.
 

@@ -20,7 +20,14 @@ from core import _core
 from core.contention import Timing, contention_metrics
 from core.errors import UnknownGenerationError
 from core.inject import Injection
-from core.program import MAX_BATCH, MAX_CPUS, PROGRAM_DTYPE, ProgramSize, cow_random_bound
+from core.program import (
+    MAX_BATCH,
+    MAX_CPUS,
+    PROGRAM_DTYPE,
+    ProgramSize,
+    as_program,
+    cow_random_bound,
+)
 
 #: Generation names in chronological order, as the C table lists them.
 GENERATIONS: tuple[str, ...] = tuple(row["name"] for row in _core.generations())
@@ -52,22 +59,6 @@ def check_generation(kernel: str) -> str:
             f"unknown kernel generation {kernel!r}; known: {', '.join(GENERATIONS)}"
         )
     return kernel
-
-
-def as_program(program) -> np.ndarray:
-    """The program as a C-contiguous array of PROGRAM_DTYPE, or a ValueError saying why not."""
-    arr = np.asarray(program)
-    if arr.dtype != PROGRAM_DTYPE:
-        names = getattr(arr.dtype, "names", None)
-        if names is None or set(names) != set(PROGRAM_DTYPE.names):
-            raise ValueError(
-                f"a program is a 1-d array of core.PROGRAM_DTYPE {PROGRAM_DTYPE.descr}, "
-                f"got dtype {arr.dtype}"
-            )
-        arr = arr.astype(PROGRAM_DTYPE)
-    if arr.ndim != 1:
-        raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
 
 
 def _integer(value, name: str, low: int, high: int) -> int:

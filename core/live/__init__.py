@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ProgramError
-from core.program import Op
-from core.runner import as_program
+from core.program import Op, as_program
 
 __all__ = ["LiveError", "check", "executable", "matching_generation", "release", "run",
            "slab_sizes"]

@@ -9,11 +9,9 @@ import logging
 import time
 from typing import NoReturn
 
-import numpy as np
-
 from core.errors import ProgramError
 from core.inject import Injection
-from core.program import PROGRAM_DTYPE, Op
+from core.program import Op, as_program
 from core.reference.check import Check
 from core.reference.generations import Generation, _generation
 from core.reference.mm import MmOps, _Skipped
@@ -124,29 +122,13 @@ class _Sim(Rmap, MmOps, Walk, Check):
         return failed
 
 
-def _as_program(program) -> np.ndarray:
-    """The program as a 1-d array of PROGRAM_DTYPE, or a ValueError (as core.runner does)."""
-    arr = np.asarray(program)
-    if arr.dtype != PROGRAM_DTYPE:
-        names = getattr(arr.dtype, "names", None)
-        if names is None or set(names) != set(PROGRAM_DTYPE.names):
-            raise ValueError(
-                f"a program is a 1-d array of core.PROGRAM_DTYPE {PROGRAM_DTYPE.descr}, "
-                f"got dtype {arr.dtype}"
-            )
-        arr = arr.astype(PROGRAM_DTYPE)
-    if arr.ndim != 1:
-        raise ValueError(f"a program is a 1-d array, got shape {arr.shape}")
-    return arr
-
-
 def _simulate(
     program, kernel: str, seed: int, check: bool, inject: Injection | None
 ) -> tuple[_Sim, int, float]:
     """Validate the arguments as core.run does and run the program: (the simulation, the
     number of ops, the start time)."""
     gen = _generation(kernel)
-    arr = _as_program(program)
+    arr = as_program(program)
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     # As core.run: anything but an Injection fails in _Sim, when it is asked for its tuple.
