@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 
 import core
 from core import live
+from tests.live_state import assert_nothing_left, instances, run_processes
 from tests.strategies import programs, seeds
 
 REASON = live.check()
@@ -308,57 +309,6 @@ def test_live_counts_tell_generations_apart():
 # ------------------------------------------------------------------ nothing left behind
 
 
-def _run_processes() -> list[int]:
-    """Processes running the live executor (any of its three kinds), by their executable."""
-    exe = str(live.executable())
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{d}/exe") == exe:
-                found.append(int(d))
-        except OSError:
-            continue
-    return found
-
-
-def _instances() -> list[str]:
-    """tracefs instances of live runs, seen through a private mount (the host has none)."""
-    out = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         "mount -t tracefs nodev /sys/kernel/tracing && ls /sys/kernel/tracing/instances"],
-        capture_output=True, text=True, check=True).stdout
-    # A run's instance is named for its outer process: one whose process is gone was left
-    # behind. Instances of runs still going (another test session on this machine) are not.
-    return [n for n in out.split() if n.startswith("anonvma-live-")
-            and not os.path.exists(f"/proc/{n.removeprefix('anonvma-live-')}")]
-
-
-def _tracefs_mounts() -> list[str]:
-    lines = []
-    for path in ("/proc/self/mounts", "/proc/1/mounts"):
-        lines += [ln for ln in Path(path).read_text().splitlines() if " tracefs " in ln]
-    return lines
-
-
-#: The host's own tracefs mounts (none on this project's machines; many distributions mount
-#: one): a run must add none.
-HOST_TRACEFS = _tracefs_mounts() if REASON is None else []
-
-
-def assert_nothing_left(timeout: float = 60.0) -> None:
-    # Killed processes take a moment to be reaped: wait for the state, bounded.
-    import time
-
-    end = time.monotonic() + timeout
-    while _run_processes() and time.monotonic() < end:
-        time.sleep(0.05)
-    assert _run_processes() == []
-    assert _tracefs_mounts() == HOST_TRACEFS
-    assert _instances() == []
-
-
 def test_nothing_left_after_a_run():
     assert_nothing_left()  # the state before: clean
     live.run(core.aim7(20, 8, 0.5), 0)
@@ -426,10 +376,10 @@ def test_an_instance_left_by_sigkill_is_removed_by_the_next_run():
     import time
 
     end = time.monotonic() + 60
-    while _run_processes() and time.monotonic() < end:
+    while run_processes() and time.monotonic() < end:
         time.sleep(0.05)
-    assert _run_processes() == []
-    assert _instances() == [f"anonvma-live-{outer.pid}"]
+    assert run_processes() == []
+    assert instances() == [f"anonvma-live-{outer.pid}"]
     live.run(core.aim7(1, 1, 0.0), 0)
     assert_nothing_left(0)
 
@@ -440,7 +390,7 @@ def test_a_process_killed_mid_run_fails_the_run_and_leaves_nothing():
     def kill_a_worker(line: str) -> None:
         if killed:
             return
-        for pid in _run_processes():
+        for pid in run_processes():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
@@ -480,7 +430,7 @@ def test_nothing_left_after_the_driver_is_signalled_mid_run(sig):
                 break
         else:
             pytest.fail("the driver ended before it reported its forks")
-        assert _run_processes(), "the run is not running"
+        assert run_processes(), "the run is not running"
         driver.send_signal(sig)
         driver.wait(timeout=120)
     finally:

@@ -25,6 +25,7 @@ import core
 from core import live
 from sweep import app, config, live_compare, live_point
 from sweep.grid import point_seed
+from tests.live_state import assert_nothing_left, run_processes
 
 REASON = live.check()
 needs_live = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -45,41 +46,6 @@ def open_store(path) -> xr.Dataset:
 
 
 # ---------------------------------------------------------------- nothing left behind
-def _executor_processes() -> list[int]:
-    exe = str(live.executable())
-    found = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if os.readlink(f"/proc/{d}/exe") == exe:
-                    found.append(int(d))
-            except OSError:
-                continue
-    return found
-
-
-def _tracefs_mounts() -> list[str]:
-    return [ln for p in ("/proc/self/mounts", "/proc/1/mounts")
-            for ln in Path(p).read_text().splitlines() if " tracefs " in ln]
-
-
-def _instances() -> list[str]:
-    out = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         "mount -t tracefs nodev /sys/kernel/tracing && ls /sys/kernel/tracing/instances"],
-        capture_output=True, text=True, check=True).stdout
-    return [n for n in out.split() if n.startswith("anonvma-live-")]
-
-
-HOST_TRACEFS = _tracefs_mounts() if REASON is None else []
-
-
-def assert_nothing_left() -> None:
-    assert _executor_processes() == []
-    assert _tracefs_mounts() == HOST_TRACEFS
-    assert _instances() == []
-
-
 # ---------------------------------------------------------------- config (runs anywhere)
 def test_live_is_accepted_only_when_named():
     every = config.resolve(config.compose(["+grid=smoke"])).grid.kernel
@@ -344,7 +310,7 @@ def test_nothing_left_after_sigterm_mid_live_point(runner, when, tmp_path):
         end = time.monotonic() + 300
         store = tmp_path / "run" / "results.zarr"
         while proc.poll() is None and time.monotonic() < end and not (
-                _executor_processes() and (when == "preflight" or store.exists())):
+                run_processes() and (when == "preflight" or store.exists())):
             time.sleep(0.02)
         assert proc.poll() is None, proc.communicate()[1]
         proc.send_signal(signal.SIGTERM)
@@ -355,7 +321,7 @@ def test_nothing_left_after_sigterm_mid_live_point(runner, when, tmp_path):
             proc.wait()
     assert proc.returncode == 143, err
     end = time.monotonic() + 60  # killed processes take a moment to be reaped
-    while _executor_processes() and time.monotonic() < end:
+    while run_processes() and time.monotonic() < end:
         time.sleep(0.05)
     assert_nothing_left()
 
