@@ -66,18 +66,30 @@ def subreaper():
     yield
 
 
-def _leftovers() -> list[tuple[int, bytes]]:
-    """Processes under this one: after the driver exited, what it left running."""
+def _descendants() -> dict[int, tuple[int, bytes]]:
+    """Processes under this one: pid -> (start time, command line)."""
     me = os.getpid()
     table = process_table()
-    found = []
-    for pid, (ppid, _, cmdline) in table.items():
+    found = {}
+    for pid, (ppid, started, cmdline) in table.items():
         p = ppid
         while p in table and p != me and p > 1:
             p = table[p][0]
         if p == me and pid != me:
-            found.append((pid, cmdline[:80]))
+            found[pid] = (started, cmdline[:80])
     return found
+
+
+#: Descendants of this process when the last driver started: not the driver's. (Run together
+#: with other modules, e.g. under --keep-duplicates, an earlier module's Ray workers may still
+#: be exiting, re-parented to this subreaper.)
+_before: dict[int, tuple[int, bytes]] = {}
+
+
+def _leftovers() -> list[tuple[int, bytes]]:
+    """Processes under this one that the driver started: after it exited, what it left."""
+    return [(pid, cmdline) for pid, (started, cmdline) in _descendants().items()
+            if _before.get(pid, (None,))[0] != started]
 
 
 def _reap_and_end(pids) -> None:
@@ -95,6 +107,8 @@ def _reap_and_end(pids) -> None:
 
 
 def start(run: Path, args: list[str]) -> subprocess.Popen:
+    _before.clear()
+    _before.update(_descendants())
     return subprocess.Popen([sys.executable, "-m", "sweep", *args, f"hydra.run.dir={run}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
