@@ -151,6 +151,11 @@ def _main(argv: list[str] | None = None) -> int:
     if "error" in _result:
         return _fail(str(_result["error"]), int(_result.get("code", 2)))  # type: ignore[call-overload]
     result = _result.get("result")
+    if interrupts.received() is not None and (result is None or result.code == 0):
+        # The signal's KeyboardInterrupt was swallowed on its way (raised inside a weakref
+        # callback or a __del__, "Exception ignored"), yet the signal came: say so, from what
+        # the store on disk holds, as for any other interruption.
+        return _interrupted()
     if result is None:
         return 0
     print(result.summary)

@@ -267,8 +267,22 @@ class Job:
     def wait(self) -> str:
         """Wait for the report: "written", "failed" (logged) or "interrupted" (Ctrl-C, which
         reaches the child too: it shares the terminal's process group)."""
+        import subprocess
+
+        from sweep import interrupts
+
         try:
-            out, err = self._proc.communicate()
+            while True:
+                # A signal's KeyboardInterrupt can be swallowed (raised inside a weakref
+                # callback or a __del__, which Python reports as "Exception ignored"): the
+                # signal itself is remembered, so the wait also stops on that state.
+                if interrupts.received() is not None:
+                    raise KeyboardInterrupt
+                try:
+                    out, err = self._proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         except KeyboardInterrupt:
             self._proc.kill()
             self._proc.wait()
