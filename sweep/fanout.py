@@ -106,7 +106,7 @@ class Cluster:
             ray = _ray()
             remove_dead_temp_dirs()
             _become_subreaper()
-            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
+            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=temp_parent())
             _write_owner(self._temp_dir)
             try:
                 with _our_signal_handlers():
@@ -328,8 +328,14 @@ class Cluster:
 
 
 # -- what a local Ray leaves behind --------------------------------------------------------------
-TEMP_PARENT = "/tmp"
 TEMP_PREFIX = "sweep-ray-"
+
+
+def temp_parent() -> str:
+    """Where a local sweep's Ray temp dir is made: Ray's own choice of a system temp dir
+    ($RAY_TMPDIR, else $TMPDIR, else /tmp), so a user who points Ray elsewhere (a small /tmp,
+    or tests kept apart from other sweeps on the machine) points the sweep there too."""
+    return os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
 OWNER_FILE = "sweep-owner"  # "PID START_TIME" of the driver that made the temp dir
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -514,12 +520,12 @@ def _remove_tree(path: str, tries: int = 10) -> None:
     logger.warning("could not remove %s", path)
 
 
-def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
+def remove_dead_temp_dirs(parent: str | None = None) -> list[str]:
     """Remove the temp dirs of local sweeps whose driver is no longer alive (SIGKILLed: it
     could not), ending any process still naming them first; return the dirs removed. Dirs
     of live drivers, without an owner file, or of other users are left alone."""
     removed = []
-    for temp_dir in sorted(glob.glob(os.path.join(parent, TEMP_PREFIX + "*"))):
+    for temp_dir in sorted(glob.glob(os.path.join(parent or temp_parent(), TEMP_PREFIX + "*"))):
         try:
             if os.stat(temp_dir).st_uid != os.getuid():
                 continue

@@ -13,6 +13,23 @@ import tempfile
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_ray_temp_parent():
+    """The sweeps these tests start make their Ray temp dirs in a parent of this session's own
+    ($RAY_TMPDIR, sweep.fanout.temp_parent): a sweep removes the temp dirs of dead sweeps it
+    finds there, and another test session's sweeps on the same machine must neither remove
+    ours nor be removed by ours. Short, under /tmp: Ray's socket paths must fit 107 bytes."""
+    parent = tempfile.mkdtemp(prefix="swt-", dir="/tmp")
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = parent
+    yield parent
+    if before is None:
+        del os.environ["RAY_TMPDIR"]
+    else:
+        os.environ["RAY_TMPDIR"] = before
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance (2 CPUs, dashboard off, 127.0.0.1) for one test module."""
@@ -142,16 +159,19 @@ def process_table() -> dict[int, tuple[int, int, bytes]]:
 
 
 def ray_of(driver: int) -> tuple[str | None, dict[int, int]]:
-    """The Ray temp dir (``/tmp/sweep-ray-*``) of the sweep whose driver is ``driver`` and the
+    """The Ray temp dir (``sweep-ray-*``) of the sweep whose driver is ``driver`` and the
     processes of that Ray (pid -> start time): those naming the temp dir on their command line
     and everything under them (workers and agents rename themselves ``ray::...``)."""
     import re
 
+    from sweep.fanout import TEMP_PREFIX, temp_parent
+
+    where = re.escape(os.path.join(temp_parent(), TEMP_PREFIX).encode())
     table = process_table()
     temp_dir = None
     for pid, (_, _, cmdline) in table.items():
         if _descends(table, pid, driver):
-            found = re.search(rb"/tmp/sweep-ray-[^/\x00 ]+", cmdline)
+            found = re.search(where + rb"[^/\x00 ]+", cmdline)
             if found:
                 temp_dir = found.group().decode()
                 break
