@@ -68,9 +68,9 @@ def core_values(sw, sim) -> dict:
     import core
     from sweep import simulate
 
-    scenario, cow_model, sample, recycles, cpus, _, pieces = simulate.settings_of(sw.grid)
-    prog = simulate.program(scenario, *sim.workload, cow_model, sample, recycles, pieces)
-    want = core.run(prog, sim.kernel, sim.seed, cpus=list(cpus), timing=sw.grid.timing_model())
+    prog = simulate.program(simulate.settings_of(sw.grid), sim.workload)
+    cpus = list(sw.grid.cpus)
+    want = core.run(prog, sim.kernel, sim.seed, cpus=cpus, timing=sw.grid.timing)
     return {
         name: np.asarray(want["contention"][name]) if name in simulate.CONTENTION
         else np.full(len(cpus), float(want[name]))
