@@ -79,14 +79,20 @@ def core_values(sw, sim) -> dict:
 
 
 def pids_with(marker: str) -> list[int]:
-    """Processes whose command line names ``marker`` (a Ray temp dir or address): the ones a
-    test started, to be checked or ended by PID (never `ray stop`)."""
+    """Processes of this network namespace whose command line names ``marker`` whole (a Ray
+    temp dir, or an address: 127.0.0.1:6391 but not 127.0.0.1:63912): the ones a test
+    started, to be checked or ended by PID (never `ray stop`). Other test sessions on the
+    machine (each in its own namespace under bin/offline) may run Rays on the same ports."""
+    import re
+
+    whole = re.compile(re.escape(marker.encode()) + rb"(?![0-9A-Za-z_])")
+    netns = os.readlink("/proc/self/ns/net")
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
+                    if whole.search(f.read()) and os.readlink(f"/proc/{entry}/ns/net") == netns:
                         pids.append(int(entry))
             except OSError:
                 pass
