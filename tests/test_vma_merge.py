@@ -471,7 +471,7 @@ def test_mremap_of_a_faulted_range_next_to_an_unfaulted_vma(impl, kernel):
 
 
 # copy_vma gives an anonymous VMA that has no anon_vma yet the vm_pgoff of its new address
-# ("to increase its chance of merging": mm/mmap.c copy_vma since 2.6, mm/vma.c from 6.12), so
+# ("to increase its chance of merging": copy_vma, mm/mmap.c already in 2.6.10, mm/vma.c now), so
 # an unfaulted range merges where it lands -- with the VMA it came from, too. Found by the live
 # kernel (docs/live.md); the same in every generation.
 

@@ -469,8 +469,8 @@ class MmOps:
     def copy_vma_pgoff(vma: Vma, off: int, to: int) -> int:
         """copy_vma's vm_pgoff for pages off.. of ``vma`` moved to page ``to``: a faulted VMA's
         range keeps its own (page->index stays valid); an anonymous VMA not yet faulted takes
-        that of its new address, "to increase its chance of merging" (copy_vma, mm/mmap.c
-        since 2.6, mm/vma.c from 6.12: every era)."""
+        that of its new address, "to increase its chance of merging" (copy_vma: mm/mmap.c
+        already in 2.6.10, mm/vma.c now -- every era)."""
         return vma.pgoff + off if vma.anon_vma is not None else to
 
     def op_mremap(self, p: int, v: int, off: int, length: int) -> None:

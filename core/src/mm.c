@@ -589,8 +589,8 @@ int do_munmap(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t le
 /*
  * copy_vma's vm_pgoff for pages off.. of a VMA moved to page `to`: a faulted VMA's range keeps
  * its own (page->index stays valid); an anonymous VMA not yet faulted takes that of its new
- * address, "to increase its chance of merging" (copy_vma in mm/mmap.c since 2.6, mm/vma.c from
- * 6.12: every era), so it may merge where it lands.
+ * address, "to increase its chance of merging" (copy_vma: mm/mmap.c already in 2.6.10, mm/vma.c
+ * now -- every era), so it may merge where it lands.
  */
 static uint32_t copy_vma_pgoff(const struct vma *vma, uint32_t off, uint32_t to)
 {
