@@ -303,7 +303,7 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 	for (size_t i = 0; i < sim_nr_generations; i++) {
 		const struct generation *g = &sim_generations[i];
 		PyObject *row = Py_BuildValue(
-			"{s:s,s:s,s:O,s:O,s:s,s:O,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s}",
+			"{s:s,s:s,s:O,s:O,s:s,s:O,s:s,s:s,s:O,s:i,s:i,s:i,s:i,s:i,s:i,s:s}",
 			"name", g->name,
 			"structure", rmap_structure_name(g->structure),
 			"prepare_at_head", g->prepare_at_head ? Py_True : Py_False,
@@ -312,6 +312,7 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 			"reclaim_trylock", g->reclaim_trylock ? Py_True : Py_False,
 			"reuse", reuse_rule_name(g->reuse),
 			"merge", merge_rule_name(g->merge),
+			"vma_merge_extend", g->vma_merge_extend ? Py_True : Py_False,
 			"sizeof_anon_vma", (int)g->sizeof_anon_vma,
 			"sizeof_avc", (int)g->sizeof_avc,
 			"sizeof_vma", (int)g->sizeof_vma,

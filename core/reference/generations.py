@@ -39,6 +39,10 @@ class Generation:
     #: 879bca0a2c4f: the side that has an anon_vma must have a singular chain -- the range's
     #: when the target has none, the target's when the range has none; both: the same one).
     merge: str = "null or equal"
+    #: mremap growing a VMA in place is a merge: a compatible next VMA the growth reaches is
+    #: absorbed (ca3d76b0aa80 "mm: add merging after mremap resize", 6.1: vma_merge of the
+    #: extension; vma_merge_extend from 6.7). Before 6.1, vma_adjust only moved vm_end.
+    vma_merge_extend: bool = False
     #: What SLUB charges per object (anon_vma, anon_vma_chain, vm_area_struct), from
     #: docs/core.md "Slab slots": sizeof rounded to a word, + 8 B when the cache keeps the free
     #: pointer outside the object (a constructor or SLAB_TYPESAFE_BY_RCU: the anon_vma cache in
@@ -89,10 +93,11 @@ GENERATION_TABLE: tuple[Generation, ...] = (
     ),
     # 6.16: 879bca0a2c4f moves the singular-chain test to the side that has the anon_vma, so a
     # faulted range may merge into an unfaulted neighbour (primer §1h); the VMA is 192 B since
-    # 6.15 (primer §2); anon_vma and AVC as in 6.0.
+    # 6.15 (primer §2); anon_vma and AVC as in 6.0. mremap's growth merges (6.1, ca3d76b0aa80).
     Generation(
         "6.16", "tree", False, True, 96, 64, 192, "root's rwsem, walks read", "counters",
-        merge="singular source", slab=(104, 64, 192), reclaim_trylock=True,
+        merge="singular source", vma_merge_extend=True, slab=(104, 64, 192),
+        reclaim_trylock=True,
     ),
 )
 

@@ -123,6 +123,7 @@ const struct generation sim_generations[] = {
 	{
 		.name = "6.16",
 		.merge = MERGE_SINGULAR_SOURCE,
+		.vma_merge_extend = true,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
@@ -132,7 +133,7 @@ const struct generation sim_generations[] = {
 		.sizeof_avc = 64,
 		.sizeof_vma = 192,       /* 6.15 repacked it to 3 cachelines (pahole in C-SUREN) */
 		.slab = { .anon_vma = 104, .avc = 64, .vma = 192 },
-		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2",
+		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2; ca3d76b0aa80 (mremap)",
 	},
 };
 

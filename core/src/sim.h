@@ -101,6 +101,10 @@ struct generation {
 					 * reclaim path") */
 	enum reuse_rule reuse;
 	enum merge_rule merge;
+	bool vma_merge_extend;          /* mremap growing in place is a merge: a compatible next
+					 * VMA the growth reaches is absorbed (ca3d76b0aa80, 6.1:
+					 * vma_merge; vma_merge_extend from 6.7). Before, vma_adjust
+					 * only moved vm_end. */
 	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
 	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
 	uint16_t sizeof_vma;            /* §2, NUMA on */
