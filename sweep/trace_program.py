@@ -8,9 +8,9 @@ on a missing or write-protected page, so each is a first touch, a COW or a reuse
 and one ``scan`` right before the root's exit.
 
 Everything else is counted by name in ``Conversion.unsupported``, never silently dropped:
-file-backed and shared mappings, brk, mprotect, mremap, madvise, shmat, failed calls, faults
-outside a converted VMA (the exec image, the stack, file mappings), a fork's copy of VMAs the
-core does not know. Converted VMAs are never adjacent (each mmap leaves the core's guard page),
+file-backed and shared mappings, brk, mprotect, mremap, madvise, shmat, failed mmaps, vfork,
+and write faults outside a converted VMA (the exec image, the stack, file mappings).
+Converted VMAs are never adjacent (each mmap leaves the core's guard page),
 so no merge happens in any generation and every VMA position is the same under every kernel.
 """
 
