@@ -12,17 +12,19 @@ from core import live
 
 
 def run_processes() -> list[int]:
-    """Processes running the live executor (any of its three kinds), by their executable, in
-    this network namespace: other test sessions on the machine (each in a namespace of its own
-    under bin/offline) run the same executable, and their runs are not ours to count or end."""
-    exe = str(live.executable())
+    """Processes running the live executor (any of its three kinds) or the recorder, by their
+    executable, in this network namespace: other test sessions on the machine (each in a
+    namespace of its own under bin/offline) run the same executables, and their runs are not
+    ours to count or end."""
+    exes = {str(live.executable()), str(live.build(live.SOURCE.with_name("anonvma-record.c")))}
     netns = os.readlink("/proc/self/ns/net")
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{d}/exe") == exe and os.readlink(f"/proc/{d}/ns/net") == netns:
+            if os.readlink(f"/proc/{d}/exe") in exes and \
+                    os.readlink(f"/proc/{d}/ns/net") == netns:
                 found.append(int(d))
         except OSError:
             continue
@@ -30,15 +32,22 @@ def run_processes() -> list[int]:
 
 
 def instances() -> list[str]:
-    """tracefs instances of live runs, seen through a private mount (the host has none)."""
+    """tracefs instances of live runs and recordings, seen through a private mount (the host
+    has none)."""
     out = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
          "mount -t tracefs nodev /sys/kernel/tracing && ls /sys/kernel/tracing/instances"],
         capture_output=True, text=True, check=True).stdout
     # A run's instance is named for its outer process: one whose process is gone was left
     # behind. Instances of runs still going (another test session on this machine) are not.
-    return [n for n in out.split() if n.startswith("anonvma-live-")
-            and not os.path.exists(f"/proc/{n.removeprefix('anonvma-live-')}")]
+    left = []
+    for n in out.split():
+        for prefix in ("anonvma-live-", "anonvma-record-"):
+            # anonvma-live-PID, anonvma-record-PID-ev / -obj
+            if n.startswith(prefix) and not os.path.exists(
+                    f"/proc/{n.removeprefix(prefix).split('-')[0]}"):
+                left.append(n)
+    return left
 
 
 def tracefs_mounts() -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 from core.errors import ProgramError
 from core.program import Op, as_program
 
-__all__ = ["LiveError", "check", "executable", "matching_generation", "release", "run",
+__all__ = ["LiveError", "build", "check", "executable", "matching_generation", "release", "run",
            "slab_sizes"]
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,19 @@ def executable() -> Path:
     Named by a hash of its source, so an edited source is rebuilt; static when the C library
     allows it (fewer mappings in every process of the run), else dynamic.
     """
-    src = SOURCE.read_bytes()
+    return build(SOURCE)
+
+
+def build(source: Path) -> Path:
+    """``source`` (a C file next to this module) compiled as ``executable`` describes."""
+    src = source.read_bytes()
     tag = hashlib.sha256(src).hexdigest()[:16]
-    out = _cache_dir() / f"anonvma-live-{tag}"
+    out = _cache_dir() / f"{source.stem}-{tag}"
     if out.exists():
         return out
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        raise LiveError("no C compiler (cc) to build the live executor; install one")
+        raise LiveError(f"no C compiler (cc) to build {source.name}; install one")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # no writable home (a CI user): a private dir in /tmp
@@ -70,13 +75,13 @@ def executable() -> Path:
         if out.exists():
             return out
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log.info("building the live executor %s with %s", out, cc)
+    log.info("building %s with %s", out, cc)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", dir=out.parent)
     os.close(fd)
     flags = ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
     err = ""
     for link in (["-static"], []):
-        proc = subprocess.run([cc, *flags, *link, "-o", tmp, str(SOURCE), "-lm"],
+        proc = subprocess.run([cc, *flags, *link, "-o", tmp, str(source), "-lm"],
                               capture_output=True, text=True)
         if proc.returncode == 0:
             os.chmod(tmp, 0o755)
@@ -84,7 +89,7 @@ def executable() -> Path:
             return out
         err = proc.stderr.strip().splitlines()[-1:] or [""]
     os.unlink(tmp)
-    raise LiveError(f"building the live executor with {cc} failed: {err[0]}")
+    raise LiveError(f"building {source.name} with {cc} failed: {err[0]}")
 
 
 def release() -> str:

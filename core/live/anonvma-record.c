@@ -1,0 +1,538 @@
+/*
+ * anonvma-record - record the memory-management history of a process tree from tracepoints.
+ *
+ * Mechanism only (policy and parsing: sweep/record.py). Like anonvma-live.c it works in a
+ * private mount namespace, where tracefs is mounted and two private instances are made:
+ *   ev   the tree's own events: task_newtask, sched_process_fork/exec/exit, the enter and exit
+ *        of mmap, munmap, mprotect, mremap, brk, madvise, shmat, and page_fault_user plus
+ *        page_fault_kernel at user addresses (copy_to_user writes user pages too). Restricted
+ *        to the tree in the kernel: set_event_pid with options/event-fork, so a fork's child is
+ *        added before it runs.
+ *   obj  kmem_cache_alloc of anon_vmas, AVCs (by call site, as anonvma-live does) and VMAs,
+ *        and their frees, from every task: an object is freed by whoever drops it last (an
+ *        exiting parent, a /proc reader's mmput), so frees cannot be filtered by pid.
+ * Both use trace_clock "counter", one atomic counter shared by every CPU and instance: the
+ * two streams merge into one total order.
+ *
+ * Usage: anonvma-record EV_OUT OBJ_OUT STATS_OUT DEADLINE_S cmd ARGV...
+ *        anonvma-record EV_OUT OBJ_OUT STATS_OUT DEADLINE_S pid PID
+ *        anonvma-record probe
+ * Command mode runs ARGV in a new pid namespace under an init that is this recorder: when
+ * the command's first process exits, whatever it left running is killed (and counted), the
+ * trace is drained and the namespace dies with init. Pid mode traces PID, its threads and its
+ * descendants until PID exits, the deadline passes, or SIGINT/SIGTERM ends the recording
+ * (a normal end in this mode). STATS_OUT gets "key value" lines: root host pid, exit status,
+ * processes killed at the end, lost events per CPU and instance.
+ * Exit status: 0 recorded, 3 the command could not be started, 1 the environment.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TRACEFS "/sys/kernel/tracing"
+#define PREFIX "anonvma-record-"
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("anonvma-record: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(code);
+}
+
+static int write_file(const char *dir, const char *name, const char *val)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+/* Instances of recordings whose outer process died by SIGKILL (nothing else leaves one). */
+static void sweep_stale(void)
+{
+	char path[512];
+	DIR *d = opendir(TRACEFS "/instances");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		int pid;
+		if (sscanf(e->d_name, PREFIX "%d-", &pid) == 1 && kill(pid, 0) && errno == ESRCH) {
+			snprintf(path, sizeof path, TRACEFS "/instances/%s", e->d_name);
+			rmdir(path);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
+static const char *const EV_EVENTS[] = {
+	"task/task_newtask", "sched/sched_process_fork", "sched/sched_process_exec",
+	"sched/sched_process_exit",
+	"syscalls/sys_enter_mmap", "syscalls/sys_exit_mmap",
+	"syscalls/sys_enter_munmap", "syscalls/sys_exit_munmap",
+	"syscalls/sys_enter_mprotect", "syscalls/sys_exit_mprotect",
+	"syscalls/sys_enter_mremap", "syscalls/sys_exit_mremap",
+	"syscalls/sys_enter_brk", "syscalls/sys_exit_brk",
+	"syscalls/sys_enter_madvise", "syscalls/sys_exit_madvise",
+	"syscalls/sys_enter_shmat", "syscalls/sys_exit_shmat",
+	"exceptions/page_fault_user", "exceptions/page_fault_kernel",
+	NULL,
+};
+
+static int common_options(const char *dir)
+{
+	return write_file(dir, "tracing_on", "0") ||   /* on once the pid filter is set */
+	       write_file(dir, "trace_clock", "counter") ||   /* one order across CPUs and both
+							       * instances */
+	       write_file(dir, "options/overwrite", "0") ||
+	       write_file(dir, "buffer_size_kb", "16384");
+}
+
+static int configure_ev(const char *dir)
+{
+	char path[256];
+	if (common_options(dir) || write_file(dir, "options/record-tgid", "1") ||
+	    write_file(dir, "options/event-fork", "1") ||
+	    /* a kernel-mode fault at a user address is the kernel writing user memory for the
+	     * task (read(2) into a buffer): it creates anonymous pages like a user fault */
+	    write_file(dir, "events/exceptions/page_fault_kernel/filter",
+		       "address < 0x800000000000"))
+		return -1;
+	for (int i = 0; EV_EVENTS[i]; i++) {
+		snprintf(path, sizeof path, "events/%s/enable", EV_EVENTS[i]);
+		if (write_file(dir, path, "1"))
+			return -1;
+	}
+	return 0;
+}
+
+/* As anonvma-live.c free_filter: the anon_vma cache, every name of the cache anon_vma_chain
+ * is merged into, and vm_area_struct (never merged: SLAB_TYPESAFE_BY_RCU). */
+static void free_filter(char *out, size_t len)
+{
+	char target[256], link[256], path[512];
+	int n = snprintf(out, len, "name == \"anon_vma\" || name == \"anon_vma_chain\" || "
+			 "name == \"vm_area_struct\"");
+	ssize_t t = readlink("/sys/kernel/slab/anon_vma_chain", target, sizeof target - 1);
+	DIR *d = t > 0 ? opendir("/sys/kernel/slab") : NULL;
+	struct dirent *e;
+	if (t > 0)
+		target[t] = 0;
+	while (d && (e = readdir(d))) {
+		snprintf(path, sizeof path, "/sys/kernel/slab/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof link - 1);
+		if (k <= 0 || strcmp(e->d_name, "anon_vma_chain") == 0)
+			continue;
+		link[k] = 0;
+		if (!strcmp(link, target) && n + strlen(e->d_name) + 16 < len)
+			n += snprintf(out + n, len - (size_t)n, " || name == \"%s\"", e->d_name);
+	}
+	if (d)
+		closedir(d);
+}
+
+static int configure_obj(const char *dir)
+{
+	char frees[4096];
+	free_filter(frees, sizeof frees);
+	return common_options(dir) || write_file(dir, "options/hash-ptr", "0") ||
+	       write_file(dir, "events/kmem/kmem_cache_alloc/filter",
+			  "call_site.function == __anon_vma_prepare || "
+			  "call_site.function == anon_vma_clone || "
+			  "call_site.function == anon_vma_fork || name == \"vm_area_struct\"") ||
+	       write_file(dir, "events/kmem/kmem_cache_free/filter", frees) ||
+	       write_file(dir, "events/kmem/kmem_cache_alloc/enable", "1") ||
+	       write_file(dir, "events/kmem/kmem_cache_free/enable", "1");
+}
+
+static void teardown(const char *dir)
+{
+	write_file(dir, "tracing_on", "0");
+	write_file(dir, "events/enable", "0");
+	/* EBUSY while a dead reader's trace_pipe is still open (delayed fput on a loaded
+	 * machine): retry while the kernel says busy, bounded by a minute */
+	for (int k = 0; k < 6000 && rmdir(dir) && errno == EBUSY; k++)
+		usleep(10000);
+}
+
+/* ---------------------------------------------------------------- the reader */
+
+struct stream { int in, out; const char *name; };
+
+/* Copy what each trace_pipe holds to its file; returns bytes copied. */
+static size_t drain(struct stream *s, int n)
+{
+	static char buf[1 << 16];
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		for (;;) {
+			ssize_t got = read(s[i].in, buf, sizeof buf);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				if (got < 0 && errno != EAGAIN)
+					die(1, "reading %s trace_pipe: %s", s[i].name, strerror(errno));
+				break;
+			}
+			for (ssize_t off = 0; off < got;) {
+				ssize_t w = write(s[i].out, buf + off, (size_t)(got - off));
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					die(1, "writing the %s events: %s", s[i].name, strerror(errno));
+				off += w;
+			}
+			total += (size_t)got;
+		}
+	return total;
+}
+
+static void lost_events(FILE *stats, const char *dir, const char *name)
+{
+	char path[512], line[128];
+	for (int cpu = 0;; cpu++) {
+		snprintf(path, sizeof path, "%s/per_cpu/cpu%d/stats", dir, cpu);
+		FILE *st = fopen(path, "r");
+		if (!st)
+			break;
+		unsigned long v, lost = 0;
+		while (fgets(line, sizeof line, st))
+			if (sscanf(line, "overrun: %lu", &v) == 1 ||
+			    sscanf(line, "dropped events: %lu", &v) == 1)
+				lost += v;
+		fclose(st);
+		fprintf(stats, "lost %s %d %lu\n", name, cpu, lost);
+	}
+}
+
+static volatile sig_atomic_t stop_sig;
+static volatile pid_t init_pid;
+
+static void on_stop(int sig)
+{
+	stop_sig = sig;
+	if (init_pid > 0)
+		kill(init_pid, SIGKILL);   /* the command's pid namespace dies with its init */
+}
+
+struct rec {
+	char ev_dir[300], obj_dir[300];
+	struct stream s[2];
+	FILE *stats;
+	long deadline;
+};
+
+static void open_streams(struct rec *r)
+{
+	char path[400];
+	const char *dirs[2] = {r->ev_dir, r->obj_dir};
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof path, "%s/trace_pipe", dirs[i]);
+		r->s[i].in = open(path, O_RDONLY | O_NONBLOCK);
+		if (r->s[i].in < 0)
+			die(1, "%s: %s", path, strerror(errno));
+	}
+}
+
+static void start_tracing(struct rec *r)
+{
+	if (write_file(r->obj_dir, "tracing_on", "1") || write_file(r->ev_dir, "tracing_on", "1"))
+		die(1, "tracing_on: %s", strerror(errno));
+}
+
+static void finish(struct rec *r)
+{
+	/* tracing stops before the last read, so nothing can come after it */
+	write_file(r->ev_dir, "tracing_on", "0");
+	write_file(r->obj_dir, "tracing_on", "0");
+	drain(r->s, 2);
+	for (int i = 0; i < 2; i++)   /* an open trace_pipe keeps its instance busy */
+		close(r->s[i].in), close(r->s[i].out);
+	lost_events(r->stats, r->ev_dir, "ev");
+	lost_events(r->stats, r->obj_dir, "obj");
+	fclose(r->stats);
+}
+
+static int host_pid_of_self(void)
+{
+	char buf[32];
+	ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
+	buf[n > 0 ? n : 0] = 0;
+	return atoi(buf);         /* /proc is the host's: its "self" is the host pid */
+}
+
+/*
+ * init of the command's pid namespace: starts the command (stopped until its pid is in
+ * set_event_pid), copies the trace while it runs, reaps every process (orphans come to init),
+ * and when the command's first process has exited kills the rest.
+ */
+static void init_main(struct rec *r, char **argv) __attribute__((noreturn));
+static void init_main(struct rec *r, char **argv)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);   /* outer gone: init dies, and the namespace with it */
+	int go[2], info[2];
+	if (pipe2(go, O_CLOEXEC) || pipe2(info, O_CLOEXEC))
+		die(1, "pipe: %s", strerror(errno));
+	pid_t child = fork();
+	if (child < 0)
+		die(1, "fork: %s", strerror(errno));
+	if (child == 0) {
+		int hp = host_pid_of_self(), e;
+		char c;
+		signal(SIGPIPE, SIG_DFL);
+		/* No transparent huge pages for the tree (inherited by fork, kept across exec): a
+		 * 2 MiB fault would stand for 512 pages that no event names one by one. */
+		if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+			_exit(127);
+		if (write(info[1], &hp, sizeof hp) != sizeof hp || read(go[0], &c, 1) != 1)
+			_exit(127);
+		execvp(argv[0], argv);
+		e = errno;        /* the pipe is close-on-exec: data on it means exec failed */
+		if (write(info[1], &e, sizeof e) != sizeof e)
+			_exit(127);
+		_exit(127);
+	}
+	close(go[0]);
+	close(info[1]);
+	int hp = 0, e = 0;
+	if (read(info[0], &hp, sizeof hp) != sizeof hp)
+		die(1, "the command's process did not start");
+	char pidbuf[32];
+	snprintf(pidbuf, sizeof pidbuf, "%d", hp);
+	if (write_file(r->ev_dir, "set_event_pid", pidbuf))
+		die(1, "set_event_pid: %s", strerror(errno));
+	open_streams(r);
+	start_tracing(r);
+	fprintf(r->stats, "root %d\n", hp);
+	if (write(go[1], "g", 1) != 1)
+		die(1, "starting the command: %s", strerror(errno));
+	close(go[1]);
+	ssize_t got = read(info[0], &e, sizeof e);
+	close(info[0]);
+	if (got == sizeof e) {
+		waitpid(child, NULL, 0);
+		fprintf(stderr, "anonvma-record: %s: %s\n", argv[0], strerror(e));
+		fclose(r->stats);
+		exit(3);
+	}
+	int status = -1;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int st;
+		pid_t p;
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+			if (p == child)
+				status = st;
+		if (status != -1)
+			break;
+		if (!drain(r->s, 2))
+			usleep(2000);
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > r->deadline)
+			die(1, "the command ran past the deadline of %ld s", r->deadline);
+	}
+	/* what the command left running is not the recorded tree's any more: killed, counted */
+	int left = 0;
+	if (kill(-1, 0) == 0) {   /* in a pid namespace: every process of it but init */
+		kill(-1, SIGKILL);
+		pid_t p;
+		while ((p = waitpid(-1, NULL, 0)) > 0 || errno == EINTR)
+			left += p > 0;
+	}
+	fprintf(r->stats, "killed %d\n", left);
+	fprintf(r->stats, "status %d\n", WIFEXITED(status) ? WEXITSTATUS(status)
+					   : 128 + WTERMSIG(status));
+	finish(r);
+	exit(0);
+}
+
+/* Pid mode: PID, its threads and descendants, until it exits or the recording is stopped. */
+static int record_pid(struct rec *r, int pid)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pfd < 0)
+		die(1, "pid %d: %s", pid, errno == ESRCH ? "no such process" : strerror(errno));
+	/* the tree as it is now: PID's threads and its descendants' (/proc/PID/task/T/children) */
+	char list[1 << 16];
+	size_t n = 0;
+	int queue[4096], qn = 0;
+	queue[qn++] = pid;
+	for (int qi = 0; qi < qn; qi++) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/task", queue[qi]);
+		DIR *d = opendir(path);
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			int tid = atoi(e->d_name);
+			if (tid <= 0)
+				continue;
+			if (n + 16 < sizeof list)
+				n += (size_t)snprintf(list + n, sizeof list - n, "%d ", tid);
+			char cp[128];
+			snprintf(cp, sizeof cp, "/proc/%d/task/%d/children", queue[qi], tid);
+			FILE *f = fopen(cp, "r");
+			int c;
+			while (f && fscanf(f, "%d", &c) == 1 && qn < 4096)
+				queue[qn++] = c;
+			if (f)
+				fclose(f);
+		}
+		if (d)
+			closedir(d);
+	}
+	if (write_file(r->ev_dir, "set_event_pid", list))
+		die(1, "set_event_pid: %s", strerror(errno));
+	open_streams(r);
+	start_tracing(r);
+	fprintf(r->stats, "root %d\n", pid);
+	fprintf(r->stats, "attached %d\n", qn);
+	puts("recording");        /* pid mode only: the caller's sign that events are traced */
+	fflush(stdout);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct pollfd p = {pfd, POLLIN, 0};
+	while (!stop_sig) {
+		int k = poll(&p, 1, 2);
+		if (k > 0)
+			break;
+		drain(r->s, 2);
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= r->deadline)
+			break;
+	}
+	fprintf(r->stats, "stopped %d\n", (int)stop_sig);
+	finish(r);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	bool probe = argc == 2 && !strcmp(argv[1], "probe");
+	bool cmd = argc >= 7 && !strcmp(argv[5], "cmd");
+	bool pidmode = argc == 7 && !strcmp(argv[5], "pid");
+	if (!probe && !cmd && !pidmode)
+		die(2, "usage: anonvma-record EV OBJ STATS DEADLINE_S (cmd ARGV... | pid PID) | "
+		    "anonvma-record probe");
+	prctl(PR_SET_PDEATHSIG, SIGTERM);   /* dies with the driver, still removing instances */
+	signal(SIGPIPE, SIG_IGN);
+	struct rec r = {0};
+	if (!probe) {
+		r.deadline = atol(argv[4]);
+		for (int i = 0; i < 2; i++) {
+			r.s[i].name = i ? "obj" : "ev";
+			r.s[i].out = open(argv[1 + i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (r.s[i].out < 0)
+				die(1, "%s: %s", argv[1 + i], strerror(errno));
+		}
+		r.stats = fopen(argv[3], "w");
+		if (!r.stats)
+			die(1, "%s: %s", argv[3], strerror(errno));
+	}
+	int target = pidmode ? atoi(argv[6]) : 0;
+	if (pidmode && (target <= 0 || (kill(target, 0) && errno == ESRCH)))
+		die(1, "pid %s: no such process", argv[6]);
+	if (unshare(CLONE_NEWNS | (cmd ? CLONE_NEWPID : 0)))
+		die(1, "unshare: %s (recording needs root: CAP_SYS_ADMIN to mount tracefs)",
+		    strerror(errno));
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		die(1, "making mounts private: %s", strerror(errno));
+	if (mount("nodev", TRACEFS, "tracefs", 0, NULL))
+		die(1, "mount tracefs on " TRACEFS " (in a private mount namespace): %s",
+		    strerror(errno));
+	sweep_stale();
+	snprintf(r.ev_dir, sizeof r.ev_dir, TRACEFS "/instances/" PREFIX "%d-ev", (int)getpid());
+	snprintf(r.obj_dir, sizeof r.obj_dir, TRACEFS "/instances/" PREFIX "%d-obj",
+		 (int)getpid());
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);   /* no signal between mkdir and the handlers */
+	if (mkdir(r.ev_dir, 0700) || mkdir(r.obj_dir, 0700)) {
+		int e = errno;
+		rmdir(r.ev_dir);
+		die(1, "mkdir tracefs instance: %s", strerror(e));
+	}
+	struct sigaction sa = {0};
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGALRM, &sa, NULL);
+	if (configure_ev(r.ev_dir) || configure_obj(r.obj_dir)) {
+		int e = errno;
+		teardown(r.ev_dir);
+		teardown(r.obj_dir);
+		die(1, "configuring the tracefs instances: %s (the events and call_site filters "
+		    "need Linux 6.2+ with CONFIG_FTRACE_SYSCALLS)", strerror(e));
+	}
+	if (probe) {
+		teardown(r.ev_dir);
+		teardown(r.obj_dir);
+		puts("ok");
+		return 0;
+	}
+	int status = 0;
+	if (pidmode) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		status = record_pid(&r, target);
+	} else {
+		alarm((unsigned)r.deadline + 10);   /* the last resort */
+		pid_t init = fork();
+		if (init == 0) {
+			sa.sa_handler = SIG_DFL;
+			for (int sig = 1; sig < 32; sig++)
+				if (sig != SIGKILL && sig != SIGSTOP)
+					sigaction(sig, &sa, NULL);
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			init_main(&r, argv + 6);
+		}
+		init_pid = init;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (init < 0) {
+			fprintf(stderr, "anonvma-record: fork: %s\n", strerror(errno));
+			status = 1;
+		} else {
+			int st;
+			pid_t w;
+			while ((w = waitpid(init, &st, 0)) < 0 && errno == EINTR)
+				;
+			if (stop_sig) {
+				fprintf(stderr, "anonvma-record: stopped by signal %d\n", (int)stop_sig);
+				status = 1;
+			} else if (w != init || !WIFEXITED(st)) {
+				fprintf(stderr, "anonvma-record: the recorder died (status %#x)\n", st);
+				status = 1;
+			} else
+				status = WEXITSTATUS(st);
+		}
+	}
+	teardown(r.ev_dir);
+	teardown(r.obj_dir);
+	return status;
+}
