@@ -333,7 +333,7 @@ def _claim_b3(ds: xr.Dataset) -> Claim:
 # -- (c) chain growth -----------------------------------------------------------------------
 def _claims_c(ds: xr.Dataset) -> list[Claim]:
     c1 = "without anon_vma reuse, a fork-and-exit chain grows one anon_vma per generation"
-    c2 = f"with reuse ({_reuse_since(ds)}) the chain stays bounded"
+    c2 = f"with reuse{_reuse_since(ds)} the chain stays bounded"
     e1 = "max_chain slope ≈ 1 per generation (±10 %)"
     e2 = "max_chain flat (k < 0.1)"
     if results.scenario(ds) != "chain":
@@ -358,9 +358,10 @@ def _is_chain(ds: xr.Dataset, kernel: str) -> bool:
 
 
 def _reuse_since(ds: xr.Dataset) -> str:
-    """"3.19+": the first generation of the table with anon_vma reuse, and those after it."""
+    """" (3.19+)": the first generation of the table with anon_vma reuse and those after it;
+    "" when no row of the table reuses."""
     first = generation.first_reusing(results.generation_rows(ds))
-    return f"{first}+" if first else "no generation of the table"
+    return f" ({first}+)" if first else ""
 
 
 def _series(ds: xr.Dataset, name: str, kernel: str, point: dict) -> np.ndarray:
@@ -388,8 +389,8 @@ def _claim_c1(ds, claim, expected, kernels, d, point) -> Claim:
 
 def _claim_c2(ds, claim, expected, kernels, d, point) -> Claim:
     if not kernels:
-        return _unanswerable("c2", claim, GROW, expected, "no generation with anon_vma reuse "
-                             f"({_reuse_since(ds)}) in the dataset")
+        return _unanswerable("c2", claim, GROW, expected, "no generation with anon_vma reuse"
+                             f"{_reuse_since(ds)} in the dataset")
     parts, holds = [], True
     for k in kernels:
         chain = _series(ds, "max_chain", k, point)

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then a few
 # more. A generation's slot is its row in the generation table, so a kernel has the same
 # colour in every report of one table; kernels the table lacks (the live kernel) come after.
-# Two slots more than the table has rows: the live kernel and one more beside every generation.
+# More slots than the table has rows, so the live kernel and a kernel or two beyond the table
+# keep colours of their own.
 _PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
             "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
