@@ -21,6 +21,7 @@ from pathlib import Path
 
 import core
 from core import reference
+from core.runner import physical_memory
 
 
 def cpu_model() -> str:
@@ -35,7 +36,7 @@ def cpu_model() -> str:
 
 def machine() -> str:
     cpu = cpu_model()
-    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    mem = physical_memory() / 2**30
     return f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB, Python {platform.python_version()}"
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from bench_core import cpu_model  # noqa: E402 - this directory is on sys.path as a script
 
+from core.runner import physical_memory
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PACKAGES = ("anonvma-sweep", "numpy", "ray", "xarray", "zarr", "hydra-core",
@@ -41,7 +43,7 @@ class Bench:
 
 def machine() -> list[str]:
     cpu = cpu_model()
-    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    mem = physical_memory() / 2**30
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     versions = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
     return [

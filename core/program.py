@@ -471,11 +471,12 @@ MAX_BATCH = 2**31 - 1
 
 @dataclass(frozen=True)
 class ProgramSize:
-    """A program's length and its objects at their peak: what ``core.estimate_bytes`` reads.
+    """A program's length, its objects at their peak and the work of its forks and writes.
 
     ``core.runner.measure(array)`` counts these from a built program; the scenario formulas
     (``SIZES``) compute the same numbers from the parameters alone, and tests/test_bounds.py
-    holds the two equal. ``core.runner.size_bytes`` turns them into the memory estimate.
+    holds the two equal. ``core.runner.size_bytes`` turns the peaks into the memory estimate;
+    the sweep's cost model (``sweep.plan.estimate_seconds``) reads the totals too.
     """
 
     ops: int  # rows of the program
@@ -486,6 +487,13 @@ class ProgramSize:
     links: int  # anon_vma_chain entries at their peak (a VMA at fork depth d: at most d + 1)
     walks: int  # walks every scan together can record
     scan_walks: int  # walks of the largest scan
+    # Totals over the whole program, what its time goes to (a peak says nothing of a prefork
+    # server's recycled workers or of a chain cloned again at every generation):
+    copied: int  # page-table entries forks copy (dup_mmap's copy_page_range)
+    written: int  # pages the writes create (bounded as ``pages`` is)
+    forked: int  # VMAs forks copy
+    cloned: int  # anon_vma_chain entries forks link, at most: d + 1 for a child VMA at depth d
+    inherited: int  # pages written before the first fork: those forked processes start sharing
 
     def check(self, scenario: str, scales: dict[str, object]) -> ProgramSize:
         """Refuse (ValueError naming ``scales``, the parameters that grow it, and the limit) a
@@ -551,7 +559,8 @@ def aim7_size(processes: int, pages_per_vma: int, cow_fraction: float,
     walks = _scan(ptes, created, sample)
     return ProgramSize(ops=4 + n + (n > 0), processes=n + 1, ptes=ptes,
                        pages=min(ptes, math.ceil(created)), vmas=n + 1, links=1 + 2 * n,
-                       walks=walks, scan_walks=walks)
+                       walks=walks, scan_walks=walks, copied=n * v, written=math.ceil(created),
+                       forked=n, cloned=2 * n, inherited=v if n else 0)
 
 
 @size_formula("chain", ("processes",))
@@ -568,9 +577,12 @@ def chain_size(processes: int, pages_per_vma: int, cow_fraction: float = 0.0,
     # a fork briefly holds two generations; the survivor alone is scanned
     ptes = 2 * v if n else v
     walks = _scan(v, created, sample)
+    # generation g forks a process at depth g: its child links g + 2 anon_vmas
     return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
                        pages=min(ptes, math.ceil(created)), vmas=2 if n else 1,
-                       links=2 * n + 1, walks=walks, scan_walks=walks)
+                       links=2 * n + 1, walks=walks, scan_walks=walks, copied=n * v,
+                       written=math.ceil(created), forked=n, cloned=n * (n + 3) // 2,
+                       inherited=v if n else 0)
 
 
 @size_formula("prefork", ("processes", "recycles"))
@@ -590,7 +602,9 @@ def prefork_size(processes: int, pages_per_vma: int, cow_fraction: float,
     walks = _scan(ptes, created, sample)
     return ProgramSize(ops=ops, processes=1 + (r + 1) * n, ptes=ptes,
                        pages=min(ptes, math.ceil(created)), vmas=n + 1, links=1 + 2 * n,
-                       walks=walks, scan_walks=walks)
+                       walks=walks, scan_walks=walks, copied=(r + 1) * n * v,
+                       written=math.ceil(created), forked=(r + 1) * n, cloned=2 * (r + 1) * n,
+                       inherited=v if n else 0)
 
 
 @size_formula("mprotect", ("processes", "pieces"))
@@ -611,7 +625,9 @@ def mprotect_size(processes: int, pages_per_vma: int, cow_fraction: float,
     walks = _scan(ptes, created, sample)
     return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
                        pages=min(ptes, math.ceil(created)), vmas=k * (n + 1),
-                       links=k + 2 * n * k, walks=walks, scan_walks=walks)
+                       links=k + 2 * n * k, walks=walks, scan_walks=walks, copied=n * v,
+                       written=math.ceil(created), forked=n * k, cloned=2 * n * k,
+                       inherited=v if n else 0)
 
 
 @size_formula("heap", ("processes",))
@@ -635,7 +651,9 @@ def heap_size(processes: int, pages_per_vma: int, cow_fraction: float,
     walks = _scan(ptes, created, sample)
     return ProgramSize(ops=ops, processes=n + 1, ptes=ptes,
                        pages=min(ptes, math.ceil(created)), vmas=n + 1 + s * n,
-                       links=1 + 2 * n + 2 * s * n, walks=walks, scan_walks=walks)
+                       links=1 + 2 * n + 2 * s * n, walks=walks, scan_walks=walks,
+                       copied=n * v, written=math.ceil(created), forked=n, cloned=2 * n,
+                       inherited=v if n else 0)
 
 
 def _heap_steps(pages_per_vma: int, steps, step_pages) -> tuple[int, int]:

@@ -80,10 +80,16 @@ _NO_INJECTION: tuple = Injection().as_tuple()
 
 
 @functools.cache
+def physical_memory() -> int:
+    """Bytes of this machine's physical memory (asked once: it does not change under a running
+    process). The one reading of it for the core's default limit, the sweep's memory checks and
+    the benchmarks' machine lines."""
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 def _default_memory_limit() -> int:
-    # physical memory does not change under a running process: asked once
     try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.8)
+        return int(physical_memory() * 0.8)
     except (ValueError, OSError):  # pragma: no cover - non-POSIX
         return 0
 
@@ -182,7 +188,8 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
 
 
 def measure(program) -> ProgramSize:
-    """A program's length and its objects at their peak, following its shape (no simulation).
+    """A program's length, its objects at their peak and the work of its forks and writes,
+    following its shape (no simulation).
 
     Page tables are exact: one 4-byte entry per page of every live VMA. Live pages are bounded
     by live page-table entries (every page is mapped at least once) and by the pages the write
@@ -194,6 +201,8 @@ def measure(program) -> ProgramSize:
     procs: list[list[int] | None] = []  # per process: its VMAs' page counts (None: exited)
     depth: list[int] = []
     ptes = vmas = links = walks = scan_walks = 0
+    copied = forked = cloned = 0
+    inherited: int | None = None  # pages written when the first fork came
     created = 0.0
     peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
     # processes where mmap_after/before, brk, mremap_after/before or mremap_grow (6.1+) may
@@ -229,6 +238,8 @@ def measure(program) -> ProgramSize:
             ptes += c
             grown.add(a)
         elif op == 7 and alive(a):  # fork: the child is one level deeper
+            if inherited is None:
+                inherited = min(ptes, math.ceil(created))
             if a in grown:
                 grown.add(len(procs))
             procs.append(list(procs[a]))
@@ -236,6 +247,9 @@ def measure(program) -> ProgramSize:
             ptes += sum(procs[a])
             vmas += len(procs[a])
             links += len(procs[a]) * (depth[a] + 2)
+            copied += sum(procs[a])
+            forked += len(procs[a])
+            cloned += len(procs[a]) * (depth[a] + 2)
         elif op == 8 and alive(a):  # exit
             ptes -= sum(procs[a])
             vmas -= len(procs[a])
@@ -281,7 +295,8 @@ def measure(program) -> ProgramSize:
                          ("vmas", vmas), ("links", links)):
             peak[key] = max(peak[key], now)
     return ProgramSize(ops=len(arr), processes=len(procs), walks=walks, scan_walks=scan_walks,
-                       **peak)
+                       copied=copied, written=math.ceil(created), forked=forked, cloned=cloned,
+                       inherited=inherited or 0, **peak)
 
 
 def size_bytes(size: ProgramSize, *, trace: bool = False, resident: bool = False) -> int:

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep import config, interrupts, schema
+from sweep.address import ray_address
 
 schema.register()
 
@@ -136,7 +137,7 @@ def _main(argv: list[str] | None = None) -> int:
                 app.refuse_live(sweep)
             except live_point.LiveUnavailable as exc:
                 return _fail(str(exc), 1)
-            if sweep.ray.address is None and not _env_address():
+            if ray_address(sweep.ray.address) is None:
                 app.check_local_memory(sweep)
             check_run_dir(_run_dir(overrides))
         except config.ConfigError as exc:
@@ -173,12 +174,6 @@ def _run_dir(overrides: list[str]) -> str:
         if sep and key == "hydra.run.dir" and "${" not in value:
             return value
     return "outputs"
-
-
-def _env_address() -> str | None:
-    import os
-
-    return os.environ.get("RAY_ADDRESS") or None
 
 
 if __name__ == "__main__":

@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from sweep import grid as grid_mod
-from sweep import interrupts, live_point, report, simulate
-from sweep import plan as plan_mod
+from core.runner import physical_memory
+from sweep import grid, interrupts, live_point, plan, report_job, simulate, summary
 from sweep.config import ConfigError, Sweep
 from sweep.executor import Executor
 from sweep.store import Store, now
@@ -42,10 +41,6 @@ class Result:
     total: int
 
 
-def physical_memory() -> int:
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
 class MemoryEstimates:
     """``simulate.estimate_bytes`` per workload, each computed once (from the scenario's size
     formula: no program is built)."""
@@ -64,8 +59,8 @@ class MemoryEstimates:
 def check_local_memory(sweep: Sweep, estimates: MemoryEstimates | None = None) -> None:
     """Refuse a grid too big for this machine (local mode; cluster mode checks after joining)."""
     estimates = estimates or MemoryEstimates(sweep)
-    largest = estimates(plan_mod.largest_workload(sweep.grid))
-    plan_mod.check_memory(sweep.grid, largest, physical_memory(), "this machine")
+    largest = estimates(plan.largest_workload(sweep.grid))
+    plan.check_memory(sweep.grid, largest, physical_memory(), "this machine")
 
 
 def provenance() -> dict[str, Any]:
@@ -127,15 +122,13 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     import core
     from sweep.store import ResumeError
 
-    grid = sweep.grid
-    sims = grid_mod.sims(grid)
+    sims = grid.sims(sweep.grid)
     specs = [simulate.PointSpec(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
              for i, s in enumerate(sims)]
-    settings = simulate.settings_of(grid)
-    per_sim = len(grid.cpus)  # dataset points per simulation
+    settings = simulate.settings_of(sweep.grid)
+    per_sim = len(sweep.grid.cpus)  # dataset points per simulation
     estimates = MemoryEstimates(sweep)
-    shared = frozenset(row["name"] for row in core.generation_table()
-                       if "shared" in str(row.get("structure", "")))
+    models = plan.kernel_models()  # the generations as the cost model reads them
 
     refuse_live(sweep)  # before any store, run dir content or Ray
     live_info: dict[str, Any] = {}  # what the kernel that ran the live points is
@@ -143,7 +136,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     path = store_path(sweep, run_dir)
     if sweep.resume.path:
         try:
-            resumed = Store.resume(path, grid, core.BUILD_ID, sweep.resume.force,
+            resumed = Store.resume(path, sweep.grid, core.BUILD_ID, sweep.resume.force,
                                    sweep.resume.repair)
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
@@ -154,7 +147,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
             "hydra.run.dir"
         )
     todo = [i for i, s in enumerate(sims) if resumed is None or not resumed.sim_done(s)]
-    runner = choose_runner(sweep, sims, todo, shared)
+    runner = choose_runner(sweep, sims, todo, models)
     if runner.local:
         check_local_memory(sweep, estimates)
 
@@ -178,26 +171,26 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
 
     interrupted = False
     late = False  # a signal once every point had run and the store was saved
-    report_job: report.Job | None = None
+    job: report_job.Job | None = None
     try:
         estimated.result()
         node_memory = runner.largest_node_memory()
-        if live_point.LIVE in grid.kernel:
+        if live_point.LIVE in sweep.grid.kernel:
             runner.check_live()
         if not runner.local:
-            largest = estimates(plan_mod.largest_workload(grid))
-            plan_mod.check_memory(grid, largest, node_memory, "the cluster's largest node")
+            largest = estimates(plan.largest_workload(sweep.grid))
+            plan.check_memory(sweep.grid, largest, node_memory, "the cluster's largest node")
         done_sims = len(sims) - len(todo)
         if sweep.resume.path:
             logger.info("resume: %d of %d simulations done, running %d",
                         done_sims, len(sims), len(todo))
-        tasks = plan_mod.plan(sims, todo, grid, sweep.batch, runner.cpus, estimates,
-                              node_memory or None, shared)
+        tasks = plan.plan(sims, todo, sweep.grid, sweep.batch, runner.cpus, estimates,
+                          node_memory or None, models)
         from sweep.progress import Progress
 
         # The rate and ETA weigh each simulation by its estimated core seconds, not as a point.
-        cost = {i: plan_mod.estimate_seconds(grid, sims[i], shared) for i in todo}
-        progress = Progress(grid.size, done_sims * per_sim, sweep.progress,
+        cost = {i: plan.estimate_seconds(sweep.grid, sims[i], models) for i in todo}
+        progress = Progress(sweep.grid.size, done_sims * per_sim, sweep.progress,
                             work=sum(cost.values()))
         failed = 0
         work = 0.0
@@ -228,11 +221,11 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
             # signals held back: one cutting the start short would orphan the child.
             try:
                 with interrupts.deferred():
-                    report_job = report.Job(path)
+                    job = report_job.Job(path)
             except KeyboardInterrupt:
                 late = True
-                if report_job is not None:
-                    report_job.cancel()
+                if job is not None:
+                    job.cancel()
     except BaseException as exc:
         try:  # a signal is no failure: Ray's temp dir goes as after a clean stop
             runner.stop(failed=not isinstance(exc, KeyboardInterrupt))
@@ -246,14 +239,14 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     except KeyboardInterrupt:
         late = True
         logger.warning("interrupted while stopping; the store is saved")
-        if report_job is not None:  # the report too: a signal stops whatever still runs
-            report_job.cancel()
-    reported = report_job.wait() if report_job is not None else "written"
-    total = grid.size
+        if job is not None:  # the report too: a signal stops whatever still runs
+            job.cancel()
+    reported = job.wait() if job is not None else "written"
+    total = sweep.grid.size
     command = resume_command.format(path=path)
     if interrupted or late or reported == "interrupted":
         code, message = interrupted_message(path, resume_command, sweep.report)
-        return Result(code, path, report.summary(store), message, failed * per_sim,
+        return Result(code, path, summary.headline(store), message, failed * per_sim,
                       done_sims * per_sim, total)
     if failed:
         code = EXIT_FAILED
@@ -261,7 +254,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
                    f"dataset's `errors` attribute); run them again with: {command}")
     else:
         code, message = EXIT_OK, ""
-    return Result(code, path, report.summary(store), message, failed * per_sim,
+    return Result(code, path, summary.headline(store), message, failed * per_sim,
                   done_sims * per_sim, total)
 
 
@@ -334,7 +327,7 @@ def _store_state(path: str) -> tuple[int, int, int] | None:
 
 
 def choose_runner(sweep: Sweep, sims: list, todo: list[int],
-                  shared: frozenset[str]) -> Executor:
+                  models: Mapping[str, plan.KernelModel]) -> Executor:
     """Ray (``sweep.fanout.Cluster``), or this process's threads (``sweep.inline.Inline``) for
     a local sweep estimated below ``ray.inline_below_seconds`` of core time: starting and
     stopping Ray would cost more than the points themselves."""
@@ -344,7 +337,7 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int],
     if not cluster.local or fanout.connected():
         return cluster
     # live points take as long on either runner (one at a time): only the simulations count
-    seconds = sum(plan_mod.estimate_seconds(sweep.grid, sims[i], shared) for i in todo
+    seconds = sum(plan.estimate_seconds(sweep.grid, sims[i], models) for i in todo
                   if sims[i].kernel != live_point.LIVE)
     if seconds >= sweep.ray.inline_below_seconds:
         return cluster
@@ -358,13 +351,12 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int],
 def _create_store(sweep: Sweep, path: str) -> Store:
     from sweep.store import StoreExistsError
 
-    grid = sweep.grid
     attrs = {
-        "title": f"anonvma-sweep {grid.scenario} grid",
+        "title": f"anonvma-sweep {sweep.grid.scenario} grid",
         "config": sweep.config_yaml,
-        "grid": grid.fingerprint(),
+        "grid": sweep.grid.fingerprint(),
         **provenance(),
-        **(live_point.machine() if live_point.LIVE in grid.kernel
+        **(live_point.machine() if live_point.LIVE in sweep.grid.kernel
            and sweep.ray.live_node is None else {}),
         "start_time": now(),
         "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
@@ -374,7 +366,7 @@ def _create_store(sweep: Sweep, path: str) -> Store:
                      "contention')",
     }
     try:
-        return Store.create(path, grid, attrs, background=True)
+        return Store.create(path, sweep.grid, attrs, background=True)
     except StoreExistsError as exc:
         raise ConfigError(str(exc)) from exc
 

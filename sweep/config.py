@@ -20,9 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from core import program
 from core.contention import Timing
 from sweep import schema
+from sweep.dims import AXES  # the grid's axes, the dataset's dimensions
 
-#: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
-AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
 SCENARIOS = tuple(program.SCENARIOS)
 PROGRESS_MODES = ("auto", "bar", "log")

@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sweep import interrupts
+from sweep.address import ray_address
 from sweep.config import RaySettings
 from sweep.executor import Outcome
 from sweep.plan import Task
@@ -70,7 +71,7 @@ class Cluster:
 
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
-        self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
+        self.address = ray_address(settings.address)
         self.local = self.address is None
         self._temp_dir: str | None = None
         self._remote: Any = None

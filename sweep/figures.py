@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +23,19 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
+from core import generation
 from sweep import results
 
 logger = logging.getLogger(__name__)
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then a few
-# more. Known generations get fixed slots so a kernel has the same colour in every report.
+# more. A generation's slot is its row in the generation table, so a kernel has the same
+# colour in every report of one table; kernels the table lacks (the live kernel) come after.
+# More slots than the table has rows, so the live kernel and a kernel or two beyond the table
+# keep colours of their own.
 _PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-            "#8C564B", "#7F7F7F", "#BCBD22")
-_KNOWN = ("2.6.33", "2.6.34", "2.6.36", "3.0", "3.7", "3.8", "3.19", "6.0")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+            "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
 # Generations with identical walks (2.6.34 and 2.6.36 in aim7) draw on top of each other:
 # different dashes and marker sizes keep every line visible.
 _LINES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)), "-", "--", ":", "-.")
@@ -51,12 +54,18 @@ class Figure:
     skipped: str | None = None
 
 
-def kernel_style(kernels: list[str]) -> dict[str, dict]:
-    """Colour, marker and line style of each kernel (fixed for known generations)."""
-    extra = [k for k in sorted(kernels, key=results.version_key) if k not in _KNOWN]
+def kernel_style(kernels: list[str], table: Sequence[str] | None = None) -> dict[str, dict]:
+    """Colour, marker and line style of each kernel, by its position in ``table`` (the
+    generation names in the table's order; default: the installed core's)."""
+    if table is None:
+        import core
+
+        table = core.GENERATIONS
+    known = list(table)
+    extra = [k for k in sorted(kernels, key=results.version_key) if k not in known]
     style = {}
     for k in kernels:
-        i = _KNOWN.index(k) if k in _KNOWN else len(_KNOWN) + extra.index(k)
+        i = known.index(k) if k in known else len(known) + extra.index(k)
         style[k] = dict(color=_PALETTE[i % len(_PALETTE)], marker=_MARKERS[i % len(_MARKERS)],
                         linestyle=_LINES[i % len(_LINES)], markersize=7 - 0.8 * (i % 3))
     return style
@@ -71,7 +80,7 @@ def make_figures(ds: xr.Dataset, scaling: xr.Dataset, out_dir: Path,
     is safe: never in a process connected to Ray (``python -m sweep.report`` is not).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    style = kernel_style(results.kernels(ds))
+    style = kernel_style(results.kernels(ds), generation.names(results.generation_rows(ds)))
     # The slowest first, so the last figure to finish is a short one.
     makers: list[Callable[..., Figure]] = [
         entries_vs_processes, entries_heatmap, exponents, rmap_bytes, speedup, chain,
@@ -93,10 +102,6 @@ def make_figures(ds: xr.Dataset, scaling: xr.Dataset, out_dir: Path,
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _ordered(ds: xr.Dataset) -> list[str]:
-    return sorted(results.kernels(ds), key=results.version_key)
-
-
 def _pick(values: np.ndarray, most: int) -> list:
     """At most ``most`` values, evenly spread, always the first and the last."""
     values = list(np.asarray(values).tolist())
@@ -194,7 +199,7 @@ def entries_vs_processes(ds, scaling, style, out_dir) -> Figure:
     for r, ppv in enumerate(rows):
         for c, f in enumerate(cols):
             ax = axes[r, c]
-            for k in _ordered(ds):
+            for k in results.kernel_order(ds):
                 one = data.sel(kernel=k, pages_per_vma=ppv, cow_fraction=f)
                 mean, lo, hi = _seed_stats(one.transpose("processes", "seed"))
                 ax.plot(n, mean, label=k, **style[k])
@@ -222,7 +227,7 @@ def entries_vs_processes(ds, scaling, style, out_dir) -> Figure:
 def entries_heatmap(ds, scaling, style, out_dir) -> Figure:
     name, title = "entries_heatmap", "Entries per walk over processes × cow_fraction"
     ppv = int(np.asarray(ds["pages_per_vma"].values).max())
-    kernels = _ordered(ds)
+    kernels = results.kernel_order(ds)
     data = results.finished(ds, "entries_mean").isel(cpus=0).sel(pages_per_vma=ppv)
     grids = {}
     for k in kernels:
@@ -271,7 +276,7 @@ def exponents(ds, scaling, style, out_dir) -> Figure:
     rows = _pick(scaling["pages_per_vma"].values, 3)
     f = np.asarray(scaling["cow_fraction"].values, dtype=float)
     fig, axes = _grid(1, len(rows), width=4.2, height=3.2, sharey=True)
-    kernels = _ordered(ds)
+    kernels = results.kernel_order(ds)
     width = 0.6 * (np.min(np.diff(f)) if f.size > 1 else 1.0) / max(len(kernels), 1)
     for c, ppv in enumerate(rows):
         ax = axes[0, c]
@@ -317,7 +322,7 @@ def rmap_bytes(ds, scaling, style, out_dir) -> Figure:
     fig, axes = _grid(len(rows), 2, width=4.4, height=3.4)
     for r, (var, how) in enumerate(rows):
         data = results.finished(ds, var).isel(cpus=0).sel(pages_per_vma=ppv, cow_fraction=f)
-        for k in _ordered(ds):
+        for k in results.kernel_order(ds):
             mean = _seed_stats(data.sel(kernel=k).transpose("processes", "seed"))[0]
             axes[r, 0].plot(n, mean, label=k, **style[k])
             axes[r, 1].plot(n, mean / n, label=k, **style[k])
@@ -360,7 +365,7 @@ def speedup(ds, scaling, style, out_dir) -> Figure:
     fig, axes = _grid(1, len(cols), width=3.6, height=3.2, sharey=True)
     for c, f in enumerate(cols):
         ax = axes[0, c]
-        for k in _ordered(ds):
+        for k in results.kernel_order(ds):
             mean = _seed_stats(data.sel(kernel=k, cow_fraction=f).transpose("cpus", "seed"))[0]
             ax.plot(cpus, mean, label=k, **style[k])
         ax.plot(cpus, cpus, color="0.6", linewidth=1, linestyle=(0, (1, 2)), label="ideal")
@@ -396,7 +401,7 @@ def chain(ds, scaling, style, out_dir) -> Figure:
     for i, var in enumerate(("max_chain", "anon_vmas")):
         ax = axes[0, i]
         data = results.finished(ds, var).isel(cpus=0).sel(**point)
-        for k in _ordered(ds):
+        for k in results.kernel_order(ds):
             mean = _seed_stats(data.sel(kernel=k).transpose("processes", "seed"))[0]
             ax.plot(d, mean, label=k, **style[k])
         ax.set_xscale("log")
@@ -406,6 +411,8 @@ def chain(ds, scaling, style, out_dir) -> Figure:
         ax.grid(True, which="major", alpha=0.3)
     fig.suptitle(title)
     _legend(fig, axes)
+    since = generation.first_reusing(results.generation_rows(ds))
     caption = ("Without reuse the chain and the anon_vmas grow with every generation "
-               "(the endless growth); with reuse (3.19+) they stay bounded.")
+               f"(the endless growth); with reuse{f' ({since}+)' if since else ''} they stay "
+               "bounded.")
     return Figure(name, title, caption, _save(fig, out_dir / f"{name}.png"))

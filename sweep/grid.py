@@ -21,10 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sweep.config import Grid
+from sweep.dims import SIM_AXES
 from sweep.simulate import Workload
-
-#: Dimensions of a simulation (the dataset's minus ``cpus``), in dataset order.
-SIM_AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "seed")
 
 
 def point_seed(
@@ -83,7 +81,7 @@ def sims(grid: Grid) -> list[Sim]:
 
 
 def _iter_sims(grid: Grid) -> Iterator[Sim]:
-    axes = [grid.kernel, grid.processes, grid.pages_per_vma, grid.cow_fraction, grid.seed]
+    axes = [getattr(grid, name) for name in SIM_AXES]
     for index in itertools.product(*(range(len(a)) for a in axes)):
         k, p, v, c, s = (axis[i] for axis, i in zip(axes, index, strict=True))
         yield Sim(index, k, p, v, c, s, point_seed(s, p, v, c, grid.scenario))

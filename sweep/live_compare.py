@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweep.dims import POINT_AXES
+
 #: The kernel coordinate of live points (sweep.live_point.LIVE).
 LIVE = "live"
 #: The counts compared: what the live executor measures exactly (docs/live.md).
 COUNTS = ("anon_vmas", "avcs", "vmas", "pages")
-#: The coordinates naming a live point (cpus is left out: one run serves every cpus value).
-POINT_AXES = ("processes", "pages_per_vma", "cow_fraction", "seed")
 
 
 @dataclass(frozen=True)

@@ -10,52 +10,114 @@ plan, because each simulation's seed depends only on its coordinates.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from core import generation
+from core.program import ProgramSize
+from sweep.address import ray_address
 from sweep.config import LIVE, BatchSettings, ConfigError, Grid, Sweep
 from sweep.grid import Sim
 
 logger = logging.getLogger(__name__)
 
-# Core throughput on the 2-core reference machine (docs/performance.md "The plan's cost
-# model", benchmarks/bench_cost.py), for states that fit the caches: rmap entries visited per
-# second in a walk over the scan's copy of the lists; the same in 2.6.33's full scans, where a
-# child's walk searches a row of its family's list 16 entries at a time (core/src/walk_cache.c;
-# sampled scans walk too few pages per index to build rows); page-table entries copied or
-# COW-faulted per second. ray.inline_below_seconds compares its threshold with these
-# estimates, so the small end must stay close to the measured core time.
+# The cost model: a simulation's core seconds from the work its scenario's size formula counts
+# (core.program.SIZES: the forks' page-table copies and chain links, the writes, the walks)
+# and its generation's row (structure, reuse), so every scenario and generation is costed by
+# its own shape. Rates of the 2-core reference machine (docs/performance.md "The plan's cost
+# model", benchmarks/bench_cost.py). ray.inline_below_seconds compares its threshold with
+# these estimates, so the small end must stay close to the measured core time.
+#
+# For states that fit the caches: rmap entries visited per second in a walk over the scan's
+# copy of the lists; the same in a shared list's full scans, where a walk searches a row of
+# the family's list 16 entries at a time (core/src/walk_cache.c; sampled scans walk too few
+# pages per index to build rows); page-table entries a fork copies per second; pages written
+# per second (a fault allocates a page and its rmap, a COW also copies: 7x a copied entry;
+# together 2.5e7 child pages per second at COW fraction 1, as aim7 measured).
 ENTRIES_PER_SECOND = 1e9
 ROW_ENTRIES_PER_SECOND = 8e9
-PTES_PER_SECOND = 5e7
-CALL_SECONDS = 5e-4  # building the program, one core call and its contention replays
-# Fork and COW at scale: past about 2e7 child pages (processes x pages_per_vma, half a GiB of
-# state) the cost per child page rises, and from 1e8 (3 GiB) it is a flat 7.3e-8 s whatever
-# the COW fraction: the core's accesses to page-table entries and pages are random over a
-# state far larger than the caches, so their misses, not the number of copies and faults, set
-# the time. Between the two, the estimate moves from one rate to the other on a log scale.
+COPIES_PER_SECOND = 2e8
+WRITES_PER_SECOND = 1 / (1 / 2.5e7 - 1 / COPIES_PER_SECOND)
+CALL_SECONDS = 5e-4  # building the program, one core call
+OP_SECONDS = 1e-6  # building a row of the program and the core's dispatch of it
+# A walk's own cost beyond its entries: recording it in the trace, and replaying the trace
+# once per cpus value (a full scan of a million pages walks a million times).
+WALK_SECONDS = 4e-8
+REPLAY_SECONDS = 2e-8
+# A fork's cost per VMA it copies, beyond the page tables: what it builds for the VMA's rmap,
+# nothing on a shared list, an anon_vma and its chain on lists, the same inserted into
+# interval trees (mprotect's 64 pieces x 10,000 children); and per anon_vma_chain entry it
+# links (a lineage without reuse clones one more at every generation: quadratic).
+FORK_VMA_SECONDS = {generation.SHARED_LIST: 0.0, generation.CHAIN_LIST: 3e-7,
+                    generation.CHAIN_TREE: 9e-7}
+LINK_SECONDS = 1e-8
+# With anon_vma reuse a fork-and-exit lineage keeps about three anon_vmas per VMA (primer
+# §1f), so a fork clones at most that many entries per VMA however deep the lineage.
+REUSE_LINKS_PER_VMA = 3
+# Fork and COW at scale: past about 2e7 child pages (the forked processes' page-table entries,
+# half a GiB of state) the cost per child page rises, and from 1e8 (3 GiB) it is a flat
+# 7.3e-8 s whatever the COW fraction: the core's accesses to page-table entries and pages are
+# random over a state far larger than the caches, so their misses, not the number of copies
+# and faults, set the time. Between the two, the estimate moves from one rate to the other
+# on a log scale.
 SCALE_START = 2e7
 SCALE_FULL = 1e8
 SCALE_CHILD_PAGES_PER_SECOND = 1.37e7
-# A walk's entries the same way: each entry looks up its VMA's page-table entry, so once the
-# children's page tables (4 B an entry) crowd the 32 MiB L3, from about 3e6 child pages
-# (12 MiB of them beside the pages and lists), the rate falls, to about 5e7 entries/s from
-# 1e8 (2.6.33's sampled walks over lists of 10,000 to 100,000 VMAs: 1.25e8 down to 4.5e7/s).
+# A walk's entries the same way: an entry whose VMA covers the page looks up its page-table
+# entry, so once the children's page tables (4 B an entry) crowd the 32 MiB L3, from about
+# 3e6 child pages (12 MiB of them beside the pages and lists), the rate falls, to about 5e7
+# entries/s from 1e8 (sampled walks of a shared list of 10,000 to 100,000 VMAs: 1.25e8 down
+# to 4.5e7/s). An entry skipped for not covering the page (an mprotect piece on a list)
+# costs what it costs in a small state.
 ENTRIES_SCALE_START = 3e6
 SCALE_ENTRIES_PER_SECOND = 5e7
 # Never make a shared task shorter than this: Ray costs 1 to 2 ms per task.
 MIN_TASK_SECONDS = 0.02
-#: Generations with one shared anon_vma list per family (the default of ``shared_kernels``;
-#: the app passes the core's generation table).
-SHARED = frozenset({"2.6.33"})
 #: Ray's default ``memory`` resource of a node: what its object store (30 % of the memory
 #: available at start, ray_constants.DEFAULT_OBJECT_STORE_MEMORY_PROPORTION) leaves.
 RAY_MEMORY_FRACTION = 0.7
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """What the cost model reads of a generation's row of the table (``core.generation``)."""
+
+    structure: str  # core.generation.SHARED_LIST, CHAIN_LIST or CHAIN_TREE
+    reuse: bool  # forks may reuse an anon_vma: a lineage's chains stay short
+
+    @property
+    def shared_list(self) -> bool:
+        return self.structure == generation.SHARED_LIST
+
+    @property
+    def tree(self) -> bool:
+        return self.structure == generation.CHAIN_TREE
+
+
+#: A kernel the table lacks is costed as an anon_vma_chain list without reuse.
+_UNKNOWN = KernelModel(generation.CHAIN_LIST, False)
+
+
+def kernel_models(rows: Iterable[Mapping] | None = None) -> dict[str, KernelModel]:
+    """The cost model's view of each generation of ``rows`` (default: the installed core's
+    table, ``core.generation_table()``)."""
+    if rows is None:
+        return _installed_models()
+    return {str(r["name"]): KernelModel(str(r["structure"]), generation.reuses_anon_vma(r))
+            for r in rows}
+
+
+@functools.cache
+def _installed_models() -> dict[str, KernelModel]:
+    import core
+
+    return kernel_models(core.generation_table())
 
 
 @dataclass(frozen=True)
@@ -70,36 +132,70 @@ class Task:
     live: bool = False
 
 
-def live_pages(grid: Grid, processes: int, pages_per_vma: int, cow_fraction: float) -> float:
-    """Expected anonymous pages at scan time of an aim7 point."""
-    if grid.cow_model == "aligned":
-        return pages_per_vma + processes * int(cow_fraction * pages_per_vma)
-    return pages_per_vma * (1 + processes * cow_fraction)
-
-
-def estimate_seconds(grid: Grid, sim: Sim, shared_kernels: frozenset[str] = SHARED) -> float:
-    """Estimated core seconds of a simulation (aim7: fork copies, COWs, then the walks).
-
-    Walk lengths follow docs/core.md: a parent page's walk visits every VMA of the family in
-    both designs; a child's COW page sits on the shared list (about half of it visited) in
-    2.6.33 and alone on the child's own anon_vma from 2.6.34.
-    """
-    n, v, f = sim.processes, sim.pages_per_vma, sim.cow_fraction
+def estimate_seconds(grid: Grid, sim: Sim,
+                     models: Mapping[str, KernelModel] | None = None) -> float:
+    """Estimated core seconds of a simulation, from its scenario's size formula (the work of
+    its forks, writes and walks: ``core.program.ProgramSize``) and its generation's row
+    (``models``: ``kernel_models()``, the installed core's by default)."""
     if sim.kernel == LIVE:
         from sweep import live_point
 
-        return live_point.seconds(n, v, f)
-    pages = live_pages(grid, n, v, f)
-    walks = pages if grid.sample is None else min(grid.sample, pages)
-    parent_share = v / pages
-    shared = sim.kernel in shared_kernels
-    child_walk = (n + 1) / 2 if shared else 1.0
-    parent_entries = walks * parent_share * (n + 1)
-    child_entries = walks * (1 - parent_share) * child_walk
-    rows = shared and grid.sample is None
-    per_entry = entry_seconds(n * v)
-    return (CALL_SECONDS + fork_cow_seconds(n, v, f) + parent_entries * per_entry
-            + child_entries * (1 / ROW_ENTRIES_PER_SECOND if rows else per_entry))
+        return live_point.seconds(sim.processes, sim.pages_per_vma, sim.cow_fraction)
+    model = (_installed_models() if models is None else models).get(sim.kernel, _UNKNOWN)
+    size = program_size(grid, sim.workload)
+    links = size.cloned
+    if model.shared_list:  # no chain: a fork puts each VMA on the family's list
+        links = size.forked
+    elif model.reuse:
+        links = min(links, REUSE_LINKS_PER_VMA * size.forked)
+    per_vma = FORK_VMA_SECONDS.get(model.structure, max(FORK_VMA_SECONDS.values()))
+    replays = len(set(grid.cpus) | {1})  # core.run replays the trace on 1 CPU too
+    return (CALL_SECONDS + OP_SECONDS * size.ops
+            + fork_cow_seconds(size.copied, size.written, size.ptes - size.inherited)
+            + per_vma * size.forked + LINK_SECONDS * links
+            + size.walks * (WALK_SECONDS + REPLAY_SECONDS * replays)
+            + walk_seconds(size, model, full_scan=grid.sample is None))
+
+
+@functools.lru_cache(maxsize=4096)
+def program_size(grid: Grid, workload: tuple[int, int, float]) -> ProgramSize:
+    """The size formula of a point's program (``core.program.program_size``): what the
+    worker's program holds and does, without building it."""
+    from core.program import program_size as size_formula
+    from sweep import simulate
+
+    settings = simulate.settings_of(grid)
+    return size_formula(settings.scenario, **simulate.builder_args(settings, workload))
+
+
+def walk_seconds(size: ProgramSize, model: KernelModel, full_scan: bool) -> float:
+    """Estimated seconds of a program's walks over their rmap entries (docs/core.md).
+
+    The pages written before the first fork are inherited: until they are COWed, the forked
+    processes map them too, so a walk searches the list (or tree) of the family's root
+    anon_vma, which holds every forked VMA, and stops at the page's last mapping: after about
+    m / (m + 1) of the VMAs that cover the page, for m mappings. Every other page (a COW copy,
+    a later write) is mapped once: its walk visits its own anon_vma's one entry or, on a
+    shared list, half of the family's VMAs.
+    """
+    if not size.walks or not size.pages:
+        return 0.0
+    family = min(size.vmas, size.forked + 1)  # VMAs on the root anon_vma's list
+    covering = min(family, size.processes)  # those that can map a given page
+    private = size.pages - size.inherited
+    mapped = max(1.0, (size.ptes - private) / size.inherited) if size.inherited else 1.0
+    inherited_walk = (covering if model.tree else family) * mapped / (mapped + 1)
+    private_walk = family / 2 if model.shared_list else 1.0
+    looked_up = 1.0 if model.tree else covering / family  # entries that reach a page table
+    per_entry = entry_seconds(size.ptes - size.inherited)
+
+    def seconds(entries: float) -> float:
+        return entries * (looked_up * per_entry + (1 - looked_up) / ENTRIES_PER_SECOND)
+
+    share = size.inherited / size.pages
+    private_seconds = (private_walk / ROW_ENTRIES_PER_SECOND
+                       if model.shared_list and full_scan else seconds(private_walk))
+    return size.walks * (share * seconds(inherited_walk) + (1 - share) * private_seconds)
 
 
 def _weight(x: float, start: float, full: float) -> float:
@@ -115,16 +211,17 @@ def entry_seconds(child_pages: float) -> float:
     return (1 - w) / ENTRIES_PER_SECOND + w / SCALE_ENTRIES_PER_SECOND
 
 
-def fork_cow_seconds(processes: int, pages_per_vma: int, cow_fraction: float) -> float:
-    """Estimated seconds of the fork copies and COW faults (see ``SCALE_START``)."""
-    child_pages = processes * pages_per_vma
-    linear = child_pages * (1 + cow_fraction) / PTES_PER_SECOND
+def fork_cow_seconds(copied: int, written: int, child_pages: int) -> float:
+    """Estimated seconds of the forks' page-table copies and the writes' faults (COW or first
+    touch), in a state of ``child_pages`` forked page-table entries (see ``SCALE_START``)."""
+    linear = copied / COPIES_PER_SECOND + written / WRITES_PER_SECOND
     w = _weight(child_pages, SCALE_START, SCALE_FULL)
-    return (1 - w) * linear + w * child_pages / SCALE_CHILD_PAGES_PER_SECOND
+    return (1 - w) * linear + w * copied / SCALE_CHILD_PAGES_PER_SECOND
 
 
 def largest_workload(grid: Grid) -> tuple[int, int, float]:
-    """The workload needing the most memory: aim7's memory grows with each coordinate."""
+    """The workload needing the most memory: every scenario's size formula grows with each
+    coordinate."""
     return (max(grid.processes), max(grid.pages_per_vma), max(grid.cow_fraction))
 
 
@@ -151,7 +248,7 @@ def plan(
     cpus: int,
     bytes_of: Callable[[tuple[int, int, float]], int],
     node_memory: int | None = None,
-    shared_kernels: frozenset[str] = SHARED,
+    models: Mapping[str, KernelModel] | None = None,
 ) -> list[Task]:
     """Pack the simulations ``todo`` (ids into ``sims``) into tasks, longest first.
 
@@ -161,12 +258,12 @@ def plan(
     bytes_of : memory estimate of a workload (see ``sweep.simulate.estimate_bytes``)
     node_memory : the largest node's Ray ``memory`` resource; requests are capped at it so a
         task is never infeasible (the grid was refused earlier if a point cannot fit at all)
-    shared_kernels : generations whose walks visit the family's shared list (cost model only)
+    models : the cost model's view of the generations (``kernel_models()`` by default)
     """
     solo: list[Task] = []
     tiny: list[tuple[int, float]] = []
     for i in todo:
-        cost = estimate_seconds(grid, sims[i], shared_kernels)
+        cost = estimate_seconds(grid, sims[i], models)
         if sims[i].kernel == LIVE:  # its processes are the kernel's, not the worker's memory
             solo.append(Task((i,), cost, None, live=True))
             continue
@@ -198,14 +295,6 @@ def plan(
         len(todo), len(tasks), len(solo), len(shared), sum(t.cost for t in tasks),
     )
     return tasks
-
-
-def shared_kernels() -> frozenset[str]:
-    """Generations of the installed core whose families share one anon_vma list."""
-    import core
-
-    return frozenset(row["name"] for row in core.generation_table()
-                     if "shared" in str(row.get("structure", "")))
 
 
 def wall_seconds(tasks: Sequence[Task], cpus: int, memory: float | None = None,
@@ -253,17 +342,18 @@ class Machine:
 
     @classmethod
     def this(cls, num_cpus: int | None = None) -> Machine:
-        phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return cls(num_cpus or os.cpu_count() or 1, int(phys))
+        from core.runner import physical_memory
+
+        return cls(num_cpus or os.cpu_count() or 1, physical_memory())
 
 
 def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, int, float]], int],
-             machine: Machine, shared_kernels: frozenset[str] = SHARED) -> str:
+             machine: Machine, models: Mapping[str, KernelModel] | None = None) -> str:
     """What ``dry_run=true`` prints: the sweep's size, cost and needs, for this machine (local
     mode) and for a cluster, from the plan alone (nothing starts, nothing is written)."""
     grid = sweep.grid
     todo = range(len(sims))
-    costs = [estimate_seconds(grid, sims[i], shared_kernels) for i in todo]
+    costs = [estimate_seconds(grid, sims[i], models) for i in todo]
     live = [c for i, c in zip(todo, costs, strict=True) if sims[i].kernel == LIVE]
     # live points take their wall on one node whatever runs the rest: not core time
     core_seconds = sum(costs) - sum(live)
@@ -271,7 +361,7 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     largest_bytes = bytes_of(largest)
     ray_memory = RAY_MEMORY_FRACTION * machine.memory
     tasks = plan(sims, todo, grid, sweep.batch, machine.cpus, bytes_of, int(ray_memory),
-                 shared_kernels)
+                 models)
     alone = sum(1 for t in tasks if t.memory is not None or t.live)
     big = sum(1 for t in tasks if t.memory is not None and 2 * t.memory > ray_memory)
     n, v, f = largest
@@ -290,8 +380,8 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
         f"{RAY_MEMORY_FRACTION:.0%} of a node's memory); {_hours(core_seconds)} in all, the "
         "wall no shorter than the longest simulation",
     ]
-    if sweep.ray.address is not None or os.environ.get("RAY_ADDRESS"):
-        address = sweep.ray.address or os.environ["RAY_ADDRESS"]
+    address = ray_address(sweep.ray.address)
+    if address is not None:
         lines[-1] += f" (ray.address={address}: not contacted)"
     if live:
         lines.append(f"  live         {len(live):,} simulations on a real kernel (grid.kernel="
@@ -331,23 +421,17 @@ def _seconds(s: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sweep.plan +grid=NAME [KEY=VALUE ...]``: the plan, as ``dry_run=true``."""
-    from sweep import config
+    """``python -m sweep.plan +grid=NAME [KEY=VALUE ...]``: ``python -m sweep ... dry_run=true``,
+    the command line's own composition and checks (a refusal: one line, exit 2)."""
+    from sweep import __main__
 
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        sweep = config.resolve(config.compose(args))
-    except ConfigError as exc:
-        print(f"sweep.plan: error: {exc}", file=sys.stderr)
-        return 2
-    print(dry_run(sweep))
-    return 0
+    return __main__.main([*args, "dry_run=true"])
 
 
 def dry_run(sweep: Sweep) -> str:
     """``describe`` for this machine, with the memory estimates a sweep would use."""
-    from sweep import grid as grid_mod
-    from sweep import simulate
+    from sweep import grid, simulate
 
     settings = simulate.settings_of(sweep.grid)
     cache: dict[tuple[int, int, float], int] = {}
@@ -357,8 +441,7 @@ def dry_run(sweep: Sweep) -> str:
             cache[workload] = simulate.estimate_bytes(settings, workload)
         return cache[workload]
 
-    return describe(sweep, grid_mod.sims(sweep.grid), bytes_of, Machine.this(sweep.ray.num_cpus),
-                    shared_kernels())
+    return describe(sweep, grid.sims(sweep.grid), bytes_of, Machine.this(sweep.ray.num_cpus))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ Job: ``write_report(store_path)`` (run at the end of every sweep, and by
 ``python -m sweep.report PATH/results.zarr``) reads a results store, fits, checks, draws, and
 writes ``report.md``, ``figures/*.png`` and ``scaling.zarr`` beside it. Everything is built in
 a temporary directory first and moved into place at the end, so a bad store or a failure
-leaves no half-written report (and an older report stays as it was). ``summary`` is the
-sweep's terminal table, formatted from the store's in-memory arrays.
+leaves no half-written report (and an older report stays as it was). ``main`` is the command.
 
 The computing is elsewhere: ``sweep.scaling`` (fits), ``sweep.claims`` (claims),
-``sweep.figures`` (pictures), ``sweep.results`` (opening and checking the store).
+``sweep.figures`` (pictures), ``sweep.results`` (opening and checking the store). The sweep
+runs this command in a child process (``sweep.report_job``) and shows its own terminal table
+(``sweep.summary``).
 """
 
 from __future__ import annotations
@@ -17,18 +18,12 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:  # the sweep's store; imported lazily so a report needs no Hydra config
-    from sweep.store import Store
+from sweep.dims import AXES
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +118,7 @@ def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
 
     grid = results.grid_attr(ds)
     done, total = results.done_fraction(ds)
-    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in results.DIMS)
+    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in AXES)
     out = [
         f"# Report: {ds.attrs.get('title', store.name)}",
         "",
@@ -202,105 +197,6 @@ def live_section(ds) -> list[str]:
         "",
         markdown_table(live_compare.table_rows(compared)),
     ]
-
-
-# -- the sweep's end-of-run summary -----------------------------------------------------------
-def summary(store: Store) -> str:
-    """The headline at the largest point: one row per kernel.
-
-    At the largest process count, COW fraction and pages per VMA (Rik's case: many children
-    each COWing their whole VMA), means over seeds: entries per walk, its 99th percentile,
-    page_referenced_one calls, rmap bytes, and the contention model's speedup at the largest
-    CPU count. A kernel whose points there are not done shows ``-``.
-    """
-    grid = store.grid
-    p = int(np.argmax(grid.processes))
-    v = int(np.argmax(grid.pages_per_vma))
-    c = int(np.argmax(grid.cow_fraction))
-    u = int(np.argmax(grid.cpus))
-    cols = ("entries_mean", "entries_p99", "calls_mean", "rmap_bytes", "speedup")
-    names = {"speedup": f"speedup@{grid.cpus[u]}cpu"}
-    head = f"{'kernel':<10}" + "".join(f"{names.get(x, x):>15}" for x in cols) + f"{'done':>8}"
-    lines = [
-        f"at processes={grid.processes[p]}, pages_per_vma={grid.pages_per_vma[v]}, "
-        f"cow_fraction={grid.cow_fraction[c]:g} (mean over seeds):",
-        head,
-    ]
-    for k, kernel in enumerate(grid.kernel):
-        done = store.done[k, p, v, c]
-        row = f"{kernel:<10}"
-        for col in cols:
-            values = store.data[col][k, p, v, c, u if col == "speedup" else 0]
-            with warnings.catch_warnings():  # all-NaN slices: not run yet
-                warnings.simplefilter("ignore", RuntimeWarning)
-                x = np.nanmean(values)
-            row += f"{'-':>15}" if np.isnan(x) else f"{x:>15.6g}"
-        row += f"{f'{int(done.sum())}/{done.size}':>8}"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-# -- the sweep's report, in a child process ---------------------------------------------------
-class Job:
-    """``python -m sweep.report -q STORE`` started now, in a child process.
-
-    The sweep starts it once its store is finished and then stops Ray, so the report's imports
-    and drawing overlap Ray's shutdown (and the child, which never touches Ray, may fork to
-    draw figures in parallel). ``wait`` logs the outcome; a report failure never fails a
-    finished sweep.
-    """
-
-    def __init__(self, store_path: str | os.PathLike) -> None:
-        import subprocess
-
-        self.store = str(store_path)
-        logger.info("writing the report")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "sweep.report", "-q", self.store],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def cancel(self) -> None:
-        """Stop the report (the sweep was interrupted as it started); ``wait`` then says
-        "interrupted"."""
-        self._proc.kill()
-
-    def wait(self) -> str:
-        """Wait for the report: "written", "failed" (logged) or "interrupted" (Ctrl-C, which
-        reaches the child too: it shares the terminal's process group)."""
-        import subprocess
-
-        from sweep import interrupts
-
-        try:
-            while True:
-                # A signal's KeyboardInterrupt can be swallowed (raised inside a weakref
-                # callback or a __del__, which Python reports as "Exception ignored"): the
-                # signal itself is remembered, so the wait also stops on that state.
-                if interrupts.received() is not None:
-                    raise KeyboardInterrupt
-                try:
-                    out, err = self._proc.communicate(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        except KeyboardInterrupt:
-            self._proc.kill()
-            self._proc.wait()
-            out, err = "", ""
-        code = self._proc.returncode
-        lines = [line for line in err.splitlines() if line.strip()]
-        if code == 0:
-            for line in lines:  # the child's warnings, in the sweep's log
-                logger.warning("report: %s", line)
-            logger.info("report: %s", out.strip().splitlines()[-1])
-            return "written"
-        if code in (-signal.SIGINT, -signal.SIGKILL, 130) or "KeyboardInterrupt" in err:
-            logger.warning("report interrupted; write it with: python -m sweep.report %s",
-                           self.store)
-            return "interrupted"
-        logger.warning("report not written: %s", lines[-1] if lines else f"exit code {code}")
-        return "failed"
 
 
 # -- command line -----------------------------------------------------------------------------

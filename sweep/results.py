@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from core import generation
+from sweep.dims import AXES
+
 logger = logging.getLogger(__name__)
 
-#: The dimensions of a results store, in order (issue 3, "Output").
-DIMS = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Variables every report needs. Others are optional: what needs them says so when absent.
 REQUIRED = ("entries_mean", "rmap_bytes", "done")
 #: Variables added by the contention model (issue 5), used when present.
@@ -45,19 +46,19 @@ def open_results(path: str | Path) -> xr.Dataset:
         ds = xr.open_zarr(p, consolidated=False)
     except Exception as exc:  # zarr and xarray raise many types for a damaged store
         raise ResultsError(f"{p}: cannot be read as an xarray dataset ({exc})") from exc
-    missing_dims = [d for d in DIMS if d not in ds.dims]
+    missing_dims = [d for d in AXES if d not in ds.dims]
     if missing_dims:
         raise ResultsError(
             f"{p}: not a results store: missing dimension(s) {', '.join(missing_dims)} "
-            f"(a results store has {', '.join(DIMS)})"
+            f"(a results store has {', '.join(AXES)})"
         )
     missing = [v for v in REQUIRED if v not in ds.data_vars]
     if missing:
         raise ResultsError(f"{p}: results store lacks variable(s) {', '.join(missing)}")
-    bad = [v for v in REQUIRED if ds[v].dims != DIMS]
+    bad = [v for v in REQUIRED if ds[v].dims != AXES]
     if bad:
         raise ResultsError(
-            f"{p}: variable(s) {', '.join(bad)} not over ({', '.join(DIMS)})"
+            f"{p}: variable(s) {', '.join(bad)} not over ({', '.join(AXES)})"
         )
     return ds
 
@@ -88,10 +89,22 @@ def scenario(ds: xr.Dataset) -> str:
     return str(value)
 
 
+def generation_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """The generation table the store was written with (attribute ``generations``), in the
+    table's order; the installed core's table for a store that records none. Kernel facts
+    (structure, reuse, order) are read from these rows by ``core.generation``."""
+    rows = [dict(r) for r in ds.attrs.get("generations") or []
+            if isinstance(r, dict) and "name" in r]
+    if rows:
+        return rows
+    import core
+
+    return core.generation_table()
+
+
 def generations(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """The generation table recorded in the store (attribute ``generations``), by name."""
-    rows = ds.attrs.get("generations") or []
-    return {str(r["name"]): dict(r) for r in rows if isinstance(r, dict) and "name" in r}
+    """``generation_rows`` by name."""
+    return {str(r["name"]): r for r in generation_rows(ds)}
 
 
 def version_key(kernel: str) -> tuple[int, ...]:
@@ -100,17 +113,23 @@ def version_key(kernel: str) -> tuple[int, ...]:
     return tuple(int(x) for x in parts) if parts else (10**9,)
 
 
-def has_reuse(ds: xr.Dataset, kernel: str) -> bool:
-    """Whether a generation reuses anon_vmas at fork (3.19+, primer §1f).
+def kernel_order(ds: xr.Dataset) -> list[str]:
+    """The dataset's kernels in the generation table's order; a kernel the table lacks (the
+    live kernel) after them, by ``version_key``."""
+    order = {name: i for i, name in enumerate(generation.names(generation_rows(ds)))}
+    return sorted(kernels(ds), key=lambda k: (order.get(k, len(order)), version_key(k)))
 
-    The generation table's ``reuse`` field when the store records one; otherwise the version.
-    """
-    row = generations(ds).get(kernel, {})
-    for key in ("reuse", "anon_vma_reuse"):
-        if key in row:
-            # the core's table names the rule: "none", "degree", "num_children/..."
-            return str(row[key]).strip().lower() not in ("", "none", "false", "0")
-    return version_key(kernel) >= (3, 19)
+
+def has_reuse(ds: xr.Dataset, kernel: str) -> bool:
+    """Whether a generation reuses anon_vmas at fork (primer §1f, §1g), by its table row."""
+    return generation.reuses_anon_vma(generations(ds).get(kernel, {}))
+
+
+def shared_list(ds: xr.Dataset, kernel: str) -> bool | None:
+    """Whether a generation's fork families share one anon_vma list (primer §1a), by its
+    table row; None for a kernel the table lacks."""
+    row = generations(ds).get(kernel)
+    return None if row is None else generation.shared_list(row)
 
 
 def finished(ds: xr.Dataset, name: str) -> xr.DataArray:

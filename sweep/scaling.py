@@ -33,12 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from sweep.dims import AXES
+
 logger = logging.getLogger(__name__)
 
 #: Classes in order of growth.
 ORDERS = ("O(1)", "O(log N)", "O(N)")
 #: Dimensions of a results dataset other than the fitted ones (kernel leads every fit).
-SLICE_DIMS = ("pages_per_vma", "cow_fraction", "cpus")
+SLICE_DIMS = tuple(a for a in AXES if a not in ("kernel", "processes", "seed"))
 #: Confidence level of every interval.
 LEVEL = 0.95
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from sweep.config import AXES, Grid
+from sweep.config import Grid
+from sweep.dims import AXES
 from sweep.grid import Sim
 from sweep.lock import LockHeld, StoreLock
 from sweep.simulate import VARIABLES

@@ -186,14 +186,14 @@ def test_a_second_sweep_on_a_store_is_refused_naming_the_owner(copy, tmp_path):
 
 
 def test_two_new_stores_on_one_path_the_second_is_refused_at_once(make_sweep, tmp_path):
-    from sweep import grid as grid_mod
+    from sweep import grid
 
     sw = make_sweep(*SMALL)
     path = str(tmp_path / "results.zarr")
     first = Store.create(path, sw.grid, {"grid": sw.grid.fingerprint()}, background=True)
     with pytest.raises(StoreExistsError):
         Store.create(path, sw.grid, {"grid": sw.grid.fingerprint()}, background=True)
-    sim = grid_mod.sims(sw.grid)[0]
+    sim = grid.sims(sw.grid)[0]
     first.record(sim, {name: 1.0 for name in simulate.VARIABLES})
     first.finish({})
     first.close()

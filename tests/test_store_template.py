@@ -68,12 +68,12 @@ def test_template_equals_xarrays(make_sweep, tmp_path, overrides):
 
 
 def test_background_template_records_then_flushes(make_sweep, tmp_path):
-    from sweep import grid as grid_mod
+    from sweep.grid import sims as sims_of
 
     grid = make_sweep("+grid=smoke", "grid.processes=[1,10]").grid
     path = str(tmp_path / "r.zarr")
     store = Store.create(path, grid, ATTRS, background=True)
-    sim = grid_mod.sims(grid)[3]
+    sim = sims_of(grid)[3]
     store.record(sim, {name: 1.5 for name in VARIABLES})  # before the template may exist
     store.finish({"end_time": "now"})
     ds = xr.open_zarr(path, consolidated=False)
@@ -83,14 +83,14 @@ def test_background_template_records_then_flushes(make_sweep, tmp_path):
 
 
 def test_discard_removes_only_an_untouched_new_store(make_sweep, tmp_path):
-    from sweep import grid as grid_mod
+    from sweep.grid import sims as sims_of
 
     grid = make_sweep("+grid=smoke", "grid.processes=[1,10]").grid
     path = tmp_path / "r.zarr"
     Store.create(str(path), grid, ATTRS, background=True).discard()
     assert not path.exists()
     store = Store.create(str(path), grid, ATTRS, background=True)
-    store.record(grid_mod.sims(grid)[0], {name: 1.0 for name in VARIABLES})
+    store.record(sims_of(grid)[0], {name: 1.0 for name in VARIABLES})
     with pytest.raises(RuntimeError, match="only an untouched new store"):
         store.discard()
     store.finish({})

@@ -59,11 +59,11 @@ def test_live_is_accepted_only_when_named():
 
 
 def test_a_live_point_is_alone_in_its_task_and_marked():
-    from sweep import grid as grid_mod
     from sweep import plan
+    from sweep.grid import sims as sims_of
 
     sw = config.resolve(config.compose(["+grid=smoke", "grid.kernel=[live,6.16]"]))
-    sims = grid_mod.sims(sw.grid)
+    sims = sims_of(sw.grid)
     tasks = plan.plan(sims, range(len(sims)), sw.grid, sw.batch, 2, lambda w: 1)
     live_tasks = [t for t in tasks if t.live]
     assert sorted(i for t in live_tasks for i in t.sim_ids) == [
