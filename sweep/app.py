@@ -59,7 +59,7 @@ class MemoryEstimates:
 def check_local_memory(sweep: Sweep, estimates: MemoryEstimates | None = None) -> None:
     """Refuse a grid too big for this machine (local mode; cluster mode checks after joining)."""
     estimates = estimates or MemoryEstimates(sweep)
-    largest = estimates(plan.largest_workload(sweep.grid))
+    largest = estimates(sweep.grid.largest_workload())
     plan.check_memory(sweep.grid, largest, physical_memory(), "this machine")
 
 
@@ -178,7 +178,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
         if live_point.LIVE in sweep.grid.kernel:
             runner.check_live()
         if not runner.local:
-            largest = estimates(plan.largest_workload(sweep.grid))
+            largest = estimates(sweep.grid.largest_workload())
             plan.check_memory(sweep.grid, largest, node_memory, "the cluster's largest node")
         done_sims = len(sims) - len(todo)
         if sweep.resume.path:
@@ -265,7 +265,7 @@ def refuse_live(sweep: Sweep) -> None:
     (``ray.live_node``): that node's refusal is then each point's error."""
     if sweep.ray.live_node is not None:
         return
-    refused = live_point.refusal(sweep.grid)
+    refused = plan.live_refusal(sweep.grid)
     if refused is None:
         return
     code, message = refused

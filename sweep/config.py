@@ -60,6 +60,11 @@ class Grid:
         """The six axes in dimension order (``AXES``)."""
         return {name: getattr(self, name) for name in AXES}
 
+    def largest_workload(self) -> tuple[int, int, float]:
+        """(processes, pages_per_vma, cow_fraction) of the point needing the most memory and
+        the longest program: every scenario's size formula grows with each coordinate."""
+        return (max(self.processes), max(self.pages_per_vma), max(self.cow_fraction))
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(len(getattr(self, name)) for name in AXES)
@@ -371,9 +376,9 @@ def _param(g: dict, p: program.Param) -> int:
 def check_program_size(grid: Grid) -> None:
     """Refuse a grid whose largest program is over the core's limits, counted by formula
     before anything is built (core.program.program_size): its length, processes, objects."""
-    from sweep import plan, simulate
+    from sweep import simulate
 
-    workload = plan.largest_workload(grid)
+    workload = grid.largest_workload()
     try:
         simulate.checked_size(simulate.settings_of(grid), workload)
     except ValueError as exc:

@@ -78,30 +78,6 @@ def environment() -> str | None:
     return live.check()
 
 
-def refusal(grid) -> tuple[int, str] | None:
-    """(exit code, one line) refusing a grid with ``live`` on this machine, or None.
-
-    Exit 1 for the environment (not Linux, not root, tracefs or tracepoints missing); exit 2
-    for a grid whose largest program needs more processes or memory than the machine has
-    (as ``sweep.plan.check_memory`` refuses a simulation too big for it).
-    """
-    if LIVE not in grid.kernel:
-        return None
-    reason = environment()
-    if reason:
-        return 1, f"grid.kernel: live: {reason}"
-    from core import live
-    from sweep import plan, simulate
-
-    n, v, f = workload = plan.largest_workload(grid)
-    prog = simulate.program(simulate.settings_of(grid), workload)
-    reason = live.check(prog)
-    if reason:
-        return 2, (f"grid.kernel: live: the largest point (processes={n}, pages_per_vma={v}, "
-                   f"cow_fraction={f:g}) cannot run on this kernel: {reason}")
-    return None
-
-
 def seconds(processes: int, pages_per_vma: int, cow_fraction: float) -> float:
     """Estimated wall seconds of a live aim7-like point: the executor's start and its base
     phase, a fork, exit and count per process, a fault per page written. Measured on the

@@ -219,16 +219,35 @@ def fork_cow_seconds(copied: int, written: int, child_pages: int) -> float:
     return (1 - w) * linear + w * copied / SCALE_CHILD_PAGES_PER_SECOND
 
 
-def largest_workload(grid: Grid) -> tuple[int, int, float]:
-    """The workload needing the most memory: every scenario's size formula grows with each
-    coordinate."""
-    return (max(grid.processes), max(grid.pages_per_vma), max(grid.cow_fraction))
+def live_refusal(grid: Grid) -> tuple[int, str] | None:
+    """(exit code, one line) refusing a grid with ``live`` on this machine, or None.
+
+    Exit 1 for the environment (not Linux, not root, tracefs or tracepoints missing); exit 2
+    for a grid whose largest program needs more processes or memory than the machine has
+    (as ``check_memory`` refuses a simulation too big for it).
+    """
+    from sweep import live_point, simulate
+
+    if live_point.LIVE not in grid.kernel:
+        return None
+    reason = live_point.environment()
+    if reason:
+        return 1, f"grid.kernel: live: {reason}"
+    from core import live
+
+    n, v, f = workload = grid.largest_workload()
+    prog = simulate.program(simulate.settings_of(grid), workload)
+    reason = live.check(prog)
+    if reason:
+        return 2, (f"grid.kernel: live: the largest point (processes={n}, pages_per_vma={v}, "
+                   f"cow_fraction={f:g}) cannot run on this kernel: {reason}")
+    return None
 
 
 def check_memory(grid: Grid, estimate: int, available: int, where: str) -> None:
     """Refuse a grid whose largest point needs more memory than ``available`` bytes."""
     if estimate > available:
-        n, v, f = largest_workload(grid)
+        n, v, f = grid.largest_workload()
         raise ConfigError(
             f"grid: the largest point (processes={n}, pages_per_vma={v}, cow_fraction={f:g}) "
             f"needs an estimated {_gib(estimate)} of memory; {where} has {_gib(available)}; "
@@ -357,7 +376,7 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
     live = [c for i, c in zip(todo, costs, strict=True) if sims[i].kernel == LIVE]
     # live points take their wall on one node whatever runs the rest: not core time
     core_seconds = sum(costs) - sum(live)
-    largest = largest_workload(grid)
+    largest = grid.largest_workload()
     largest_bytes = bytes_of(largest)
     ray_memory = RAY_MEMORY_FRACTION * machine.memory
     tasks = plan(sims, todo, grid, sweep.batch, machine.cpus, bytes_of, int(ray_memory),
@@ -420,15 +439,6 @@ def _seconds(s: float) -> str:
     return f"{s:,.0f} s ({h}:{m:02d}:{sec:02d})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sweep.plan +grid=NAME [KEY=VALUE ...]``: ``python -m sweep ... dry_run=true``,
-    the command line's own composition and checks (a refusal: one line, exit 2)."""
-    from sweep import __main__
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    return __main__.main([*args, "dry_run=true"])
-
-
 def dry_run(sweep: Sweep) -> str:
     """``describe`` for this machine, with the memory estimates a sweep would use."""
     from sweep import grid, simulate
@@ -445,4 +455,9 @@ def dry_run(sweep: Sweep) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m sweep.plan +grid=NAME [KEY=VALUE ...]`` is ``python -m sweep ... dry_run=true``:
+    # the command line's own composition and checks (a refusal: one line, exit 2). Only as the
+    # program itself does this module stand above the command line and import it.
+    from sweep import __main__ as command_line
+
+    sys.exit(command_line.main([*sys.argv[1:], "dry_run=true"]))

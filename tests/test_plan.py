@@ -146,7 +146,9 @@ assert not os.listdir("."), os.listdir(".")
 
 @pytest.mark.parametrize("call", [
     "from sweep.__main__ import main; rc = main(['+grid=aim7', 'dry_run=true'])",
-    "from sweep.plan import main; rc = main(['+grid=aim7'])",
+    "import runpy; sys.argv = ['sweep.plan', '+grid=aim7']\n"
+    "try:\n    runpy.run_module('sweep.plan', run_name='__main__')\n"
+    "except SystemExit as exit:\n    rc = exit.code",
 ])
 def test_a_dry_run_prints_the_plan_and_starts_nothing(tmp_path, call):
     proc = _run(["-c", CHECK.format(call=call)], tmp_path)
