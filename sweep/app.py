@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Any
 
 from sweep import grid as grid_mod
-from sweep import interrupts, live_point, report, simulate
+from sweep import interrupts, live_point, live_walk, report, simulate
 from sweep import plan as plan_mod
 from sweep.config import ConfigError, Sweep
 from sweep.store import Store, now
@@ -130,7 +130,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     sims = grid_mod.sims(grid)
     specs = [(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
              for i, s in enumerate(sims)]
-    settings = simulate.settings_of(grid)
+    settings = live_walk.with_options(simulate.settings_of(grid), sweep.live)
     per_sim = len(grid.cpus)  # dataset points per simulation
     estimates = MemoryEstimates(sweep)
     shared = frozenset(row["name"] for row in core.generation_table()
@@ -271,7 +271,7 @@ def refuse_live(sweep: Sweep) -> None:
     (``ray.live_node``): that node's refusal is then each point's error."""
     if sweep.ray.live_node is not None:
         return
-    refused = live_point.refusal(sweep.grid)
+    refused = live_point.refusal(sweep.grid) or live_walk.refusal(sweep)
     if refused is None:
         return
     code, message = refused

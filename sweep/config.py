@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import schema
+from sweep.live_walk import LiveSettings
 
 #: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
 AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
@@ -126,6 +127,7 @@ class Sweep:
     config_yaml: str
     report: bool = True
     dry_run: bool = False
+    live: LiveSettings = LiveSettings()
 
 
 def available_grids() -> list[str]:
@@ -447,6 +449,12 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         raise ConfigError("ray.address: empty; allowed: null (local Ray) or a cluster address")
     if b.max_points < 1:
         raise ConfigError(f"batch.max_points: {b.max_points} is not allowed; allowed: >= 1")
+    from sweep import live_walk
+
+    try:
+        live = live_walk.resolve(obj.live, grid.kernel)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if obj.progress not in PROGRESS_MODES:
         raise ConfigError(
             f"progress: {obj.progress!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}"
@@ -466,6 +474,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         report=bool(obj.report),
         dry_run=bool(obj.dry_run),
+        live=live,
     )
 
 

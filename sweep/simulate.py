@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from core.contention import METRICS
+from sweep import live_walk
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
 #: Variables of the contention model, one value per ``cpus`` coordinate (core.contention).
 CONTENTION: dict[str, tuple[str, str]] = dict(METRICS)
 VARIABLES.update(CONTENTION)
+#: The live kernel's walk cost (sweep.live_walk): NaN for simulated kernels.
+VARIABLES.update(live_walk.VARIABLES)
 
-#: Variables that are a pure function of the point (everything but wall times).
-DETERMINISTIC = tuple(v for v in VARIABLES if not v.endswith("_seconds"))
+#: Variables that are a pure function of the point (everything but wall times and the live
+#: kernel's measured times).
+DETERMINISTIC = tuple(v for v in VARIABLES
+                      if not v.endswith("_seconds") and v not in live_walk.TIMES)
 
 #: A point's own exception is retried this many times in the worker, and recorded as the
 #: point's error as soon as it repeats (same type and message) or the attempts run out.
@@ -90,16 +95,19 @@ def run_point(settings: tuple, spec: tuple) -> dict:
     import core
     from core.contention import Timing
 
-    scenario, cow_model, sample, recycles, cpus, timing, pieces = settings
+    scenario, cow_model, sample, recycles, cpus, timing, pieces = settings[:7]
     _, kernel, processes, pages_per_vma, cow_fraction, seed = spec
     prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
                    pieces)
     if kernel == LIVE:  # this machine's kernel: what it counts, NaN for what it cannot measure
         from sweep import live_point
 
-        return live_point.values(prog, seed, VARIABLES, CONTENTION, len(cpus))
+        return live_point.values(prog, seed, VARIABLES, CONTENTION, len(cpus),
+                                 live_walk.options(settings))
     result = core.run(prog, kernel, seed, cpus=list(cpus), timing=Timing(*timing))
-    values: dict = {name: float(result[name]) for name in VARIABLES if name not in CONTENTION}
+    values: dict = {name: float(result[name]) for name in VARIABLES
+                    if name not in CONTENTION and name not in live_walk.VARIABLES}
+    values.update(live_walk.nan_values())
     for name in CONTENTION:
         values[name] = [float(v) for v in result["contention"][name]]
     return values

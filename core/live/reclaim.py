@@ -264,20 +264,24 @@ def parse(records: Sequence[str]) -> dict:
     return out
 
 
-def fit(classes: Iterable[dict]) -> Fit:
+def fit(classes: Iterable[dict], stat: str = "mean_ns") -> Fit:
     """Fixed cost per page and cost per mapping, least squares over mapcount classes.
 
     ``classes`` are ``walk_classes`` rows, of one run or of several (a ladder: rows with the
     same ``mappings`` are pooled, weighted by their timed pages). Each class's mean ns is
     weighted by its timed pages, which makes it the least-squares line through every timed
-    page. With fewer than two classes the line is undetermined: NaN.
+    page. ``stat="median_ns"`` fits the classes' medians instead (robust to the interrupts of
+    a busy machine; pooled classes then take their timed-page-weighted mean of medians). With
+    fewer than two classes the line is undetermined: NaN.
     """
+    if stat not in ("mean_ns", "median_ns"):
+        raise ValueError(f"stat: {stat!r} is not allowed; allowed: mean_ns, median_ns")
     pooled: dict[int, list[float]] = {}
     for c in classes:
-        if c["timed"] > 0 and math.isfinite(c["mean_ns"]):
+        if c["timed"] > 0 and math.isfinite(c[stat]):
             row = pooled.setdefault(int(c["mappings"]), [0.0, 0.0])
             row[0] += c["timed"]
-            row[1] += c["timed"] * c["mean_ns"]
+            row[1] += c["timed"] * c[stat]
     n = sum(w for w, _ in pooled.values())
     if not n:
         return Fit(math.nan, math.nan, math.nan, math.nan, 0, {})
