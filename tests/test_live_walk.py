@@ -273,6 +273,55 @@ def test_executor_records_parse():
 # ---------------------------------------------------------------- nothing left behind
 
 
+@needs_walk
+def test_an_invalid_program_is_refused_before_anything_starts():
+    """The swap needed is the simulator's count: a program it refuses is refused first."""
+    p = core.Program()
+    a = p.new_mm()
+    p.mmap(a, 4)
+    p.exit(a)
+    p.exit(a)
+    before = sorted(os.listdir("/sys/block"))
+    with pytest.raises(core.ProgramError, match=r"op 3 \(exit\): process 0 has exited"):
+        live.run(p.array, 0, walk_cost=True, zram=ZRAM)
+    assert sorted(os.listdir("/sys/block")) == before
+    assert_nothing_left(0)
+
+
+@needs_walk
+def test_nothing_left_after_a_run_that_fails_mid_way():
+    killed = []
+
+    def kill_a_worker(line: str) -> None:
+        if killed:
+            return
+        for pid in run_processes():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[1:2] == [b"worker"]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+
+    with pytest.raises(live.LiveError, match="died while running an op"):
+        live.run(core.aim7(1500, 4, 1.0), 0, progress=kill_a_worker, walk_cost=True,
+                 zram="256M")
+    assert killed
+    assert_nothing_left()
+
+
+@needs_walk
+def test_a_program_without_pages_walks_nothing():
+    p = core.Program()
+    p.mmap(p.new_mm(), 4)  # never written
+    got = live.run(p.array, 0, walk_cost=True, zram=ZRAM)
+    assert got["walk_pages"] == got["pages"] == 0 and got["walk_classes"] == []
+    assert got["pages_not_reclaimed"] == 0 and math.isnan(got["walk_mean_ns"])
+    assert_nothing_left(0)
+
+
 DRIVER = textwrap.dedent("""
     import sys
     import core
