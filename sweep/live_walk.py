@@ -31,8 +31,6 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "live_pages_maybe_pinned": ("pages", "live kernel: of those, mapped 1,023 times or more "
                                 "(folio_maybe_dma_pinned keeps them)"),
 }
-#: Of VARIABLES, the measured times (the rest are counts: a function of the point).
-TIMES = ("live_walk_mean_ns", "live_walk_fixed_ns", "live_walk_per_mapping_ns")
 
 
 @dataclass(frozen=True)
@@ -43,9 +41,6 @@ class LiveSettings:
 
     walk_cost: bool = False
     zram: int | None = None
-
-    def as_tuple(self) -> tuple:
-        return (self.walk_cost, self.zram)
 
 
 def resolve(node: Any, kernels: tuple[str, ...]) -> LiveSettings:
@@ -70,12 +65,12 @@ def resolve(node: Any, kernels: tuple[str, ...]) -> LiveSettings:
 
 def with_options(settings: tuple, live: LiveSettings) -> tuple:
     """A point's settings (``sweep.simulate.settings_of``) with the live options after them."""
-    return (*settings, live.as_tuple())
+    return (*settings, live)
 
 
 def options(settings: tuple) -> LiveSettings:
     """The live options of a point's settings (off when it has none)."""
-    return LiveSettings(*settings[7]) if len(settings) > 7 else LiveSettings()
+    return next((s for s in settings if isinstance(s, LiveSettings)), LiveSettings())
 
 
 def nan_values() -> dict[str, float]:

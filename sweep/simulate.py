@@ -56,9 +56,9 @@ VARIABLES.update(CONTENTION)
 VARIABLES.update(live_walk.VARIABLES)
 
 #: Variables that are a pure function of the point (everything but wall times and the live
-#: kernel's measured times).
+#: kernel's measured reclaim).
 DETERMINISTIC = tuple(v for v in VARIABLES
-                      if not v.endswith("_seconds") and v not in live_walk.TIMES)
+                      if not v.endswith("_seconds") and v not in live_walk.VARIABLES)
 
 #: A point's own exception is retried this many times in the worker, and recorded as the
 #: point's error as soon as it repeats (same type and message) or the attempts run out.
@@ -86,7 +86,8 @@ def settings_of(grid) -> tuple:
 def run_point(settings: tuple, spec: tuple) -> dict:
     """Run one simulation; return the dataset's variables for it.
 
-    ``settings`` is ``settings_of(grid)``; ``spec`` is
+    ``settings`` is ``settings_of(grid)`` (and the live options after it:
+    ``sweep.live_walk.with_options``); ``spec`` is
     (sim_id, kernel, processes, pages_per_vma, cow_fraction, seed). Contention variables are
     lists aligned with the grid's cpus: the one walk trace replayed on every CPU count.
     Kernel ``live`` runs the program on this machine's kernel (``sweep.live_point``); its

@@ -84,7 +84,7 @@ def test_simulated_points_have_nan_live_variables():
     assert set(live_walk.VARIABLES) <= set(values)
     assert all(math.isnan(values[name]) for name in live_walk.VARIABLES)
     assert values["hits_mean"] > 0
-    assert not set(live_walk.TIMES) & set(simulate.DETERMINISTIC)
+    assert not set(live_walk.VARIABLES) & set(simulate.DETERMINISTIC)
 
 
 # ---------------------------------------------------------------- refusals of the machine
