@@ -255,6 +255,26 @@ def test_the_fit_recovers_a_line_and_pools_runs():
     assert reclaim.fit([{**rows[0], "timed": 0, "mean_ns": math.nan}]).pages == 0
 
 
+def test_the_machines_swap_is_used_when_it_has_room_else_zram_only_with_consent():
+    swap = [("/dev/vdb1", 4096, 1024)]  # KiB: room for 768 pages
+    assert reclaim.swap_for(768, None, swap) == 0
+    assert reclaim.swap_for(768, 64 << 20, swap) == 0  # consent, but no device is needed
+    assert reclaim.swap_for(769, 64 << 20, swap) == 64 << 20
+    assert reclaim.swap_for(769, None, swap) == (
+        "walk cost: the machine's swap has room for 768 pages, the program has about 769 at "
+        "its last scan (with 16 a process); " + reclaim.ZRAM_HINT)
+    assert reclaim.swap_for(1, None, []) == (
+        "walk cost needs swap to reclaim anonymous pages and /proc/swaps has none; "
+        + reclaim.ZRAM_HINT)
+    assert reclaim.swap_for(255, 1 << 20, []) == 1 << 20
+    assert reclaim.swap_for(300, 1 << 20, []) == (
+        "zram=1M holds 255 pages, the program has about 300 at its last scan (with 16 a "
+        "process); give zram=2M or more")
+    assert reclaim.swaps("Filename\tType\tSize\tUsed\tPriority\n"
+                         "/dev/zram1  partition\t65532\t0\t32767\n") == [
+        ("/dev/zram1", 65532, 0)]
+
+
 def test_executor_records_parse():
     records = ["walk class 1 6 6 2000.5 1900.0", "walk class 4 4 3 3000.0 2900.0",
                "walk pages 10 reclaimed 9 timed 9 untimed 0 mismatched 0 ptes 22 swapped 18 "

@@ -7,9 +7,10 @@ for, what its ``walk ...`` records mean, and the fit of a fixed cost per page an
 mapping over mapcount classes — of one run, or of several (a ladder of programs: what
 ``sweep.calibrate`` fits).
 
-Times are in ns of CPU time of the reclaiming thread: the time between one page's
-``mm_vmscan_write_folio`` event and the previous event of its batch (both rmap walks, the swap
-slot, the zram write, the TLB flush), less the time the thread was switched out.
+Times are in ns the reclaiming thread spent on its CPU (interrupts it took included): the time
+between one page's ``mm_vmscan_write_folio`` event and the previous event of its batch (both
+rmap walks, the swap slot, the zram write, the TLB flush), less the time the thread was
+switched out.
 """
 
 from __future__ import annotations
@@ -152,9 +153,9 @@ def swaps(text: str | None = None) -> list[tuple[str, int, int]]:
     return rows
 
 
-def swap_room() -> int:
-    """Pages the machine's swap has room for."""
-    return sum(size - used for _, size, used in swaps()) // 4
+def swap_room(table: list[tuple[str, int, int]] | None = None) -> int:
+    """Pages the machine's swap (or ``table``, rows of ``swaps()``) has room for."""
+    return sum(size - used for _, size, used in (swaps() if table is None else table)) // 4
 
 
 ZRAM_HINT = ("allow a temporary zram swap device for the run with zram='512M' "
@@ -186,14 +187,17 @@ def check(zram: int | None = None) -> str | None:
     return live._probe(walk=True)
 
 
-def swap_for(pages: int, zram: int | None) -> int | str:
+def swap_for(pages: int, zram: int | None,
+             table: list[tuple[str, int, int]] | None = None) -> int | str:
     """Bytes of the zram device to make for a run reclaiming ``pages`` pages (0: the machine's
-    swap has room), or why neither will do (one line)."""
-    room = swap_room()
+    swap has room), or why neither will do (one line). ``table``: /proc/swaps's rows
+    (``swaps()``, read when None)."""
+    table = swaps() if table is None else table
+    room = swap_room(table)
     if room >= pages:
         return 0
     if zram is None:
-        if not swaps():
+        if not table:
             return "walk cost needs swap to reclaim anonymous pages and /proc/swaps has none; " \
                    + ZRAM_HINT
         return (f"walk cost: the machine's swap has room for {room} pages, the program has "
