@@ -83,8 +83,8 @@ static int rmdir_busy(const char *path)
 	return 0;
 }
 
-/* (state, start time) of a process: its start time (field 22 of /proc/PID/stat) if it runs,
- * 0 if it is gone or a zombie. */
+/* A process's start time (field 22 of /proc/PID/stat): 0 if it is gone or a zombie. With its
+ * pid it names a process for good (pids are reused). */
 static unsigned long long start_time(pid_t pid)
 {
 	char path[64], buf[1024];
