@@ -51,11 +51,11 @@ CHILD = """\
 import json, resource, sys, time
 from sweep import simulate
 n, v, f, kernel, sample, cpus = json.loads(sys.argv[1])
-settings = ("aim7", "independent", sample, 3, tuple(cpus),
-            tuple(__import__("core.contention").contention.Timing().as_tuple()), 16)
+from core.contention import Timing
+settings = simulate.Settings("aim7", "independent", sample, tuple(cpus), Timing())
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
-values = simulate.run_point(settings, (0, kernel, n, v, f, 0))
+values = simulate.run_point(settings, simulate.PointSpec(0, kernel, n, v, f, 0))
 wall = time.perf_counter() - t0
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),

@@ -125,6 +125,7 @@ static PyObject *contention_dict(const struct contention *c, const uint32_t *cpu
 	static const char *const keys[] = {
 		"cpus", "scan_ns", "busy_ns", "spin_ns", "sleep_ns", "idle_ns", "wait_sum_ns",
 		"wait_max_ns", "hold_sum_ns", "walks", "waited", "writers", "writer_wait_sum_ns",
+		"contended",
 	};
 	PyObject *d = PyDict_New();
 	if (!d)
@@ -151,7 +152,8 @@ static PyObject *contention_dict(const struct contention *c, const uint32_t *cpu
 			case 9: o = PyLong_FromUnsignedLongLong(r->walks); break;
 			case 10: o = PyLong_FromUnsignedLongLong(r->waited); break;
 			case 11: o = PyLong_FromUnsignedLongLong(r->writers); break;
-			default: o = PyFloat_FromDouble(r->writer_wait_sum_ns); break;
+			case 12: o = PyFloat_FromDouble(r->writer_wait_sum_ns); break;
+			default: o = PyLong_FromUnsignedLongLong(r->contended); break;
 			}
 			if (!o) {
 				Py_DECREF(list);
@@ -259,7 +261,7 @@ static PyObject *core_run(PyObject *self, PyObject *args)
 	Py_BEGIN_ALLOW_THREADS
 	err = sim_run_program(s, ops, nr_ops);
 	for (size_t i = 0; !err && i < ncpus; i++)
-		if (sim_contend(&s->trace, gen->lock, &tm, cpus[i], &cont[i]))
+		if (sim_contend(&s->trace, gen, &tm, cpus[i], &cont[i]))
 			err = sim_fail(s, SIM_EOOM, "out of memory replaying the walk trace on %u CPUs",
 				       cpus[i]);
 	Py_END_ALLOW_THREADS
@@ -301,14 +303,16 @@ static PyObject *core_generations(PyObject *self, PyObject *unused)
 	for (size_t i = 0; i < sim_nr_generations; i++) {
 		const struct generation *g = &sim_generations[i];
 		PyObject *row = Py_BuildValue(
-			"{s:s,s:s,s:O,s:O,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s}",
+			"{s:s,s:s,s:O,s:O,s:s,s:O,s:s,s:s,s:O,s:i,s:i,s:i,s:i,s:i,s:i,s:s}",
 			"name", g->name,
 			"structure", rmap_structure_name(g->structure),
 			"prepare_at_head", g->prepare_at_head ? Py_True : Py_False,
 			"root", g->has_root ? Py_True : Py_False,
 			"lock", rmap_lock_name(g->lock),
+			"reclaim_trylock", g->reclaim_trylock ? Py_True : Py_False,
 			"reuse", reuse_rule_name(g->reuse),
 			"merge", merge_rule_name(g->merge),
+			"vma_merge_extend", g->vma_merge_extend ? Py_True : Py_False,
 			"sizeof_anon_vma", (int)g->sizeof_anon_vma,
 			"sizeof_avc", (int)g->sizeof_avc,
 			"sizeof_vma", (int)g->sizeof_vma,

@@ -3,8 +3,12 @@
 A scan's walk trace is replayed on each requested CPU count: every CPU isolates batches of 32
 pages (SWAP_CLUSTER_MAX) from the LRU and walks each page holding its generation's anon_vma
 lock — the family's spinlock (2.6.33), the page's own anon_vma's spinlock (2.6.34-35), the
-root's spinlock (2.6.36-2.6.39), the root's mutex (3.0-3.7). Spinning waiters burn their CPU,
-sleeping waiters leave it idle. See README "CPU contention" for the defaults' reasoning.
+root's spinlock (2.6.36-2.6.39), the root's mutex (3.0-3.7), the root's rwsem read-locked
+(3.8 on). Spinning waiters burn their CPU, sleeping waiters leave it idle. From 5.19
+(generations with ``reclaim_trylock``: 6d4675e60135 "mm: don't be stuck to rmap lock on reclaim
+path") reclaim never waits: a walk that would wait for a writer is skipped, its folio put back
+unwalked, and counted (``contended_frac``). See README "CPU contention" for the defaults'
+reasoning.
 """
 
 from __future__ import annotations
@@ -64,16 +68,19 @@ class Timing:
 #: What ``run(..., cpus=...)`` reports per CPU count, with units.
 METRICS = {
     "scan_ns": ("ns", "simulated time to walk every sampled page"),
-    "throughput": ("walks/s", "rmap walks per simulated second"),
+    "throughput": ("walks/s", "rmap walks per simulated second (walks skipped by the trylock "
+                   "not counted)"),
     "speedup": ("1", "scan time on 1 CPU over scan time on this many CPUs"),
     "spin_frac": ("1", "share of CPU time spent spinning on an anon_vma lock"),
     "sleep_frac": ("1", "share of CPU time asleep on an anon_vma lock"),
-    "busy_frac": ("1", "share of CPU time walking (lock held)"),
+    "busy_frac": ("1", "share of CPU time walking (lock held) or failing a trylock"),
     "idle_frac": ("1", "share of CPU time with no page left to walk"),
     "lock_wait_mean_ns": ("ns", "mean wait for the lock per walk"),
     "lock_wait_max_ns": ("ns", "longest wait for the lock of any walk"),
     "lock_hold_mean_ns": ("ns", "mean time a walk holds the lock"),
     "writer_wait_mean_ns": ("ns", "mean wait of a fork/exit for the lock (NaN without churn)"),
+    "contended_frac": ("1", "share of walks skipped because reclaim's trylock found a writer on "
+                       "the root's rwsem, the folio put back unwalked (5.19+; 0 before)"),
 }
 
 
@@ -92,19 +99,22 @@ def contention_metrics(raw: dict, cpus: list[int]) -> dict[str, np.ndarray]:
     ncpu = np.asarray(cpus, dtype=np.float64)
     scan = col("scan_ns")
     walks = col("walks")
+    contended = col("contended")
+    walked = walks - contended  # the walks that took the lock
     capacity = ncpu * scan
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {
             "scan_ns": scan,
-            "throughput": walks / scan * 1e9,
+            "throughput": walked / scan * 1e9,
             "speedup": raw["scan_ns"][pos[1]] / scan,
             "spin_frac": col("spin_ns") / capacity,
             "sleep_frac": col("sleep_ns") / capacity,
             "busy_frac": col("busy_ns") / capacity,
             "idle_frac": col("idle_ns") / capacity,
-            "lock_wait_mean_ns": col("wait_sum_ns") / walks,
-            "lock_wait_max_ns": np.where(walks > 0, col("wait_max_ns"), np.nan),
-            "lock_hold_mean_ns": col("hold_sum_ns") / walks,
+            "lock_wait_mean_ns": col("wait_sum_ns") / walked,
+            "lock_wait_max_ns": np.where(walked > 0, col("wait_max_ns"), np.nan),
+            "lock_hold_mean_ns": col("hold_sum_ns") / walked,
             "writer_wait_mean_ns": col("writer_wait_sum_ns") / col("writers"),
+            "contended_frac": contended / walks,
         }
     return out

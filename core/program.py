@@ -8,6 +8,7 @@ named scenarios (``aim7``) live here too, because a scenario is nothing but a pr
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 import operator
 from collections.abc import Callable
@@ -18,8 +19,8 @@ import numpy as np
 from core.errors import ProgramError
 
 __all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "mprotect", "heap",
-           "COW_MODELS", "SCENARIOS", "SIZES", "ProgramSize", "program_size", "MAX_OPS",
-           "INT32_MAX", "ARENA_MAX"]
+           "COW_MODELS", "SCENARIOS", "SIZES", "PARAMS", "Param", "ProgramSize", "program_size",
+           "MAX_OPS", "INT32_MAX", "ARENA_MAX"]
 
 #: One operation: opcode, four integer arguments, one float argument (32 bytes, C-aligned).
 PROGRAM_DTYPE = np.dtype(
@@ -326,7 +327,7 @@ def prefork(
     """
     processes, pages_per_vma, cow_fraction, sample = _scenario_args(
         processes, pages_per_vma, cow_fraction, cow_model, sample)
-    recycles = _integer(recycles, "recycles", 0, MAX_OPS, "core.program.MAX_OPS")
+    recycles = RECYCLES.check(recycles)
     prefork_size(processes, pages_per_vma, cow_fraction, cow_model, sample, recycles).check(
         "prefork", dict(processes=processes, recycles=recycles))
     prog = Program()
@@ -577,7 +578,7 @@ def prefork_size(processes: int, pages_per_vma: int, cow_fraction: float,
                  cow_model: str = "independent", sample: int | None = None,
                  recycles: int = 3) -> ProgramSize:
     n, v, f, sample = _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample)
-    r = _integer(recycles, "recycles", 0, MAX_OPS, "core.program.MAX_OPS")
+    r = RECYCLES.check(recycles)
     ops = 4 + (r + 1) * n + r * n + (r + 1) * (n > 0)
     created = 0.0 + v
     if n and ops <= MAX_OPS:  # every round's COW, summed in program order
@@ -685,7 +686,7 @@ def _scenario_args(processes, pages_per_vma, cow_fraction, cow_model, sample):
 
 
 def _pieces(pieces, pages_per_vma: int) -> int:
-    pieces = _integer(pieces, "pieces", 1, INT32_MAX)
+    pieces = PIECES.check(pieces)
     if not 1 <= pieces <= pages_per_vma:
         raise ValueError(f"pieces must be in 1..pages_per_vma ({pages_per_vma}), got {pieces}")
     return pieces
@@ -693,3 +694,45 @@ def _pieces(pieces, pages_per_vma: int) -> int:
 
 #: Scenario builders by name: (processes, pages_per_vma, cow_fraction, cow_model, sample).
 SCENARIOS = {"aim7": aim7, "chain": chain, "prefork": prefork, "mprotect": mprotect, "heap": heap}
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A parameter of a scenario's builder beyond the five every builder takes, as a sweep grid
+    sets it (``grid.<name>``, one value for all the grid's points).
+
+    ``default`` is the builder's own (read from its signature); ``low``..``high`` are the values
+    the builder takes and ``why`` what sets ``high``. ``per_page``: the value counts pieces of
+    the VMA, so a point of fewer pages takes one piece per page (``at``).
+    """
+
+    name: str
+    default: int
+    low: int
+    high: int
+    why: str = ""
+    per_page: bool = False
+
+    def check(self, value) -> int:
+        """``value`` as an int in low..high, or a ValueError naming the parameter and the bounds."""
+        return _integer(value, self.name, self.low, self.high, self.why)
+
+    def at(self, value: int, pages_per_vma: int) -> int:
+        """What a point of ``pages_per_vma`` pages takes for a grid's ``value``."""
+        return min(value, pages_per_vma) if self.per_page else value
+
+
+def _param(builder: Callable[..., np.ndarray], name: str, low: int, high: int, why: str = "",
+           per_page: bool = False) -> Param:
+    default = inspect.signature(builder).parameters[name].default
+    return Param(name, default, low, high, why, per_page)
+
+
+RECYCLES = _param(prefork, "recycles", 0, MAX_OPS, "core.program.MAX_OPS")
+PIECES = _param(mprotect, "pieces", 1, INT32_MAX, per_page=True)
+
+#: The builder parameters a sweep grid sets, by scenario (the keys of ``SCENARIOS``). heap's
+#: ``steps`` and ``step_pages`` are not among them: a sweep keeps the builder's defaults.
+PARAMS: dict[str, tuple[Param, ...]] = {
+    "aim7": (), "chain": (), "prefork": (RECYCLES,), "mprotect": (PIECES,), "heap": (),
+}

@@ -196,8 +196,9 @@ def measure(program) -> ProgramSize:
     ptes = vmas = links = walks = scan_walks = 0
     created = 0.0
     peak = {"ptes": 0, "pages": 0, "vmas": 0, "links": 0}
-    # processes where mmap_after/before, brk or mremap_after/before may have merged: their
-    # list below holds a piece per op whatever merged, so a VMA is charged all their pages
+    # processes where mmap_after/before, brk, mremap_after/before or mremap_grow (6.1+) may
+    # have merged: their list below holds a piece per op whatever merged, so a VMA is charged
+    # all their pages
     grown: set[int] = set()
 
     def npages(p: int, v: int) -> int:
@@ -226,6 +227,7 @@ def measure(program) -> ProgramSize:
         elif op == 20 and alive(a) and 0 <= b < len(procs[a]) and c > 0:  # mremap_grow
             procs[a][b] += c
             ptes += c
+            grown.add(a)
         elif op == 7 and alive(a):  # fork: the child is one level deeper
             if a in grown:
                 grown.add(len(procs))

@@ -21,6 +21,7 @@ from sweep import grid as grid_mod
 from sweep import interrupts, live_point, live_walk, report, simulate
 from sweep import plan as plan_mod
 from sweep.config import ConfigError, Sweep
+from sweep.executor import Executor
 from sweep.store import Store, now
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
 
     grid = sweep.grid
     sims = grid_mod.sims(grid)
-    specs = [(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
+    specs = [simulate.PointSpec(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
              for i, s in enumerate(sims)]
     settings = live_walk.with_options(simulate.settings_of(grid), sweep.live)
     per_sim = len(grid.cpus)  # dataset points per simulation
@@ -181,8 +182,8 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     try:
         estimated.result()
         node_memory = runner.largest_node_memory()
-        if live_point.LIVE in grid.kernel and hasattr(runner, "live_node"):  # Ray
-            runner.live_node()  # refused now if it lacks the anonvma_live resource
+        if live_point.LIVE in grid.kernel:
+            runner.check_live()
         if not runner.local:
             largest = estimates(plan_mod.largest_workload(grid))
             plan_mod.check_memory(grid, largest, node_memory, "the cluster's largest node")
@@ -332,7 +333,8 @@ def _store_state(path: str) -> tuple[int, int, int] | None:
     return int(done.sum()), len(errors) * done.shape[CPUS_AXIS], int(done.size)
 
 
-def choose_runner(sweep: Sweep, sims: list, todo: list[int], shared: frozenset[str]) -> Any:
+def choose_runner(sweep: Sweep, sims: list, todo: list[int],
+                  shared: frozenset[str]) -> Executor:
     """Ray (``sweep.fanout.Cluster``), or this process's threads (``sweep.inline.Inline``) for
     a local sweep estimated below ``ray.inline_below_seconds`` of core time: starting and
     stopping Ray would cost more than the points themselves."""

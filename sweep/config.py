@@ -17,13 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from core import program
+from core.contention import Timing
 from sweep import schema
 from sweep.live_walk import LiveSettings
 
 #: The dataset's dimensions, in order. Points that differ only in ``cpus`` share a simulation.
 AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
-SCENARIOS = ("aim7", "chain", "prefork", "mprotect", "heap")
+SCENARIOS = tuple(program.SCENARIOS)
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
@@ -52,9 +54,9 @@ class Grid:
     cow_fraction: tuple[float, ...]
     cpus: tuple[int, ...]
     seed: tuple[int, ...]
-    recycles: int = 3
-    pieces: int = 16
-    timing: tuple = ()  # core.contention.Timing.as_tuple(); () for the defaults
+    #: the scenario's own builder parameters, (name, value) in core.program.PARAMS order
+    params: tuple[tuple[str, int], ...] = ()
+    timing: Timing = Timing()
 
     def axes(self) -> dict[str, tuple]:
         """The six axes in dimension order (``AXES``)."""
@@ -75,19 +77,9 @@ class Grid:
             "cow_model": self.cow_model,
             "sample": self.sample,
             **{name: list(values) for name, values in self.axes().items()},
-            **({"recycles": self.recycles} if self.scenario == "prefork" else {}),
-            **({"pieces": self.pieces} if self.scenario == "mprotect" else {}),
-            "timing": list(self.timing_model().as_tuple()),
+            **dict(self.params),
+            "timing": list(self.timing.as_tuple()),
         }
-
-    def timing_model(self):
-        """The contention model's costs (core.contention.Timing)."""
-        from core.contention import Timing
-
-        if not self.timing:
-            return Timing()
-        names = [f.name for f in dataclasses.fields(Timing)]
-        return Timing(**dict(zip(names, self.timing, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -305,13 +297,10 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         raise ConfigError(
             f"grid.scenario: {g['scenario']!r} is not known; allowed: {', '.join(SCENARIOS)}"
         )
-    from core.program import COW_MODELS  # pure Python, no compiled core needed
-
-    if g["cow_model"] not in COW_MODELS:
-        raise ConfigError(
-            f"grid.cow_model: {g['cow_model']!r} is not known; allowed: {', '.join(COW_MODELS)}"
-        )
-    from core.program import ARENA_MAX, INT32_MAX, MAX_BATCH, MAX_CPUS, MAX_OPS
+    if g["cow_model"] not in program.COW_MODELS:
+        raise ConfigError(f"grid.cow_model: {g['cow_model']!r} is not known; allowed: "
+                          f"{', '.join(program.COW_MODELS)}")
+    from core.program import ARENA_MAX, INT32_MAX, MAX_BATCH, MAX_CPUS
 
     sample = g["sample"]
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
@@ -321,17 +310,7 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
             f"or an integer from 1 to at most {INT32_MAX} (pages sampled per point; an int32 "
             "field of the core's program)"
         )
-    recycles = g.get("recycles", 3)
-    if isinstance(recycles, bool) or not isinstance(recycles, int) or not (
-            0 <= recycles <= MAX_OPS):
-        raise ConfigError(f"grid.recycles: {recycles!r} is not allowed; allowed: an integer "
-                          f"from 0 to at most {MAX_OPS} (core.program.MAX_OPS)")
-    pieces = g.get("pieces", 16)
-    if isinstance(pieces, bool) or not isinstance(pieces, int) or not 1 <= pieces <= INT32_MAX:
-        raise ConfigError(f"grid.pieces: {pieces!r} is not allowed; allowed: an integer "
-                          f"from 1 to at most {INT32_MAX}")
-    from core.contention import Timing
-
+    params = {p.name: _param(g, p) for p in schema.GRID_PARAMS}
     try:
         timing_model = Timing(**dict(g.get("timing") or {}))
     except (TypeError, ValueError) as exc:
@@ -339,7 +318,7 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
     if timing_model.batch > MAX_BATCH:
         raise ConfigError(f"grid.timing.batch: {timing_model.batch} is not allowed; allowed: "
                           f"an integer from 1 to at most {MAX_BATCH}")
-    timing = timing_model.as_tuple()
+    timing = Timing(*timing_model.as_tuple())  # the core's types: floats, an int batch
     known = ", ".join(generations)
     kernels = g["kernel"]
     if kernels is not None and "all" in list(kernels) and set(kernels) <= {"all", LIVE}:
@@ -367,30 +346,39 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         cpus=_axis(g["cpus"], "cpus", int, lambda v: 1 <= v <= MAX_CPUS,
                    f"1 <= cpus <= {MAX_CPUS}"),
         seed=_axis(g["seed"], "seed", int, lambda v: 0 <= v < SEED_LIMIT, "0 <= seed < 2**63"),
-        recycles=recycles,
-        pieces=pieces,
+        params=tuple((p.name, params[p.name]) for p in program.PARAMS[g["scenario"]]),
         timing=timing,
     )
-    if grid.scenario == "mprotect" and pieces > max(grid.pages_per_vma):
-        # a point cuts its VMA into min(pieces, pages_per_vma) pieces; a pieces that no point
-        # can have is a mistake, not a request
-        raise ConfigError(f"grid.pieces: {pieces} is not allowed; allowed: 1 <= pieces <= "
-                          f"{max(grid.pages_per_vma)} (the largest grid.pages_per_vma)")
+    for p in program.PARAMS[grid.scenario]:
+        if p.per_page and params[p.name] > max(grid.pages_per_vma):
+            # a point takes min(value, pages_per_vma) pieces; a value that no point can have
+            # is a mistake, not a request
+            raise ConfigError(f"grid.{p.name}: {params[p.name]} is not allowed; allowed: "
+                              f"{p.low} <= {p.name} <= {max(grid.pages_per_vma)} (the largest "
+                              "grid.pages_per_vma)")
     check_program_size(grid)
     return grid
+
+
+def _param(g: dict, p: program.Param) -> int:
+    """The grid's value of a scenario parameter (its builder's default when the grid has none),
+    refused outside the builder's bounds whatever the grid's scenario."""
+    value = g.get(p.name, p.default)
+    if isinstance(value, bool) or not isinstance(value, int) or not p.low <= value <= p.high:
+        why = f" ({p.why})" if p.why else ""
+        raise ConfigError(f"grid.{p.name}: {value!r} is not allowed; allowed: an integer "
+                          f"from {p.low} to at most {p.high}{why}")
+    return value
 
 
 def check_program_size(grid: Grid) -> None:
     """Refuse a grid whose largest program is over the core's limits, counted by formula
     before anything is built (core.program.program_size): its length, processes, objects."""
-    from core.program import program_size  # pure Python: counts, no compiled core needed
     from sweep import plan, simulate
 
     workload = plan.largest_workload(grid)
-    settings = simulate.settings_of(grid)
     try:
-        program_size(**simulate.size_params(settings, workload)).check(
-            grid.scenario, simulate.scales(settings, workload))
+        simulate.checked_size(simulate.settings_of(grid), workload)
     except ValueError as exc:
         n, v, f = workload
         raise ConfigError(f"grid: the largest point (processes={n}, pages_per_vma={v}, "

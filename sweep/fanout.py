@@ -39,16 +39,14 @@ from typing import Any
 
 from sweep import interrupts
 from sweep.config import RaySettings
+from sweep.executor import Outcome
 from sweep.plan import Task
-from sweep.simulate import run_batch
+from sweep.simulate import PointSpec, Settings, run_batch
 
 #: The resource of a node that runs live points, one at a time (sweep.live_point.RESOURCE).
 LIVE_RESOURCE = "anonvma_live"
 
 logger = logging.getLogger(__name__)
-
-#: Results of finished simulations: (sim_id, values or None, error or None).
-Outcome = tuple[int, "dict[str, float] | None", "str | None"]
 
 
 def _ray() -> Any:
@@ -63,7 +61,7 @@ def connected() -> bool:
 
 
 class Cluster:
-    """A connection to Ray for one sweep (context manager).
+    """A connection to Ray for one sweep: an ``Executor`` (sweep.executor).
 
     Parameters
     ----------
@@ -106,7 +104,7 @@ class Cluster:
             ray = _ray()
             remove_dead_temp_dirs()
             _become_subreaper()
-            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
+            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=temp_parent())
             _write_owner(self._temp_dir)
             try:
                 with _our_signal_handlers():
@@ -248,6 +246,10 @@ class Cluster:
                               + "\": 1}'")
         return found[0]
 
+    def check_live(self) -> None:
+        """Refuse now, before any task waits for it forever, a live node that is not there."""
+        self.live_node()
+
     def live_strategy(self) -> Any:
         """Ray's scheduling strategy pinning a live task to ``live_node()``."""
         if self._live_strategy is None:
@@ -261,8 +263,8 @@ class Cluster:
     def map_unordered(
         self,
         tasks: Sequence[Task],
-        specs: Sequence[tuple],
-        settings: tuple,
+        specs: Sequence[PointSpec],
+        settings: Settings,
         poll: float = 0.5,
     ) -> Iterator[list[Outcome]]:
         """Run ``tasks``; yield lists of outcomes as tasks finish, ``[]`` every ``poll`` seconds.
@@ -306,12 +308,12 @@ class Cluster:
                                 for i in task.sim_ids
                             )
                         else:
-                            out.append((task.sim_ids[0], None, error))
+                            out.append(Outcome(task.sim_ids[0], None, error))
                 yield out
         finally:
             self._pending.update(pending)
 
-    def _submit(self, task: Task, specs: Sequence[tuple], settings: tuple) -> Any:
+    def _submit(self, task: Task, specs: Sequence[PointSpec], settings: Settings) -> Any:
         options: dict[str, Any] = {
             "num_cpus": 1,
             "max_retries": self.settings.max_retries,
@@ -328,8 +330,14 @@ class Cluster:
 
 
 # -- what a local Ray leaves behind --------------------------------------------------------------
-TEMP_PARENT = "/tmp"
 TEMP_PREFIX = "sweep-ray-"
+
+
+def temp_parent() -> str:
+    """Where a local sweep's Ray temp dir is made: Ray's own choice of a system temp dir
+    ($RAY_TMPDIR, else $TMPDIR, else /tmp), so a user who points Ray elsewhere (a small /tmp,
+    or tests kept apart from other sweeps on the machine) points the sweep there too."""
+    return os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
 OWNER_FILE = "sweep-owner"  # "PID START_TIME" of the driver that made the temp dir
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -514,12 +522,12 @@ def _remove_tree(path: str, tries: int = 10) -> None:
     logger.warning("could not remove %s", path)
 
 
-def remove_dead_temp_dirs(parent: str = TEMP_PARENT) -> list[str]:
+def remove_dead_temp_dirs(parent: str | None = None) -> list[str]:
     """Remove the temp dirs of local sweeps whose driver is no longer alive (SIGKILLed: it
     could not), ending any process still naming them first; return the dirs removed. Dirs
     of live drivers, without an owner file, or of other users are left alone."""
     removed = []
-    for temp_dir in sorted(glob.glob(os.path.join(parent, TEMP_PREFIX + "*"))):
+    for temp_dir in sorted(glob.glob(os.path.join(parent or temp_parent(), TEMP_PREFIX + "*"))):
         try:
             if os.stat(temp_dir).st_uid != os.getuid():
                 continue

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sweep.config import Grid
+from sweep.simulate import Workload
 
 #: Dimensions of a simulation (the dataset's minus ``cpus``), in dataset order.
 SIM_AXES = ("kernel", "processes", "pages_per_vma", "cow_fraction", "seed")
@@ -64,9 +65,9 @@ class Sim:
     seed: int  # point_seed(...), what core.run gets
 
     @property
-    def workload(self) -> tuple[int, int, float]:
+    def workload(self) -> Workload:
         """What the program depends on (not the kernel, not the seed)."""
-        return (self.processes, self.pages_per_vma, self.cow_fraction)
+        return Workload(self.processes, self.pages_per_vma, self.cow_fraction)
 
     def label(self) -> str:
         """Coordinates as ``key=value`` pairs, for messages and the ``errors`` attribute."""

@@ -1,11 +1,11 @@
 """Small local sweeps without Ray: the plan's tasks on threads of this process.
 
-Job: the same interface as ``sweep.fanout.Cluster`` (start, stop, cpus, map_unordered) for a
-sweep whose estimated core time is below ``ray.inline_below_seconds``. Starting and stopping a
-local Ray costs 7 to 9 s on 2 cores (docs/performance.md), which is the whole wall time of a
-sweep of a few hundred small points; here they cost nothing. Each task runs
-``sweep.simulate.run_batch``, the very function a Ray worker runs, and every point's seed comes
-from its coordinates, so the dataset is bit for bit what Ray would give (tests check it).
+Job: an ``Executor`` (sweep.executor), as ``sweep.fanout.Cluster`` is, for a sweep whose
+estimated core time is below ``ray.inline_below_seconds``. Starting and stopping a local Ray
+costs 7 to 9 s on 2 cores (docs/performance.md), which is the whole wall time of a sweep of a
+few hundred small points; here they cost nothing. Each task runs ``sweep.simulate.run_batch``,
+the very function a Ray worker runs, and every point's seed comes from its coordinates, so the
+dataset is bit for bit what Ray would give (tests check it).
 
 Threads, not processes: ``core.run`` releases the GIL for the whole simulation, so N threads
 keep N CPUs busy while the Python glue of a point (building its program, reading its results)
@@ -21,9 +21,9 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from sweep.fanout import Outcome
+from sweep.executor import Outcome
 from sweep.plan import Task
-from sweep.simulate import run_batch
+from sweep.simulate import PointSpec, Settings, run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ class Inline:
         """No Ray ``memory`` resource here: 0 (the plan then makes no memory requests)."""
         return 0
 
-    def map_unordered(self, tasks: Sequence[Task], specs: Sequence[tuple], settings: tuple,
+    def check_live(self) -> None:
+        """Live points run on this machine, which ``sweep.app.refuse_live`` checked first."""
+
+    def map_unordered(self, tasks: Sequence[Task], specs: Sequence[PointSpec], settings: Settings,
                       poll: float = 0.5) -> Iterator[list[Outcome]]:
         """Run ``tasks``; yield lists of outcomes as tasks finish, ``[]`` every ``poll`` seconds
         (as ``Cluster.map_unordered`` does, so the caller flushes on time)."""

@@ -99,21 +99,13 @@ def refusal(grid) -> tuple[int, str] | None:
     from core import live
     from sweep import plan, simulate
 
-    settings = simulate.settings_of(grid)
     n, v, f = workload = plan.largest_workload(grid)
-    prog = simulate.program(*_program_args(settings, workload))
+    prog = simulate.program(simulate.settings_of(grid), workload)
     reason = live.check(prog)
     if reason:
         return 2, (f"grid.kernel: live: the largest point (processes={n}, pages_per_vma={v}, "
                    f"cow_fraction={f:g}) cannot run on this kernel: {reason}")
     return None
-
-
-def _program_args(settings: tuple, workload: tuple[int, int, float]) -> tuple:
-    scenario, cow_model, sample, recycles, _cpus, _timing, pieces = settings
-    processes, pages_per_vma, cow_fraction = workload
-    return (scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
-            pieces)
 
 
 def seconds(processes: int, pages_per_vma: int, cow_fraction: float) -> float:

@@ -63,14 +63,11 @@ def resolve(node: Any, kernels: tuple[str, ...]) -> LiveSettings:
     return LiveSettings(walk_cost, zram)
 
 
-def with_options(settings: tuple, live: LiveSettings) -> tuple:
-    """A point's settings (``sweep.simulate.settings_of``) with the live options after them."""
-    return (*settings, live)
+def with_options(settings, live: LiveSettings):
+    """A point's settings (``sweep.simulate.settings_of``) with the sweep's live options."""
+    import dataclasses
 
-
-def options(settings: tuple) -> LiveSettings:
-    """The live options of a point's settings (off when it has none)."""
-    return next((s for s in settings if isinstance(s, LiveSettings)), LiveSettings())
+    return dataclasses.replace(settings, live=live)
 
 
 def nan_values() -> dict[str, float]:
@@ -118,11 +115,9 @@ def refusal(sweep) -> tuple[int, str] | None:
     from sweep.grid import point_seed
 
     grid = sweep.grid
-    n, v, f = plan.largest_workload(grid)
-    settings = simulate.settings_of(grid)
-    prog = simulate.program(grid.scenario, n, v, f, grid.cow_model, grid.sample,
-                            grid.recycles, grid.pieces)
-    pages = reclaim.pages_needed(prog, point_seed(grid.seed[0], n, v, f, settings[0]))
+    n, v, f = workload = plan.largest_workload(grid)
+    prog = simulate.program(simulate.settings_of(grid), workload)
+    pages = reclaim.pages_needed(prog, point_seed(grid.seed[0], n, v, f, grid.scenario))
     swap = reclaim.swap_for(pages, live.zram)
     if isinstance(swap, str):
         key = "live.zram" if live.zram is not None else "live.walk_cost"

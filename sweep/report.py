@@ -119,7 +119,7 @@ def claim_rows(checked) -> list[dict[str, str]]:
 
 def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
     """The text of report.md."""
-    from sweep import results, scaling
+    from sweep import results, scaling, trylock
 
     grid = results.grid_attr(ds)
     done, total = results.done_fraction(ds)
@@ -137,6 +137,7 @@ def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
         f"- points done: {done} of {total}",
         "",
         *live_section(ds),
+        *trylock.section(ds, markdown_table),
         "## The 2010 claims, checked",
         "",
         markdown_table(claim_rows(checked)),

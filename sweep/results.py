@@ -22,7 +22,7 @@ DIMS = ("kernel", "processes", "pages_per_vma", "cow_fraction", "cpus", "seed")
 #: Variables every report needs. Others are optional: what needs them says so when absent.
 REQUIRED = ("entries_mean", "rmap_bytes", "done")
 #: Variables added by the contention model (issue 5), used when present.
-CONTENTION = ("speedup", "scan_ns", "throughput", "spin_frac", "sleep_frac")
+CONTENTION = ("speedup", "scan_ns", "throughput", "spin_frac", "sleep_frac", "contended_frac")
 
 
 class ResultsError(ValueError):

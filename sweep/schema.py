@@ -9,13 +9,14 @@ key (``grid.foo=1``) while composing, before anything starts. Values are checked
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import List, Optional  # noqa: UP035 - OmegaConf's type parser wants typing forms
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from core.contention import Timing
+from core.program import PARAMS
 
 #: Name of the grid schema in the ConfigStore group ``grid``; grid YAMLs name it in their defaults.
 GRID_SCHEMA = "_grid_schema"
@@ -41,12 +42,18 @@ class TimingConf:
     batch: int = _TIMING.batch  # pages a CPU isolates from the LRU at a time (SWAP_CLUSTER_MAX)
 
 
+#: The scenarios' own builder parameters, each a key of every grid (``grid.recycles``), in
+#: core.program.PARAMS order; a name two scenarios share must mean one thing.
+GRID_PARAMS = tuple({p.name: p for ps in PARAMS.values() for p in ps}.values())
+
+
 @dataclass
-class GridConf:
+class _GridAxes:
     """One grid: six axes (lists) and the settings shared by every point.
 
     Axes are MISSING in the schema except ``cpus`` and ``seed``, so a grid file must say what
-    it sweeps.
+    it sweeps. Then one key per scenario parameter (``GRID_PARAMS``: ``recycles`` of prefork,
+    ``pieces`` of mprotect, defaults and bounds their builders'), then ``timing``.
     """
 
     scenario: str = "aim7"
@@ -61,11 +68,16 @@ class GridConf:
     # contention model on every cpus value (README "CPU contention").
     cpus: List[int] = field(default_factory=lambda: [1])  # noqa: UP006
     seed: List[int] = field(default_factory=lambda: [0])  # noqa: UP006
-    # Only with scenario prefork: how many times every worker exits and is re-forked.
-    recycles: int = 3
-    # Only with scenario mprotect: VMAs the parent's mapping is cut into (<= pages_per_vma).
-    pieces: int = 16
-    timing: TimingConf = field(default_factory=TimingConf)
+
+
+GridConf = make_dataclass(
+    "GridConf",
+    [*((p.name, int, p.default) for p in GRID_PARAMS),
+     ("timing", TimingConf, field(default_factory=TimingConf))],
+    bases=(_GridAxes,),
+)
+GridConf.__module__ = __name__
+GridConf.__doc__ = _GridAxes.__doc__
 
 
 @dataclass

@@ -9,9 +9,13 @@ re-runs a task whose worker died.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from core.contention import METRICS
+from core.contention import METRICS, Timing
+from core.program import PARAMS, SCENARIOS, SIZES, ProgramSize, program_size
 from sweep import live_walk
+from sweep.executor import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -65,47 +69,90 @@ DETERMINISTIC = tuple(v for v in VARIABLES
 ATTEMPTS = 3
 
 
-def program(scenario: str, processes: int, pages_per_vma: int, cow_fraction: float,
-            cow_model: str, sample: int | None, recycles: int = 3, pieces: int = 16):
-    """The workload program of a point (``scenario`` is validated by sweep.config)."""
-    from core.program import SCENARIOS
+class Workload(NamedTuple):
+    """What a point's program depends on (not the kernel, not the seed): a key of the plan's
+    estimates."""
 
-    extra = {"prefork": {"recycles": recycles},
-             "mprotect": {"pieces": min(pieces, pages_per_vma)}}.get(scenario, {})
-    return SCENARIOS[scenario](processes, pages_per_vma, cow_fraction, cow_model, sample,
-                               **extra)
+    processes: int
+    pages_per_vma: int
+    cow_fraction: float
 
 
-def settings_of(grid) -> tuple:
-    """What every point of a grid shares:
-    (scenario, cow_model, sample, recycles, cpus, timing, pieces)."""
-    return (grid.scenario, grid.cow_model, grid.sample, grid.recycles, tuple(grid.cpus),
-            tuple(grid.timing_model().as_tuple()), grid.pieces)
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every point of a grid shares (``settings_of``), sent once with each task."""
+
+    scenario: str
+    cow_model: str
+    sample: int | None
+    cpus: tuple[int, ...]
+    timing: Timing
+    #: the grid's values of the scenario's own builder parameters (core.program.PARAMS)
+    params: tuple[tuple[str, int], ...] = ()
+    #: the sweep's live.* options, for kernel live (sweep.live_walk.with_options)
+    live: live_walk.LiveSettings = live_walk.LiveSettings()
 
 
-def run_point(settings: tuple, spec: tuple) -> dict:
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """One simulation as a worker runs it: its id in the sweep's list and the core's arguments."""
+
+    sim_id: int
+    kernel: str
+    processes: int
+    pages_per_vma: int
+    cow_fraction: float
+    seed: int  # the core's seed (sweep.grid.point_seed)
+
+    @property
+    def workload(self) -> Workload:
+        return Workload(self.processes, self.pages_per_vma, self.cow_fraction)
+
+    def __reduce__(self) -> tuple:
+        # the class and the values, a batch's specs pickled with no field names
+        return PointSpec, (self.sim_id, self.kernel, self.processes, self.pages_per_vma,
+                           self.cow_fraction, self.seed)
+
+
+def settings_of(grid) -> Settings:
+    """What every point of ``grid`` (a ``sweep.config.Grid``) shares."""
+    return Settings(grid.scenario, grid.cow_model, grid.sample, tuple(grid.cpus), grid.timing,
+                    grid.params)
+
+
+def builder_args(settings: Settings, workload: tuple[int, int, float]) -> dict:
+    """The keyword arguments of the scenario's builder (and of its size formula) for a point."""
+    processes, pages_per_vma, cow_fraction = workload
+    params = {p.name: p for p in PARAMS[settings.scenario]}
+    return dict(processes=processes, pages_per_vma=pages_per_vma, cow_fraction=cow_fraction,
+                cow_model=settings.cow_model, sample=settings.sample,
+                **{name: params[name].at(value, pages_per_vma)
+                   for name, value in settings.params})
+
+
+def program(settings: Settings, workload: tuple[int, int, float]):
+    """The workload program of a point (the scenario is validated by sweep.config)."""
+    return SCENARIOS[settings.scenario](**builder_args(settings, workload))
+
+
+def run_point(settings: Settings, spec: PointSpec) -> dict:
     """Run one simulation; return the dataset's variables for it.
 
-    ``settings`` is ``settings_of(grid)`` (and the live options after it:
-    ``sweep.live_walk.with_options``); ``spec`` is
-    (sim_id, kernel, processes, pages_per_vma, cow_fraction, seed). Contention variables are
-    lists aligned with the grid's cpus: the one walk trace replayed on every CPU count.
-    Kernel ``live`` runs the program on this machine's kernel (``sweep.live_point``); its
-    values also hold ``live_point.INFO``, what that kernel is (not a variable).
+    Contention variables are lists aligned with the grid's cpus: the one walk trace replayed
+    on every CPU count. Kernel ``live`` runs the program on this machine's kernel
+    (``sweep.live_point``); its values also hold ``live_point.INFO``, what that kernel is (not
+    a variable).
     """
     import core
-    from core.contention import Timing
 
-    scenario, cow_model, sample, recycles, cpus, timing, pieces = settings[:7]
-    _, kernel, processes, pages_per_vma, cow_fraction, seed = spec
-    prog = program(scenario, processes, pages_per_vma, cow_fraction, cow_model, sample, recycles,
-                   pieces)
-    if kernel == LIVE:  # this machine's kernel: what it counts, NaN for what it cannot measure
+    prog = program(settings, spec.workload)
+    if spec.kernel == LIVE:  # this machine's kernel: what it counts, NaN for what it cannot measure
         from sweep import live_point
 
-        return live_point.values(prog, seed, VARIABLES, CONTENTION, len(cpus),
-                                 live_walk.options(settings))
-    result = core.run(prog, kernel, seed, cpus=list(cpus), timing=Timing(*timing))
+        return live_point.values(prog, spec.seed, VARIABLES, CONTENTION, len(settings.cpus),
+                                 settings.live)
+    result = core.run(prog, spec.kernel, spec.seed, cpus=list(settings.cpus),
+                      timing=settings.timing)
     values: dict = {name: float(result[name]) for name in VARIABLES
                     if name not in CONTENTION and name not in live_walk.VARIABLES}
     values.update(live_walk.nan_values())
@@ -114,31 +161,31 @@ def run_point(settings: tuple, spec: tuple) -> dict:
     return values
 
 
-def run_batch(settings: tuple[str, str, int | None], specs: list[tuple]) -> list[tuple]:
-    """Run a batch of simulations; one (sim_id, values or None, error or None) per spec.
+def run_batch(settings: Settings, specs: list[PointSpec]) -> list[Outcome]:
+    """Run a batch of simulations; one outcome per spec.
 
     A point's exception does not fail the batch: it is retried in place and recorded once it
     repeats, so a deterministic failure is neither retried forever nor lost with its batch
     neighbours. Crashes (a killed worker, a lost node) are Ray's to retry.
     """
-    return [(spec[0], *_attempt(settings, spec)) for spec in specs]
+    return [Outcome(spec.sim_id, *_attempt(settings, spec)) for spec in specs]
 
 
-def _attempt(settings: tuple, spec: tuple) -> tuple[dict[str, float] | None, str | None]:
+def _attempt(settings: Settings, spec: PointSpec) -> tuple[dict[str, float] | None, str | None]:
     last = None
     for _ in range(ATTEMPTS):
         try:
             return run_point(settings, spec), None
         except Exception as exc:  # a point's failure is data, not a batch failure
             error = f"{type(exc).__name__}: {exc}"
-            logger.warning("point %s failed: %s", spec[1:], error)
+            logger.warning("point %s failed: %s", spec, error)
             if error == last:
                 break
             last = error
     return None, last
 
 
-def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, int, float]) -> int:
+def estimate_bytes(settings: Settings, workload: tuple[int, int, float]) -> int:
     """Upper bound of the core's peak memory for a point (kernel-independent), in bytes.
 
     ``core.estimate_bytes`` of the point's program, computed from the scenario's size formula
@@ -147,35 +194,19 @@ def estimate_bytes(settings: tuple[str, str, int | None], workload: tuple[int, i
     Raises ValueError (naming the parameter and the limit) for a program over the core's
     limits (``core.program.MAX_OPS``, the arenas' 32-bit indices).
     """
-    from core.program import program_size
     from core.runner import size_bytes
 
-    size = program_size(**size_params(settings, workload))
-    size.check(settings[0], scales(settings, workload))
     # sweep points record a walk trace (run_point passes cpus); Ray and the machine check want
     # what the worker will hold, not the arenas' doubled capacity (docs/performance.md)
-    return size_bytes(size, trace=True, resident=True)
+    return size_bytes(checked_size(settings, workload), trace=True, resident=True)
 
 
-def size_params(settings: tuple, workload: tuple[int, int, float]) -> dict:
-    """``program_size``'s keyword arguments for a point: the scenario and what ``program``
-    passes its builder."""
-    scenario, cow_model, sample = settings[:3]
-    recycles = settings[3] if len(settings) > 3 else 3
-    pieces = settings[6] if len(settings) > 6 else 16
-    processes, pages_per_vma, cow_fraction = workload
-    extra = {"prefork": {"recycles": recycles},
-             "mprotect": {"pieces": min(pieces, pages_per_vma)}}.get(scenario, {})
-    return dict(scenario=scenario, processes=processes, pages_per_vma=pages_per_vma,
-                cow_fraction=cow_fraction, cow_model=cow_model, sample=sample, **extra)
-
-
-def scales(settings: tuple, workload: tuple[int, int, float]) -> dict:
-    """The grid keys that lengthen the scenario's program, with their values (for a refusal)."""
-    from core.program import SIZES
-
-    params = size_params(settings, workload)
-    return {f"grid.{k}": params[k] for k in SIZES[params["scenario"]].scales}
+def checked_size(settings: Settings, workload: tuple[int, int, float]) -> ProgramSize:
+    """The size of a point's program by its scenario's formula, or a ValueError naming the
+    grid keys that lengthen it (``core.program.SIZES``' scales) and the limit it is over."""
+    args = builder_args(settings, workload)
+    scales = {f"grid.{k}": args[k] for k in SIZES[settings.scenario].scales}
+    return program_size(settings.scenario, **args).check(settings.scenario, scales)
 
 
 def formula_bytes(workload: tuple[int, int, float]) -> int:

@@ -13,6 +13,23 @@ import tempfile
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_ray_temp_parent():
+    """The sweeps these tests start make their Ray temp dirs in a parent of this session's own
+    ($RAY_TMPDIR, sweep.fanout.temp_parent): a sweep removes the temp dirs of dead sweeps it
+    finds there, and another test session's sweeps on the same machine must neither remove
+    ours nor be removed by ours. Short, under /tmp: Ray's socket paths must fit 107 bytes."""
+    parent = tempfile.mkdtemp(prefix="swt-", dir="/tmp")
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = parent
+    yield parent
+    if before is None:
+        del os.environ["RAY_TMPDIR"]
+    else:
+        os.environ["RAY_TMPDIR"] = before
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance (2 CPUs, dashboard off, 127.0.0.1) for one test module."""
@@ -51,9 +68,9 @@ def core_values(sw, sim) -> dict:
     import core
     from sweep import simulate
 
-    scenario, cow_model, sample, recycles, cpus, _, pieces = simulate.settings_of(sw.grid)
-    prog = simulate.program(scenario, *sim.workload, cow_model, sample, recycles, pieces)
-    want = core.run(prog, sim.kernel, sim.seed, cpus=list(cpus), timing=sw.grid.timing_model())
+    prog = simulate.program(simulate.settings_of(sw.grid), sim.workload)
+    cpus = list(sw.grid.cpus)
+    want = core.run(prog, sim.kernel, sim.seed, cpus=cpus, timing=sw.grid.timing)
     return {
         name: np.asarray(want["contention"][name]) if name in simulate.CONTENTION
         else np.full(len(cpus), float(want[name]))
@@ -62,14 +79,20 @@ def core_values(sw, sim) -> dict:
 
 
 def pids_with(marker: str) -> list[int]:
-    """Processes whose command line names ``marker`` (a Ray temp dir or address): the ones a
-    test started, to be checked or ended by PID (never `ray stop`)."""
+    """Processes of this network namespace whose command line names ``marker`` whole (a Ray
+    temp dir, or an address: 127.0.0.1:6391 but not 127.0.0.1:63912): the ones a test
+    started, to be checked or ended by PID (never `ray stop`). Other test sessions on the
+    machine (each in its own namespace under bin/offline) may run Rays on the same ports."""
+    import re
+
+    whole = re.compile(re.escape(marker.encode()) + rb"(?![0-9A-Za-z_])")
+    netns = os.readlink("/proc/self/ns/net")
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
+                    if whole.search(f.read()) and os.readlink(f"/proc/{entry}/ns/net") == netns:
                         pids.append(int(entry))
             except OSError:
                 pass
@@ -142,16 +165,19 @@ def process_table() -> dict[int, tuple[int, int, bytes]]:
 
 
 def ray_of(driver: int) -> tuple[str | None, dict[int, int]]:
-    """The Ray temp dir (``/tmp/sweep-ray-*``) of the sweep whose driver is ``driver`` and the
+    """The Ray temp dir (``sweep-ray-*``) of the sweep whose driver is ``driver`` and the
     processes of that Ray (pid -> start time): those naming the temp dir on their command line
     and everything under them (workers and agents rename themselves ``ray::...``)."""
     import re
 
+    from sweep.fanout import TEMP_PREFIX, temp_parent
+
+    where = re.escape(os.path.join(temp_parent(), TEMP_PREFIX).encode())
     table = process_table()
     temp_dir = None
     for pid, (_, _, cmdline) in table.items():
         if _descends(table, pid, driver):
-            found = re.search(rb"/tmp/sweep-ray-[^/\x00 ]+", cmdline)
+            found = re.search(where + rb"[^/\x00 ]+", cmdline)
             if found:
                 temp_dir = found.group().decode()
                 break

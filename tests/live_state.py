@@ -16,14 +16,17 @@ from core.live import reclaim
 
 
 def run_processes() -> list[int]:
-    """Processes running the live executor (any of its three kinds), by their executable."""
+    """Processes running the live executor (any of its three kinds), by their executable, in
+    this network namespace: other test sessions on the machine (each in a namespace of its own
+    under bin/offline) run the same executable, and their runs are not ours to count or end."""
     exe = str(live.executable())
+    netns = os.readlink("/proc/self/ns/net")
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{d}/exe") == exe:
+            if os.readlink(f"/proc/{d}/exe") == exe and os.readlink(f"/proc/{d}/ns/net") == netns:
                 found.append(int(d))
         except OSError:
             continue

@@ -113,6 +113,10 @@ class _Builder:
         self.vmas[p][v : v + 1] = [n for n, _ in pieces]
         self.layout[p][v : v + 1] = [where for _, where in pieces]
         if kind == "mremap":
+            # vm_pgoff: pgoff + off, or the new address if the VMA had no anon_vma (copy_vma),
+            # which depends on the faults; either way the pieces of the moved range continue
+            # one another, and nothing else is adjacent to it without an expanding op (which
+            # makes p uncertain)
             self.vmas[p].append(length)
             self.layout[p].append((self.next_free[p], pgoff + off, exe))
             self.next_free[p] += length + 1
@@ -141,8 +145,8 @@ class _Builder:
     def expand(self, draw, p: int) -> None:
         """One of the expanding ops (docs/core.md "mmap_after", "brk", "mremap_after",
         "mremap_grow") on p, over free pages only. Whether a neighbour takes the pages
-        depends on the generation and the faults, so p becomes uncertain -- except after
-        mremap_grow, which always grows the VMA in place."""
+        depends on the generation and the faults, so p becomes uncertain -- except after an
+        mremap_grow that stops short of the next VMA, which only grows the VMA in place."""
         n = len(self.vmas[p])
         options = []
         for v in range(n):
@@ -180,6 +184,8 @@ class _Builder:
             end = self.layout[p][v][0] + self.vmas[p][v] + count
             self.vmas[p][v] += count
             self.next_free[p] = max(self.next_free[p], end + 1)
+            if v + 1 < n and end == self.layout[p][v + 1][0]:
+                self.uncertain.add(p)  # vma_merge_extend (6.1+) may take the next VMA in
             return
         if kind == "brk":
             self.prog.brk(p, v, count, touch=draw(st.booleans()))

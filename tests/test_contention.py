@@ -193,3 +193,93 @@ def test_readme_profile_of_a_2633_fork_storm():
     in_prf = r["calls_mean"] * r["walks"] * Timing().call_ns / (8 * c["scan_ns"][0])
     assert round(100 * c["spin_frac"][0]) == int(said.group(1))
     assert round(100 * in_prf) == int(said.group(2))
+
+
+# ---- reclaim's trylock (5.19, 6d4675e60135): the generation rows with `reclaim_trylock` -------
+
+TRYLOCK = [row["name"] for row in core.generation_table() if row["reclaim_trylock"]]
+WAITING = [k for k in core.GENERATIONS if k not in TRYLOCK]
+
+
+def one_family(pages: int) -> Program:
+    """One process, ``pages`` pages, one entry per walk: every walk takes the same root lock."""
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, pages))
+    prog.scan()
+    return prog
+
+
+#: 10 ns per walk plus a 1 ns acquire (the price of a failed trylock), one page per batch;
+#: a writer every 5 ns holding 3 ns.
+HAND = Timing(entry_ns=10, call_ns=0, hit_ns=0, acquire_ns=1, release_ns=0,
+              writer_interval_ns=5, writer_hold_ns=3, batch=1)
+
+
+def test_the_trylock_is_a_row_of_the_generations_from_5_19():
+    # 6d4675e60135 entered 5.19 (the mm-stable pull for 5.19-rc1): the 6.0 and 6.16 rows have
+    # it, 3.19 (4.0-5.18) and older do not; every row that has it read-locks the root's rwsem
+    rows = {row["name"]: row for row in core.generation_table()}
+    assert TRYLOCK == ["6.0", "6.16"]
+    assert {rows[k]["lock"] for k in TRYLOCK} == {rows["3.8"]["lock"]}
+    assert rows["3.8"]["lock"] == rows["3.19"]["lock"] and not rows["3.19"]["reclaim_trylock"]
+
+
+@pytest.mark.parametrize("kernel", TRYLOCK)
+def test_walks_that_meet_a_writer_are_skipped_not_waited(kernel):
+    # 1 CPU, 3 walks. By hand: walk 0 holds 0..11; the writers of 5 and 10 queue behind it and
+    # hold 11..14, 14..17. Walk 1 asks at 11 while a writer holds the lock: its trylock fails
+    # (1 ns) and the folio is put back; walk 2 asks at 12, the same. Scan over at 13; the writer
+    # of 15 never comes (no walk left to request).
+    r = core.run(one_family(3).array, kernel, cpus=[1], timing=HAND)["contention"]
+    assert r["contended_frac"][0] == 2 / 3
+    assert r["scan_ns"][0] == 13 and r["busy_frac"][0] == 1 and r["sleep_frac"][0] == 0
+    assert r["lock_hold_mean_ns"][0] == 11 and r["lock_wait_max_ns"][0] == 0
+    assert r["throughput"][0] == 1 / 13 * 1e9  # one walk took the lock
+    assert r["writer_wait_mean_ns"][0] == ((11 - 5) + (14 - 10)) / 2
+
+
+@pytest.mark.parametrize("kernel", ["3.8", "3.19"])
+def test_the_same_walks_wait_without_the_trylock(kernel):
+    # the same program and timing under the rwsem of 3.8-5.18: walk 1 sleeps 11..17 and holds
+    # 17..28; writers of 15, 20, 25 hold 28..31, 31..34, 34..37; walk 2 sleeps 28..37, holds
+    # 37..48
+    r = core.run(one_family(3).array, kernel, cpus=[1], timing=HAND)["contention"]
+    assert r["contended_frac"][0] == 0 and r["scan_ns"][0] == 48
+    assert r["lock_wait_mean_ns"][0] == (0 + 6 + 9) / 3 and r["sleep_frac"][0] == 15 / 48
+    assert r["writer_wait_mean_ns"][0] == (6 + 4 + 13 + 11 + 9) / 5
+
+
+@pytest.mark.parametrize("pages", [2, 5, 40])
+def test_every_walk_inside_a_long_write_hold_is_skipped(pages):
+    # a writer of 5 queues behind walk 0 (0..11) and holds 11..111: each later walk asks
+    # 1 ns after the one before, inside that hold, so exactly pages - 1 are skipped
+    timing = Timing(entry_ns=10, call_ns=0, hit_ns=0, acquire_ns=1, release_ns=0,
+                    writer_interval_ns=5, writer_hold_ns=100, batch=1)
+    r = core.run(one_family(pages).array, "6.0", cpus=[1], timing=timing)["contention"]
+    assert r["contended_frac"][0] * pages == pages - 1
+    assert r["scan_ns"][0] == 11 + (pages - 1)
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_nothing_is_skipped_without_churn_or_without_the_trylock(kernel):
+    prog = core.aim7(60, 30, 0.7)
+    quiet = core.run(prog, kernel, seed=2, cpus=CPUS)["contention"]
+    churn = core.run(prog, kernel, seed=2, cpus=CPUS, timing=Timing(writer_interval_ns=700))
+    skipped = churn["contention"]["contended_frac"]
+    assert np.all(quiet["contended_frac"] == 0)
+    if kernel in TRYLOCK:
+        assert np.all(skipped > 0) and np.all(skipped < 1)
+    else:
+        assert np.all(skipped == 0)
+
+
+def test_only_the_row_field_changes_the_replay():
+    # 3.19 and 6.0 share the rwsem; on a program whose trace is the same in both (one process:
+    # no fork, no reuse) every contention figure is equal, bit for bit, until writers come
+    prog = core.aim7(0, 64, 0.0)
+    for timing in (Timing(), UNIT, Timing(writer_interval_ns=700)):
+        old = core.run(prog, "3.19", cpus=CPUS, timing=timing)["contention"]
+        new = core.run(prog, "6.0", cpus=CPUS, timing=timing)["contention"]
+        same = all(np.array_equal(old[m], new[m], equal_nan=True) for m in old)
+        assert same == (timing.writer_interval_ns == 0), timing

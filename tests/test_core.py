@@ -30,6 +30,8 @@ def test_generation_table_rows_follow_the_primer():
     assert slots == SLAB_SLOTS
     assert [n for n in rows if rows[n]["prepare_at_head"]] == ["2.6.34"]
     assert [n for n in rows if not rows[n]["root"]] == ["2.6.33", "2.6.34"]
+    # primer §1d: reclaim trylocks the root from 5.19 (6d4675e60135), so from the 6.0 row on
+    assert [n for n in rows if rows[n]["reclaim_trylock"]] == ["6.0", "6.16"]
     assert [rows[n]["reuse"] for n in ("3.8", "3.19", "6.0")] == [
         "none", "degree", "num_children/num_active_vmas"
     ]

@@ -166,6 +166,8 @@ def test_generation_tables_agree():
             gen.vma_bytes,
         )
         assert row["merge"] == MERGE_RULES[gen.merge], gen.name
+        assert row["reclaim_trylock"] == gen.reclaim_trylock, gen.name
+        assert row["vma_merge_extend"] is gen.vma_merge_extend, gen.name
         assert (row["slab_anon_vma"], row["slab_avc"], row["slab_vma"]) == gen.slab, gen.name
 
 

@@ -15,6 +15,7 @@ import core
 from core import Injection, Program, reference
 from core.program import chain
 from tests.test_differential import assert_same_under_injection
+from tests.test_vma_merge import faulted_range_away_from_its_unfaulted_half
 
 IMPLS = pytest.mark.parametrize("impl", [core, reference], ids=["core", "reference"])
 
@@ -373,20 +374,47 @@ def test_a_failed_copy_of_mremap_next_to_a_vma_moves_nothing(impl, kernel):
 @IMPLS
 @pytest.mark.parametrize("kernel", ["2.6.36", "6.16"])
 def test_a_failed_copied_from_import_fails_the_move(impl, kernel):
-    # the 2026 rule's import (C-LORENZO-2026): [16,20) faulted (A, singular) moves right
-    # before the unfaulted [25,29) (vm_pgoff 20), which may take it before 3.0 and in 6.16 and
-    # must then clone A's chain first. Allocations: the plain mremap's copy and its split (2),
-    # the fault's AVC and anon_vma (4), the import's AVC (5). Failing it: copy_vma returns NULL,
-    # mremap fails, nothing moved; the unfaulted VMA is as it was.
-    prog = Program()
-    p = prog.new_mm()
-    prog.mmap(p, 8)
-    prog.mremap(p, 0, 4, 4, 8)
-    prog.touch_all(p, 0)
-    prog.mremap(p, 0, 0, 4, 4, to=1, side="before")
+    # the 2026 rule's import (C-LORENZO-2026): a faulted range (A, singular, vm_pgoff 16) moves
+    # right before the unfaulted [20,24) (vm_pgoff 20), which may take it before 3.0 and in 6.16
+    # and must then clone A's chain first. Allocations: mprotect's split (1), the fault's AVC
+    # and anon_vma (3), the plain mremap's copy and its clone (5), the import's AVC (6).
+    # Failing it: copy_vma returns NULL, mremap fails, nothing moved; the unfaulted VMA is as
+    # it was.
+    prog = faulted_range_away_from_its_unfaulted_half()
+    prog.mremap(0, 1, 0, 4, 4, to=0, side="before")
     prog.scan()
-    assert reference.allocations(prog.array, kernel) == 5
-    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=5))
+    assert reference.allocations(prog.array, kernel) == 6
+    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=6))
     assert (r["injected"], r["ops_failed"]) == (1, 1)
     assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 1, 1, 4)
     assert impl.run(prog.array, kernel, check=True)["vmas"] == 1
+
+
+@IMPLS
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_a_failed_import_of_mremap_growth_fails_the_growth(impl, kernel):
+    # [16,20) unfaulted grows by a page up to [21,25) faulted (A, singular). Where growth
+    # merges (the row's vma_merge_extend, 6.1+), the grown VMA absorbs next and must first
+    # clone A's chain: allocations are the fault's AVC and anon_vma (2), the import's AVC (3).
+    # Failing it: vma_merge_extend returns NULL, mremap -ENOMEM (expand_vma_in_place), nothing
+    # changed -- the later touch_all writes the 4 old pages only, on a new anon_vma. Elsewhere
+    # growth allocates nothing, and the grown VMA's first fault borrows next's anon_vma
+    # (find_mergeable_anon_vma: adjacent, vm_pgoff contiguous), allocating only its AVC.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mremap_grow(p, 0, 1)
+    prog.touch_all(p, 0)
+    prog.scan()
+    merges = core.generation_table()[core.GENERATIONS.index(kernel)]["vma_merge_extend"]
+    fault = 1 if kernel == "2.6.33" else 2  # the first fault: anon_vma (+ AVC)
+    later = 1 if merges or kernel != "2.6.33" else 0  # the import's AVC, or the borrower's
+    assert reference.allocations(prog.array, kernel) == fault + later
+    ok = impl.run(prog.array, kernel, check=True)
+    assert (ok["vmas"], ok["anon_vmas"], ok["pages"]) == (1 if merges else 2, 1, 9)
+    if not merges:
+        return
+    r = impl.run(prog.array, kernel, check=True, inject=Injection(at=fault + 1))
+    assert (r["injected"], r["ops_failed"]) == (1, 1)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 2, 2, 8)

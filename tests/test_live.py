@@ -94,39 +94,9 @@ def test_every_scan_is_reported():
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(prog=programs(), seed=seeds)
 def test_random_programs_match_the_simulator(prog, seed):
-    ops = {int(op) for op in prog["op"]}
-    if ops & KNOWN_DISAGREEMENT_OPS:
-        # A program that moves or grows a VMA in place can meet one of the two rules the
-        # simulator does not follow yet (the strict xfails test_known_disagreement_*): its
-        # counts are compared, and a difference is recorded instead of failing. Every other
-        # program must match exactly.
-        # (A merge one side makes and the other does not also renumbers the process's VMAs,
-        # so a later op may address another VMA, or none: one side refuses the program.)
-        outcomes = []
-        for side in (lambda: live.run(prog, seed), lambda: simulated(prog, seed)[0]):
-            try:
-                outcomes.append(side())
-            except core.ProgramError as exc:
-                outcomes.append(str(exc))
-        got, want = outcomes
-        if isinstance(got, str) or isinstance(want, str):
-            if got != want:
-                event("a known disagreement (mremap of an unfaulted range, or mremap_grow)")
-            return
-        if any(got[k] != want[k] for k in KEYS):
-            event("a known disagreement (mremap of an unfaulted range, or mremap_grow)")
-            return
-    else:
-        got = assert_matches(prog, seed, listing(prog))
+    got = assert_matches(prog, seed, listing(prog))
     if any(core.run(prog, "6.0", seed)[k] != got[k] for k in KEYS):
-        event("the 6.16 merge rule made a difference")
-
-
-#: Ops after which the kernel may apply a rule the simulator does not model yet: copy_vma gives
-#: a moved unfaulted range the pgoff of its new address (so it may merge where it lands), and
-#: mremap growing in place merges with a compatible next VMA (vma_merge_extend).
-KNOWN_DISAGREEMENT_OPS = {int(op) for op in (core.Op.MREMAP, core.Op.MREMAP_AFTER,
-                                              core.Op.MREMAP_BEFORE, core.Op.MREMAP_GROW)}
+        event("the 6.16 merge rules made a difference")
 
 
 def test_a_faulted_range_merges_into_an_unfaulted_neighbour_from_616():
@@ -249,27 +219,68 @@ def test_mremap_grow_in_place():
     assert (got["vmas"], got["pages"]) == (2, 11)
 
 
-# Where this kernel and the simulator disagree (reported; the simulator is wrong until shown
-# otherwise). strict: each turns into a failure once the core follows the kernel.
+# The two rules the random programs found (docs/live.md "What the tests found"), now followed by
+# the core: copy_vma's vm_pgoff of an unfaulted range, and mremap's growth merging with next.
 
 
-@pytest.mark.xfail(strict=True, reason="copy_vma gives an unfaulted anonymous VMA moved by "
-                   "mremap the vm_pgoff of its new address (every era), so it merges with "
-                   "its new neighbours; the simulator keeps vma.pgoff + off")
-def test_known_disagreement_mremap_of_an_unfaulted_range_takes_its_new_pgoff():
+def test_mremap_of_an_unfaulted_range_takes_its_new_pgoff():
+    """copy_vma gives an anonymous VMA without an anon_vma the vm_pgoff of its new address
+    (every era), so the page moved right after VMA 0 merges with it and with the rest of its
+    own VMA; then the old page is unmapped."""
     p = core.Program()
     a = p.new_mm()
     p.mmap(a, 4)
     p.mmap(a, 4)
-    p.mremap(a, 1, 0, 1, 4, to=0)  # an unfaulted page right after VMA 0: it merges
+    p.mremap(a, 1, 0, 1, 4, to=0)
     p.scan()
-    assert_matches(p.array, 0)  # live vmas 2, simulated 3
+    got = assert_matches(p.array, 0)
+    assert got["vmas"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="mremap growing in place is vma_merge_extend, a "
-                   "vma_merge_new_range with the next VMA as a candidate: a growth that "
-                   "reaches a compatible next VMA merges three ways; the simulator only grows")
-def test_known_disagreement_mremap_grow_up_to_a_compatible_vma_merges_with_it():
+def test_unfaulted_ranges_moved_next_to_faulted_and_forked_vmas():
+    """The moved unfaulted page joins a faulted VMA (three ways: it comes from the VMA after);
+    in a forked child only its own unfaulted VMA takes it (a range without an anon_vma joins
+    only a singular chain); a range moved away by a plain mremap merges with the mapping made
+    right after it."""
+    p = core.Program()
+    a = p.new_mm()
+    p.touch_all(a, p.mmap(a, 4))
+    p.mmap(a, 4)
+    p.mmap(a, 8)
+    c = p.fork(a)
+    p.mremap(a, 1, 0, 1, 4, to=0)
+    p.touch_all(a, 1)
+    p.mremap(c, 1, 0, 1, 4, to=0)
+    p.mremap(c, 3, 4, 4, 8)
+    p.mmap(c, 2, adjacent_to=4)
+    p.scan()
+    got = assert_matches(p.array, 0)
+    assert got["vmas"] == 3 + 5
+
+
+def test_a_forked_faulted_range_moved_next_to_an_unfaulted_vma_stays_apart():
+    """The copied-from VMA's chain is tested (C-LORENZO-2026, in the core for every era): in
+    the parent the faulted range moved right before its unfaulted half merges with it (6.16),
+    in a forked child it does not. 879bca0a2c4f alone names no source for copy_vma and would
+    merge both."""
+    p = core.Program()
+    a = p.new_mm()
+    p.mmap(a, 8)
+    p.mprotect(a, 0, 4, 4, 8)
+    p.touch_all(a, 0)
+    p.mremap(a, 0, 0, 4, 4)  # the faulted half keeps vm_pgoff 16 at its new address
+    p.mprotect(a, 0, 0, 4, 4)  # the unfaulted half (vm_pgoff 20) back to the same flags
+    c = p.fork(a)
+    for q in (a, c):
+        p.mremap(q, 1, 0, 4, 4, to=0, side="before")
+    p.scan()
+    got = assert_matches(p.array, 0)
+    assert got["vmas"] == 1 + 2
+
+
+def test_mremap_grow_up_to_a_compatible_vma_merges_with_it():
+    """mremap growing in place is vma_merge_extend (6.7; vma_merge from 6.1): growth that
+    reaches a compatible next VMA merges with it."""
     p = core.Program()
     a = p.new_mm()
     p.mmap(a, 4)
@@ -277,7 +288,28 @@ def test_known_disagreement_mremap_grow_up_to_a_compatible_vma_merges_with_it():
     p.touch_all(a, 0)
     p.mremap_grow(a, 0, 1)
     p.scan()
-    assert_matches(p.array, 0)  # live vmas 1, simulated 2
+    got = assert_matches(p.array, 0)
+    assert got["vmas"] == 1
+
+
+def test_mremap_grow_merges_into_a_faulted_next_and_from_a_forked_vma():
+    """An unfaulted VMA growing up to a faulted one absorbs it (dup_anon_vma: its chain is
+    cloned); a forked faulted VMA growing up to an unfaulted one absorbs it too
+    (vma_merge_extend names no middle VMA); an unfaulted VMA growing up to a forked one does
+    not (its chain is not singular)."""
+    p = core.Program()
+    a = p.new_mm()
+    p.mmap(a, 4)
+    p.touch_all(a, p.mmap(a, 4))
+    p.touch_all(a, p.mmap(a, 4))
+    p.mmap(a, 4)
+    c = p.fork(a)
+    p.mremap_grow(a, 0, 1)
+    p.mremap_grow(c, 2, 1)
+    p.mremap_grow(c, 0, 1)
+    p.scan()
+    got = assert_matches(p.array, 0)
+    assert got["vmas"] == 3 + 3
 
 
 def test_brk_right_below_a_vma_is_refused_by_both():

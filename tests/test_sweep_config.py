@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import core
+from core.contention import Timing
 from sweep import config, grid, plan, simulate, store
 
 
@@ -162,8 +163,8 @@ def test_plan_covers_every_simulation_once(make_sweep):
 
 
 def test_estimate_is_the_cores_and_bounds_a_real_run():
-    settings = ("aim7", "independent", None)
-    est = simulate.estimate_bytes(settings, (200, 64, 0.5))
+    settings = simulate.Settings("aim7", "independent", None, (1,), Timing())
+    est = simulate.estimate_bytes(settings, simulate.Workload(200, 64, 0.5))
     prog = core.aim7(200, 64, 0.5)
     assert est == core.estimate_bytes(prog, trace=True, resident=True)
     r = core.run(prog, "2.6.36", cpus=[1, 4])

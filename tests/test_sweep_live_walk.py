@@ -71,8 +71,8 @@ def test_the_options_resolve_and_reach_the_points():
     assert sw.live == live_walk.LiveSettings(True, 512 << 20)
     assert "live:\n  walk_cost: true\n  zram: 512M\n" in sw.config_yaml
     settings = live_walk.with_options(simulate.settings_of(sw.grid), sw.live)
-    assert live_walk.options(settings) == sw.live
-    assert live_walk.options(simulate.settings_of(sw.grid)) == live_walk.LiveSettings()
+    assert settings.live == sw.live
+    assert simulate.settings_of(sw.grid).live == live_walk.LiveSettings()
     off = config.resolve(config.compose(["+grid=smoke"]))
     assert off.live == live_walk.LiveSettings(False, None)
 
@@ -80,7 +80,7 @@ def test_the_options_resolve_and_reach_the_points():
 def test_simulated_points_have_nan_live_variables():
     sw = config.resolve(config.compose(["+grid=smoke", "grid.kernel=[6.16]"]))
     settings = live_walk.with_options(simulate.settings_of(sw.grid), sw.live)
-    values = simulate.run_point(settings, (0, "6.16", 3, 8, 0.5, 0))
+    values = simulate.run_point(settings, simulate.PointSpec(0, "6.16", 3, 8, 0.5, 0))
     assert set(live_walk.VARIABLES) <= set(values)
     assert all(math.isnan(values[name]) for name in live_walk.VARIABLES)
     assert values["hits_mean"] > 0

@@ -180,21 +180,22 @@ def test_resume_refuses_a_store_without_the_slab_variables(tiny, tmp_path):
 def test_a_failing_point_is_recorded_not_retried_forever(local_ray, make_sweep, tmp_path):
     sw = make_sweep(*TINY)
     settings = simulate.settings_of(sw.grid)
-    specs = [(0, "2.6.99", 3, 8, 0.5, 1), (1, "2.6.34", 3, 8, 0.5, 1)]
+    specs = [simulate.PointSpec(0, "2.6.99", 3, 8, 0.5, 1),
+             simulate.PointSpec(1, "2.6.34", 3, 8, 0.5, 1)]
     with Cluster(sw.ray) as cluster:
         outcomes = [o for batch in cluster.map_unordered([Task((0, 1), 0.1, None)], specs,
                                                          settings) for o in batch]
-    outcomes.sort(key=lambda o: o[0])
-    assert outcomes[0][1] is None and outcomes[0][2].startswith("UnknownGenerationError")
-    assert outcomes[1][1] is not None and outcomes[1][2] is None
+    outcomes.sort(key=lambda o: o.sim_id)
+    assert outcomes[0].values is None and outcomes[0].error.startswith("UnknownGenerationError")
+    assert outcomes[1].values is not None and outcomes[1].error is None
     # recorded in the store: NaN, done False, the error in the `errors` attribute
     st = Store.create(str(tmp_path / "results.zarr"), sw.grid, {"grid": sw.grid.fingerprint()})
     sims = grid.sims(sw.grid)
-    st.record_error(sims[0], outcomes[0][2])
-    st.record(sims[1], outcomes[1][1])
+    st.record_error(sims[0], outcomes[0].error)
+    st.record(sims[1], outcomes[1].values)
     st.finish({})
     ds = open_store(st.path)
-    assert ds.attrs["errors"] == {sims[0].label(): outcomes[0][2]}
+    assert ds.attrs["errors"] == {sims[0].label(): outcomes[0].error}
     first = ds.isel(kernel=0, processes=0, pages_per_vma=0, cow_fraction=0, seed=0)
     assert not first.done.any() and np.isnan(first.entries_mean).all()
     assert int(ds.done.sum()) == len(sw.grid.cpus)

@@ -438,25 +438,203 @@ def test_mremap_back_merges_into_the_compatible_next(impl, kernel):
     )
 
 
-@IMPLS
-@KERNELS
-def test_mremap_of_a_faulted_range_next_to_an_unfaulted_vma(impl, kernel):
-    # primer §4 item 9, the 2026 rule (C-LORENZO-2026): [16,20) faulted (A, singular) moves
-    # right before an unfaulted VMA at [25,29) with vm_pgoff 20: contiguous. Before 3.0 and
-    # from 6.16 the unfaulted VMA may take it, and it receives A (dup_anon_vma from the
-    # copied-from VMA) so that the moved pages stay reachable; 3.0-6.0 refuse (the target's
-    # empty chain) and copy_vma makes a new VMA.
+def faulted_range_away_from_its_unfaulted_half() -> Program:
+    """Process 0: [16,24) split by mprotect; the lower half [16,20) faulted (A, singular) and
+    moved by a plain mremap to [25,29), keeping its vm_pgoff 16 (copy_vma changes only an
+    unfaulted range's); the upper half [20,24), unfaulted (vm_pgoff 20), toggled back to the
+    moved range's flags. VMA 0 is the unfaulted half, VMA 1 the moved range."""
     prog = Program()
     p = prog.new_mm()
     prog.mmap(p, 8)
-    prog.mremap(p, 0, 4, 4, 8)  # [16,20) pgoff 16, [25,29) pgoff 20, both unfaulted
+    prog.mprotect(p, 0, 4, 4, 8)
     prog.touch_all(p, 0)
-    prog.mremap(p, 0, 0, 4, 4, to=1, side="before")
+    prog.mremap(p, 0, 0, 4, 4)
+    prog.mprotect(p, 0, 0, 4, 4)
+    return prog
+
+
+@IMPLS
+@KERNELS
+def test_mremap_of_a_faulted_range_next_to_an_unfaulted_vma(impl, kernel):
+    # primer §4 item 9, the 2026 rule (C-LORENZO-2026): a faulted range (A, singular) with
+    # vm_pgoff 16 moves right before an unfaulted VMA at [20,24) with vm_pgoff 20: contiguous.
+    # Before 3.0 and from 6.16 the unfaulted VMA may take it, and it receives A (dup_anon_vma
+    # from the copied-from VMA) so that the moved pages stay reachable; 3.0-6.0 refuse (the
+    # target's empty chain) and copy_vma makes a new VMA.
+    prog = faulted_range_away_from_its_unfaulted_half()
+    prog.mremap(0, 1, 0, 4, 4, to=0, side="before")  # back to [16,20)
     prog.scan()
     r = run_on(impl, prog.array, kernel)
     merged = kernel in FAULTED_INTO_UNFAULTED
     assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1 if merged else 2, 1, avcs(kernel, 1))
     assert walk_totals(r) == (4, 4, 4, 4)
+
+
+# copy_vma gives an anonymous VMA that has no anon_vma yet the vm_pgoff of its new address
+# ("to increase its chance of merging": copy_vma, mm/mmap.c already in 2.6.10, mm/vma.c now), so
+# an unfaulted range merges where it lands -- with the VMA it came from, too. Found by the live
+# kernel (docs/live.md); the same in every generation.
+
+
+@IMPLS
+@KERNELS
+def test_an_unfaulted_range_moved_next_to_its_own_vma_merges_with_it(impl, kernel):
+    # [16,20) and [21,25), both unfaulted; page 21 moves to page 20: vm_pgoff 20 continues
+    # [16,20) and reaches [21,25) (vm_pgoff 21, the source itself): a three-way merge into
+    # [16,25), then the old page 21 is unmapped: [16,21) and [22,25). With the old vm_pgoff
+    # (21) nothing would merge: three VMAs.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)
+    prog.mmap(p, 4)
+    prog.mremap(p, 1, 0, 1, 4, to=0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (2, 0, 0)
+    # moved right before its own VMA instead: [21,25) alone, its page 24 moves to page 20
+    # (vm_pgoff 20 + 1 = 21): the VMA grows down to [20,25), then page 24 is unmapped: one
+    # VMA [20,24). With the old vm_pgoff (24): a new VMA, two in all.
+    before = Program()
+    p = before.new_mm()
+    before.mmap(p, 4)
+    before.mmap(p, 4)
+    before.munmap(p, 0, 0, 4, 4)
+    before.mremap(p, 0, 3, 1, 4, to=0, side="before")
+    before.touch_all(p, 0)
+    before.scan()
+    r = run_on(impl, before.array, kernel)
+    assert (r["vmas"], r["pages"]) == (1, 4)
+
+
+@IMPLS
+@KERNELS
+def test_an_unfaulted_range_moved_after_a_faulted_vma_joins_it(impl, kernel):
+    # [16,20) faulted (A), [21,25) unfaulted; page 21 moves to page 20: both neighbours fit
+    # (the three-way check names no target: NULL or equal in every era), [16,25) holds A, and
+    # unmapping page 21 splits it: [16,21) and [22,25), both on A (the split clones the chain).
+    # Its pages then fault on A: no new anon_vma.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 4)
+    prog.mremap(p, 1, 0, 1, 4, to=0)
+    prog.touch_all(p, 1)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["avcs"], r["pages"]) == (2, 1, avcs(kernel, 2), 7)
+    assert walk_totals(r)[0] == 7
+
+
+@IMPLS
+@KERNELS
+def test_an_unfaulted_range_moved_after_a_forked_vma(impl, kernel):
+    # The same in a forked child, whose [16,20) has a chain of two: before 3.0 the three-way
+    # merge happens as in the parent (child: 2 VMAs); from 3.0 a range without an anon_vma
+    # joins only a target with a singular chain (965f55dea0e3; in 6.16 the side that has the
+    # anon_vma), so only next, the unfaulted source, takes it: [20,25), then page 21 goes:
+    # three VMAs in the child.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 4)
+    c = prog.fork(p)
+    prog.mremap(c, 1, 0, 1, 4, to=0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert r["vmas"] == 2 + (2 if kernel in NULL_OR_EQUAL else 3)
+
+
+@IMPLS
+@KERNELS
+def test_an_unfaulted_range_moved_away_takes_its_new_address_as_vm_pgoff(impl, kernel):
+    # [16,24) unfaulted; its upper half moves to [25,29) with vm_pgoff 25, so the mapping right
+    # after it ([29,31), vm_pgoff 29) joins it: two VMAs. A faulted half keeps vm_pgoff 20
+    # (page->index stays valid) and the mapping after it stays apart: three.
+    for faulted, vmas in ((False, 2), (True, 3)):
+        prog = Program()
+        p = prog.new_mm()
+        prog.mmap(p, 8)
+        if faulted:
+            prog.touch_all(p, 0)
+        prog.mremap(p, 0, 4, 4, 8)
+        prog.mmap(p, 2, adjacent_to=1)
+        prog.scan()
+        assert run_on(impl, prog.array, kernel)["vmas"] == vmas, faulted
+
+
+# mremap growing in place merges with the next VMA it reaches from 6.1 (ca3d76b0aa80 "mm: add
+# merging after mremap resize": vma_merge of the extension; vma_merge_extend from 6.7): the
+# generation row's vma_merge_extend (6.16 here; 6.1-6.15 have no row). Before, vma_adjust only
+# moved vm_end. Found by the live kernel (docs/live.md).
+GROW_MERGES = tuple(g.name for g in reference.GENERATION_TABLE if g.vma_merge_extend)
+
+
+def test_only_the_616_row_merges_on_mremap_growth():
+    assert GROW_MERGES == ("6.16",)
+    assert [r["name"] for r in core.generation_table() if r["vma_merge_extend"]] == ["6.16"]
+
+
+@IMPLS
+@KERNELS
+def test_mremap_growth_up_to_the_next_vma_merges_with_it(impl, kernel):
+    # [16,20) faulted (A), [21,25) unfaulted; growing the first by one page reaches the second
+    # (vm_pgoff 20 + 1 = 21): one VMA from 6.1 (A's range grows over it, nothing imported).
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 4)
+    prog.mremap_grow(p, 0, 1)
+    prog.touch_all(p, 0)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    merges = kernel in GROW_MERGES
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1 if merges else 2, 1, avcs(kernel, 1))
+    assert r["pages"] == (9 if merges else 5)
+
+
+@IMPLS
+@KERNELS
+def test_mremap_growth_of_an_unfaulted_vma_imports_the_faulted_next(impl, kernel):
+    # [16,20) unfaulted grows up to [21,25) faulted (A, singular): from 6.1 the three-way merge
+    # makes the grown VMA the importer, which clones A's chain (dup_anon_vma) before next goes;
+    # the pages of next stay reachable through it.
+    prog = Program()
+    p = prog.new_mm()
+    prog.mmap(p, 4)
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mremap_grow(p, 0, 1)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    merges = kernel in GROW_MERGES
+    assert (r["vmas"], r["anon_vmas"], r["avcs"]) == (1 if merges else 2, 1, avcs(kernel, 1))
+    assert walk_totals(r) == (4, 4, 4, 4)
+
+
+@IMPLS
+@KERNELS
+def test_mremap_growth_of_a_forked_vma_merges_into_an_unfaulted_next(impl, kernel):
+    # In a forked child ([16,20) with a chain of two) growth still merges with the unfaulted
+    # [21,25): vma_merge_extend names no middle VMA, so 6.16's test of the source's chain has
+    # nothing to test (the grown VMA is prev and keeps its own anon_vma). A forked *next* is
+    # refused: an unfaulted VMA does not grow into a non-singular chain.
+    prog = Program()
+    p = prog.new_mm()
+    prog.touch_all(p, prog.mmap(p, 4))
+    prog.mmap(p, 4)
+    c = prog.fork(p)
+    prog.mremap_grow(c, 0, 1)
+    prog.scan()
+    r = run_on(impl, prog.array, kernel)
+    assert r["vmas"] == 2 + (1 if kernel in GROW_MERGES else 2)
+
+    refused = Program()
+    p = refused.new_mm()
+    refused.mmap(p, 4)
+    refused.touch_all(p, refused.mmap(p, 4))
+    c = refused.fork(p)
+    refused.mremap_grow(c, 0, 1)
+    refused.scan()
+    assert run_on(impl, refused.array, kernel)["vmas"] == 4
 
 
 @IMPLS

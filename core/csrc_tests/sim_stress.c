@@ -304,17 +304,18 @@ static int run_one(const struct generation *g, const struct builder *b, uint64_t
 	for (size_t k = 0; !err && k < 2; k++) {
 		for (uint32_t cpus = 1; cpus <= 9; cpus += 4) {
 			struct contention c;
-			if (sim_contend(&s.trace, g->lock, &tms[k], cpus, &c)) {
+			if (sim_contend(&s.trace, g, &tms[k], cpus, &c)) {
 				fprintf(stderr, "%s: sim_contend failed\n", g->name);
 				bad = 1;
 				continue;
 			}
 			double total = c.busy_ns + c.spin_ns + c.sleep_ns + c.idle_ns;
-			if (c.walks != s.trace.len || fabs(total - cpus * c.scan_ns) > 1e-6 * (1 + total)) {
+			if (c.walks != s.trace.len || fabs(total - cpus * c.scan_ns) > 1e-6 * (1 + total)
+			    || c.contended > (g->reclaim_trylock ? c.walks : 0)) {
 				fprintf(stderr, "%s seed %llu: contention on %u CPUs: %llu walks of %llu, "
-					"time %g of %g\n", g->name, (unsigned long long)seed, cpus,
-					(unsigned long long)c.walks, (unsigned long long)s.trace.len, total,
-					cpus * c.scan_ns);
+					"time %g of %g, %llu contended\n", g->name, (unsigned long long)seed,
+					cpus, (unsigned long long)c.walks, (unsigned long long)s.trace.len,
+					total, cpus * c.scan_ns, (unsigned long long)c.contended);
 				bad = 1;
 			}
 		}

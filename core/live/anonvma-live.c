@@ -494,10 +494,17 @@ static void wait_pending(void)
 			    errno == ESRCH)
 				die(1, "process %d (pid %d) died while running an op", p,
 				    (int)the_ctl->procs[p].gpid);
+		/* init's own children (every new_mm) die as zombies that kill(pid, 0) still finds:
+		 * reap them here, and tell one that was running from one that never started */
 		int st;
-		pid_t pid = waitpid(-1, &st, WNOHANG);   /* a new_mm that never started */
-		if (pid > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))
+		pid_t pid = waitpid(-1, &st, WNOHANG);
+		if (pid > 0 && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+			for (int p = 0; p < the_ctl->nprocs; p++)
+				if (the_ctl->procs[p].alive && the_ctl->procs[p].nspid == pid)
+					die(1, "process %d (pid %d) died while running an op", p,
+					    (int)the_ctl->procs[p].gpid);
 			die(1, "a process of the run died (status %#x) before it started", st);
+		}
 	}
 }
 
@@ -583,6 +590,33 @@ static void note_end(struct proc *pr, uint64_t end)
 		pr->next_free = end + 1;
 }
 
+/* Whether the host's /proc shows pid (a host pid) gone or a zombie. */
+static int proc_is_gone(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	const char *rp = strrchr(buf, ')');
+	return !rp || !rp[1] || rp[2] == 'Z' || rp[2] == 'X';
+}
+
+/* A /proc file of a process could not be read: if the process is gone (killed, the OOM
+ * killer), say so, as wait_pending does, rather than name the file. */
+static void die_reading(const struct proc *pr, const char *path, int err)
+{
+	if (err == ENOENT || err == ESRCH || proc_is_gone(pr->gpid))
+		die(1, "process %d (pid %d) died while running an op", (int)(pr - the_ctl->procs),
+		    (int)pr->gpid);
+	die(1, "%s: %s", path, err ? strerror(err) : "short read");
+}
+
 /* The process's VMAs in the workload region as the kernel has them now (after a split or a
  * merge only the kernel knows which VMAs there are; the program names them by position). */
 static void reload_vmas(struct proc *pr)
@@ -591,7 +625,7 @@ static void reload_vmas(struct proc *pr)
 	snprintf(path, sizeof path, "/proc/%d/maps", pr->gpid);
 	FILE *f = fopen(path, "r");
 	if (!f)
-		die(1, "%s: %s", path, strerror(errno));
+		die_reading(pr, path, errno);
 	pr->nvmas = 0;
 	unsigned long lo, hi;
 	char perm[8];
@@ -715,14 +749,14 @@ static uint64_t count_pages(struct ctl *c)
 		snprintf(path, sizeof path, "/proc/%d/pagemap", pr->gpid);
 		int fd = open(path, O_RDONLY);
 		if (fd < 0)
-			die(1, "%s: %s", path, strerror(errno));
+			die_reading(pr, path, errno);
 		for (uint32_t v = 0; v < pr->nvmas; v++) {
 			uint64_t page = addr_of(pr->vmas[v].start) / PAGE, left = pr->vmas[v].npages;
 			while (left) {
 				size_t k = left < 4096 ? left : 4096;
 				ssize_t got = pread(fd, buf, k * 8, (off_t)(page * 8));
 				if (got != (ssize_t)(k * 8))
-					die(1, "%s: short read", path);
+					die_reading(pr, path, got < 0 ? errno : 0);
 				for (size_t j = 0; j < k; j++) {
 					if (!(buf[j] >> 63))
 						continue;

@@ -39,12 +39,21 @@ class Generation:
     #: 879bca0a2c4f: the side that has an anon_vma must have a singular chain -- the range's
     #: when the target has none, the target's when the range has none; both: the same one).
     merge: str = "null or equal"
+    #: mremap growing a VMA in place is a merge: a compatible next VMA the growth reaches is
+    #: absorbed (ca3d76b0aa80 "mm: add merging after mremap resize", 6.1: vma_merge of the
+    #: extension; vma_merge_extend from 6.7). Before 6.1, vma_adjust only moved vm_end.
+    vma_merge_extend: bool = False
     #: What SLUB charges per object (anon_vma, anon_vma_chain, vm_area_struct), from
     #: docs/core.md "Slab slots": sizeof rounded to a word, + 8 B when the cache keeps the free
     #: pointer outside the object (a constructor or SLAB_TYPESAFE_BY_RCU: the anon_vma cache in
     #: every era), rounded to the cache's alignment (8 B for all three up to 6.0). Keyword-only
     #: and without a default: a row that forgets it does not import.
     slab: tuple[int, int, int] = field(kw_only=True)
+    #: Reclaim's walk (folio_referenced) only trylocks the root's rwsem and puts the folio back
+    #: unwalked when a writer holds or awaits it: since 5.19, 6d4675e60135 "mm: don't be stuck
+    #: to rmap lock on reclaim path" (Minchan Kim; primer §1d). Read by the C core's
+    #: contention model (contention.c).
+    reclaim_trylock: bool = field(default=False, kw_only=True)
 
 
 GENERATION_TABLE: tuple[Generation, ...] = (
@@ -77,17 +86,18 @@ GENERATION_TABLE: tuple[Generation, ...] = (
     ),
     # 6.0: num_children 8 + num_active_vmas 8, rb_root_cached 16 (96 B); the VMA is the primer's
     # unverified ~200 B of 4.x-5.x (docs/core.md). The singular-target merge rule is still the
-    # 3.0 one (879bca0a2c4f relaxes it only in 6.16).
+    # 3.0 one (879bca0a2c4f relaxes it only in 6.16). Reclaim trylocks the root (5.19).
     Generation(
         "6.0", "tree", False, True, 96, 64, 200, "root's rwsem, walks read", "counters",
-        merge="singular target", slab=(104, 64, 200),
+        merge="singular target", slab=(104, 64, 200), reclaim_trylock=True,
     ),
     # 6.16: 879bca0a2c4f moves the singular-chain test to the side that has the anon_vma, so a
     # faulted range may merge into an unfaulted neighbour (primer §1h); the VMA is 192 B since
-    # 6.15 (primer §2); anon_vma and AVC as in 6.0.
+    # 6.15 (primer §2); anon_vma and AVC as in 6.0. mremap's growth merges (6.1, ca3d76b0aa80).
     Generation(
         "6.16", "tree", False, True, 96, 64, 192, "root's rwsem, walks read", "counters",
-        merge="singular source", slab=(104, 64, 192),
+        merge="singular source", vma_merge_extend=True, slab=(104, 64, 192),
+        reclaim_trylock=True,
     ),
 )
 

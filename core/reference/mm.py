@@ -326,6 +326,31 @@ class MmOps:
                 return True
         return a1 is a2
 
+    def can_vma_merge_after(
+        self, prev: Vma, flag: bool, a: AnonVma | None, src: Vma | None, start: int, pgoff: int,
+    ) -> bool:
+        """mm/mmap.c can_vma_merge_after (with vma_merge's adjacency test): may a range at page
+        ``start`` with flags ``flag``, vm_pgoff ``pgoff`` and anon_vma ``a`` (the pages of
+        ``src``, None for a new range) extend ``prev``?"""
+        return (
+            prev.start + prev.npages == start
+            and prev.exec == flag
+            and prev.pgoff + prev.npages == pgoff
+            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, src)
+        )
+
+    def can_vma_merge_before(
+        self, nxt: Vma, flag: bool, a: AnonVma | None, src: Vma | None, end: int, end_pgoff: int,
+    ) -> bool:
+        """mm/mmap.c can_vma_merge_before: may a range ending at page ``end`` (exclusive), whose
+        vm_pgoff continues to ``end_pgoff``, be prepended to ``nxt``?"""
+        return (
+            nxt.start == end
+            and nxt.exec == flag
+            and nxt.pgoff == end_pgoff
+            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, src)
+        )
+
     def remove_merged(self, vma: Vma) -> None:
         """vma_adjust's remove_next: the absorbed VMA's PTEs already moved to the importer, so
         no zap; it is unlinked as exit unlinks one VMA and leaves the process's list. The
@@ -348,19 +373,9 @@ class MmOps:
         # A range strictly inside the VMA has no neighbour on either side: no merge.
         prev = mm.vmas[at - 1] if off == 0 and at > 0 else None
         nxt = mm.vmas[at + 1] if off + length == vma.npages and at + 1 < len(mm.vmas) else None
-        prev_fits = (
-            prev is not None
-            and prev.start + prev.npages == s
-            and prev.exec == flag
-            and prev.pgoff + prev.npages == g
-            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, vma)
-        )
-        next_fits = (
-            nxt is not None
-            and nxt.start == s + length
-            and nxt.exec == flag
-            and nxt.pgoff == g + length
-            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, vma)
+        prev_fits = prev is not None and self.can_vma_merge_after(prev, flag, a, vma, s, g)
+        next_fits = nxt is not None and self.can_vma_merge_before(
+            nxt, flag, a, vma, s + length, g + length
         )
         if not prev_fits and not next_fits:
             return False
@@ -450,10 +465,18 @@ class MmOps:
         if not self.do_munmap(vma, off, length):
             self.counters["ops_failed"] += 1
 
+    @staticmethod
+    def copy_vma_pgoff(vma: Vma, off: int, to: int) -> int:
+        """copy_vma's vm_pgoff for pages off.. of ``vma`` moved to page ``to``: a faulted VMA's
+        range keeps its own (page->index stays valid); an anonymous VMA not yet faulted takes
+        that of its new address, "to increase its chance of merging" (copy_vma: mm/mmap.c
+        already in 2.6.10, mm/vma.c now -- every era)."""
+        return vma.pgoff + off if vma.anon_vma is not None else to
+
     def op_mremap(self, p: int, v: int, off: int, length: int) -> None:
-        """move_vma: copy_vma makes the new VMA (next free address, vm_pgoff = the old pgoff of
-        the range, so page->index stays valid) and anon_vma_clone()s it; move_page_tables moves
-        the PTEs unchanged (no COW, same mapcounts); then do_munmap of the old range."""
+        """move_vma: copy_vma makes the new VMA (next free address, copy_vma_pgoff; nothing is
+        adjacent there) and anon_vma_clone()s it; move_page_tables moves the PTEs unchanged
+        (no COW, same mapcounts); then do_munmap of the old range."""
         vma = self.range_vma(p, v, off, length)
         mm = vma.mm
         if self.alloc_fails():  # copy_vma's vm_area_dup: -ENOMEM, nothing moved
@@ -464,7 +487,7 @@ class MmOps:
             mm,
             start,
             length,
-            vma.pgoff + off,
+            self.copy_vma_pgoff(vma, off, start),
             [None] * length,
             vma.anon_vma,
             exec=vma.exec,
@@ -505,29 +528,19 @@ class MmOps:
 
     def vma_merge_new_range(
         self, mm: Mm, at: int, start: int, n: int, pgoff: int, flag: bool,
-        src: Vma | None, ptes: list[Pte | None], just_expand: bool,
+        a: AnonVma | None, src: Vma | None, ptes: list[Pte | None], just_expand: bool,
     ) -> Vma | None | bool:
         """vma_merge_new_range: may the neighbours of the free pages start..start+n-1 (a new
         VMA would be the ``at``-th) take them? The range has flags ``flag``, vm_pgoff ``pgoff``
-        and, when it is copied (mremap), the anon_vma of ``src``. Returns the VMA that took
-        it, None when none may, or False when the importer's anon_vma_clone failed (-ENOMEM,
-        nothing changed)."""
-        a = src.anon_vma if src is not None else None
+        and anon_vma ``a``; ``src`` is the VMA its pages are copied from (copy_vma's
+        copied_from; None for new pages and for mremap's growth, whose vma_merge_extend names
+        no middle VMA). Returns the VMA that took it, None when none may, or False when the
+        importer's anon_vma_clone failed (-ENOMEM, nothing changed)."""
         prev = mm.vmas[at - 1] if at > 0 else None
         nxt = mm.vmas[at] if not just_expand and at < len(mm.vmas) else None
-        prev_fits = (
-            prev is not None
-            and prev.start + prev.npages == start
-            and prev.exec == flag
-            and prev.pgoff + prev.npages == pgoff
-            and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, src)
-        )
-        next_fits = (
-            nxt is not None
-            and nxt.start == start + n
-            and nxt.exec == flag
-            and nxt.pgoff == pgoff + n
-            and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, src)
+        prev_fits = prev is not None and self.can_vma_merge_after(prev, flag, a, src, start, pgoff)
+        next_fits = nxt is not None and self.can_vma_merge_before(
+            nxt, flag, a, src, start + n, pgoff + n
         )
         if not prev_fits and not next_fits:
             return None
@@ -583,7 +596,9 @@ class MmOps:
         start = vma.start - n if before else vma.start + vma.npages
         at = v if before else v + 1
         self.check_free(mm, at, start, n)
-        took = self.vma_merge_new_range(mm, at, start, n, start, False, None, [None] * n, False)
+        took = self.vma_merge_new_range(
+            mm, at, start, n, start, False, None, None, [None] * n, False
+        )
         if took is None or took is False:
             self.new_region(mm, at, start, n)
         self.note_end(mm, start + n)
@@ -608,7 +623,7 @@ class MmOps:
             self._raise(f"the page above the new break (page {start + n}) is mapped: brk "
                         "keeps it free")
         took = self.vma_merge_new_range(
-            mm, last + 1, start, n, start, False, None, [None] * n, True
+            mm, last + 1, start, n, start, False, None, None, [None] * n, True
         )
         if took is None:
             took, first = self.new_region(mm, last + 1, start, n), 0
@@ -620,14 +635,28 @@ class MmOps:
                 self.handle_mm_fault(took, i)
 
     def op_mremap_grow(self, p: int, v: int, n: int) -> None:
-        """mremap growing VMA v in place: its end moves up over free pages."""
+        """mremap growing VMA v in place over free pages. Before 6.1 vma_adjust only moves its
+        end; from 6.1 (ca3d76b0aa80; vma_merge_extend from 6.7, the row's
+        ``vma_merge_extend``) the extension is a new range that v itself, as prev, always
+        takes, and a next VMA the growth reaches takes part when it fits. A failed import
+        (an unfaulted v absorbing a faulted next) fails mremap with nothing changed."""
         vma = self.vma(p, v)
         self._count(n)
         start = vma.start + vma.npages
         self.check_free(vma.mm, v + 1, start, n)
-        vma.npages += n
-        vma.ptes = vma.ptes + [None] * n
-        self.rekey(vma)
+        if self.gen.vma_merge_extend:
+            took = self.vma_merge_new_range(
+                vma.mm, v + 1, start, n, vma.pgoff + vma.npages, vma.exec, vma.anon_vma, None,
+                [None] * n, False,
+            )
+            assert took is not None  # prev, v itself, always fits
+            if took is False:
+                self.counters["ops_failed"] += 1  # expand_vma_in_place: -ENOMEM
+                return
+        else:
+            vma.npages += n
+            vma.ptes = vma.ptes + [None] * n
+            self.rekey(vma)
         self.note_end(vma.mm, start + n)
 
     def op_mremap_to(self, p: int, v: int, off: int, length: int, to: float, before: bool) -> None:
@@ -642,9 +671,12 @@ class MmOps:
         start = w.start - length if before else w.start + w.npages
         at = int(to) if before else int(to) + 1
         self.check_free(mm, at, start, length)
-        pgoff = vma.pgoff + off
+        pgoff = self.copy_vma_pgoff(vma, off, start)
+        old_start = vma.start + off
         moved = vma.ptes[off : off + length]
-        took = self.vma_merge_new_range(mm, at, start, length, pgoff, vma.exec, vma, moved, False)
+        took = self.vma_merge_new_range(
+            mm, at, start, length, pgoff, vma.exec, vma.anon_vma, vma, moved, False
+        )
         if took is False:
             self.counters["ops_failed"] += 1  # copy_vma returned NULL: nothing moved
             return
@@ -660,7 +692,11 @@ class MmOps:
             elif new.anon_vma is not None:
                 new.anon_vma.entries.append(new)
             mm.vmas.insert(at, new)
-        vma.ptes[off : off + length] = [None] * length
+        if vma.anon_vma is not None:  # an unfaulted range's PTEs are empty already
+            vma.ptes[off : off + length] = [None] * length
         self.note_end(mm, start + length)
-        if not self.do_munmap(vma, off, length):
+        # do_munmap by address: an unfaulted range may have merged with its own VMA
+        # (copy_vma: "Source vma may have been merged into new_vma").
+        holder = next(x for x in mm.vmas if x.start + x.npages > old_start)
+        if not self.do_munmap(holder, old_start - holder.start, length):
             self.counters["ops_failed"] += 1

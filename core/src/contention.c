@@ -14,7 +14,10 @@
  *     the lock unless a writer holds or waits for it;
  *   - optional writers, forks and exits of AIM7's churn, take the busiest family's lock
  *     exclusively every writer_interval ns for writer_hold ns (anon_vma_link/anon_vma_clone
- *     under the lock).
+ *     under the lock);
+ *   - from 5.19 (gen->reclaim_trylock, 6d4675e60135) reclaim only trylocks: a walk that would
+ *     wait, because a writer holds or awaits the root's rwsem, is skipped instead (counted in
+ *     `contended`); its failed attempt costs an acquire and the CPU goes on to its next page.
  * Requests are served in time order (ties by CPU number), so grant = max(request, lock free)
  * is exactly FIFO, and the model is deterministic. No global state: everything is in the trace
  * and the caller's result.
@@ -159,10 +162,10 @@ struct cpu_state { uint64_t next, end; double finish; };
  * allocation failed; `out` untouched). Time is conserved by construction and checked by the
  * tests: busy + spin + sleep + idle = cpus * scan_ns.
  */
-int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct timing *tm,
+int sim_contend(const struct walk_trace *t, const struct generation *gen, const struct timing *tm,
 		uint32_t cpus, struct contention *out)
 {
-	bool sleeps = rmap_lock_sleeps(lock), shared = rmap_lock_walk_shared(lock);
+	bool sleeps = rmap_lock_sleeps(gen->lock), shared = rmap_lock_walk_shared(gen->lock);
 	uint64_t batch = tm->batch ? tm->batch : 32;
 	size_t nlocks = (size_t)t->nr_locks + 1;
 	/* per lock: when the last exclusive holder (granted or queued) releases, and the last
@@ -210,27 +213,34 @@ int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct ti
 		uint32_t L = t->lock[w];
 		double hold = tm->acquire_ns + tm->entry_ns * t->entries[w] + tm->call_ns * t->calls[w]
 			      + tm->hit_ns * t->hits[w] + tm->release_ns;
-		double grant;
-		if (shared) {
-			grant = fmax(q.t, excl_free[L]);
-			shared_free[L] = fmax(shared_free[L], grant + hold);
+		double grant = shared ? fmax(q.t, excl_free[L])
+				      : fmax(q.t, fmax(excl_free[L], shared_free[L]));
+		double done;
+		if (gen->reclaim_trylock && grant > q.t) {
+			/* down_read_trylock fails while a writer holds the rwsem or waits for it
+			 * (RWSEM_FLAG_WAITERS): folio_referenced returns -1 and shrink_folio_list
+			 * keeps the folio, back on the LRU unwalked. Nothing is queued. */
+			r.contended++;
+			r.busy_ns += tm->acquire_ns;
+			done = q.t + tm->acquire_ns;
 		} else {
-			grant = fmax(q.t, fmax(excl_free[L], shared_free[L]));
-			excl_free[L] = grant + hold;
+			if (shared)
+				shared_free[L] = fmax(shared_free[L], grant + hold);
+			else
+				excl_free[L] = grant + hold;
+			double wait = grant - q.t;
+			if (sleeps)
+				r.sleep_ns += wait;
+			else
+				r.spin_ns += wait;
+			r.wait_sum_ns += wait;
+			r.wait_max_ns = fmax(r.wait_max_ns, wait);
+			r.waited += wait > 0;
+			r.hold_sum_ns += hold;
+			r.busy_ns += hold;
+			done = grant + hold;
 		}
-		double wait = grant - q.t;
-		if (sleeps)
-			r.sleep_ns += wait;
-		else
-			r.spin_ns += wait;
-		r.wait_sum_ns += wait;
-		r.wait_max_ns = fmax(r.wait_max_ns, wait);
-		r.waited += wait > 0;
-		r.hold_sum_ns += hold;
-		r.busy_ns += hold;
 		r.walks++;
-
-		double done = grant + hold;
 		if (++cs->next == cs->end && next_batch < t->len) {
 			/* SWAP_CLUSTER_MAX: isolate the next batch from the LRU */
 			cs->next = next_batch;

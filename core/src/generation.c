@@ -5,6 +5,11 @@
  * field). Names are the first release with the design; sizes are x86-64 with KSM, MIGRATION and
  * NUMA on and no lock debugging (primer §2). Sources are the primer's tags (§0).
  *
+ * .reclaim_trylock: from 5.19 folio_referenced sets rwc->try_lock, so reclaim never sleeps on
+ * the root's rwsem: a folio whose lock a writer holds or awaits is put back unwalked
+ * (6d4675e60135 "mm: don't be stuck to rmap lock on reclaim path", Minchan Kim, in the
+ * mm-stable-2022-05-25 pull for 5.19-rc1; primer §1d). The 3.19 row stands for 4.0-5.18.
+ *
  * .slab is what SLUB charges per object (docs/core.md "Slab slots"): the anon_vma cache has a
  * constructor and SLAB_DESTROY_BY_RCU (SLAB_TYPESAFE_BY_RCU from 4.12) in every era, so its
  * slot is sizeof + the 8 B free pointer; the anon_vma_chain and vm_area_struct caches
@@ -107,6 +112,7 @@ const struct generation sim_generations[] = {
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
+		.reclaim_trylock = true,
 		.reuse = REUSE_COUNTERS,
 		.sizeof_anon_vma = 96,   /* + num_children 8, num_active_vmas 8, rb_root_cached 16 */
 		.sizeof_avc = 64,
@@ -117,15 +123,17 @@ const struct generation sim_generations[] = {
 	{
 		.name = "6.16",
 		.merge = MERGE_SINGULAR_SOURCE,
+		.vma_merge_extend = true,
 		.structure = RMAP_CHAIN_TREE,
 		.has_root = true,
 		.lock = LOCK_ROOT_RWSEM,
+		.reclaim_trylock = true,
 		.reuse = REUSE_COUNTERS,
 		.sizeof_anon_vma = 96,   /* unchanged since 6.0 */
 		.sizeof_avc = 64,
 		.sizeof_vma = 192,       /* 6.15 repacked it to 3 cachelines (pahole in C-SUREN) */
 		.slab = { .anon_vma = 104, .avc = 64, .vma = 192 },
-		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2",
+		.source = "C-LORENZO-2025 879bca0a2c4f; C-SUREN; primer 1h, 2; ca3d76b0aa80 (mremap)",
 	},
 };
 

@@ -587,10 +587,21 @@ int do_munmap(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t le
 }
 
 /*
+ * copy_vma's vm_pgoff for pages off.. of a VMA moved to page `to`: a faulted VMA's range keeps
+ * its own (page->index stays valid); an anonymous VMA not yet faulted takes that of its new
+ * address, "to increase its chance of merging" (copy_vma: mm/mmap.c already in 2.6.10, mm/vma.c
+ * now -- every era), so it may merge where it lands.
+ */
+static uint32_t copy_vma_pgoff(const struct vma *vma, uint32_t off, uint32_t to)
+{
+	return vma->anon_vma != NIL ? vma->pgoff + off : to;
+}
+
+/*
  * move_vma - mremap pages off .. off+len-1 of the VMA at `pos` to the next free address:
- * copy_vma (a new VMA with the range's vm_pgoff, so page->index stays valid, linked to the old
- * VMA's anon_vmas by anon_vma_clone), move_page_tables (the entries move, pages untouched), then
- * do_munmap of the old range.
+ * copy_vma (a new VMA with copy_vma_pgoff's vm_pgoff, linked to the old VMA's anon_vmas by
+ * anon_vma_clone; nothing is adjacent there to merge with), move_page_tables (the entries move,
+ * pages untouched), then do_munmap of the old range.
  */
 int move_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len)
 {
@@ -600,7 +611,8 @@ int move_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len
 		return sim_fail(s, SIM_EINVAL, "address space of process %u exhausted (%u pages "
 				"asked at page %u)", mm_i, len, start);
 	idx_t nv;
-	int err = vma_alloc(s, mm_i, start, len, vma_at(s, old)->pgoff + off, true, &nv);
+	int err = vma_alloc(s, mm_i, start, len, copy_vma_pgoff(vma_at(s, old), off, start), true,
+			    &nv);
 	if (err)
 		return err;
 	vma_at(s, nv)->exec = vma_at(s, old)->exec;
@@ -664,33 +676,48 @@ static void mm_note_end(struct sim *s, idx_t mm_i, uint32_t end)
 }
 
 /*
- * vma_merge_new_range - may the neighbours of the free pages [start, start + n), which a new
- * VMA would enter at position `pos`, take them instead (mmap_region / do_brk_flags / copy_vma
- * calling vma_merge_new_range, or vma_merge with no VMA in the range before 6.12)? The range
- * has flags `exec`, vm_pgoff `pgoff` and, for copy_vma, the anon_vma of `src`, the VMA it is
- * copied from (NIL for mmap and brk: no anon_vma). `pt`: the range's PTEs (NULL: all empty).
- * just_expand (brk): only prev is a candidate.
+ * The range a merge proposes (the fields of the kernel's struct vma_merge_struct modelled
+ * here): pages [start, start + n), where a new VMA would enter the list at position `pos`
+ * (prev = vmas[pos - 1], next = vmas[pos]), with vm_pgoff `pgoff`, flags `exec` and the
+ * range's anon_vma; `src` is the VMA the pages are copied from (copy_vma's copied_from; NIL
+ * for new pages and for mremap's growth, whose vma_merge_extend names no middle VMA); `pt`
+ * their PTEs (NULL: all empty); `just_expand` (brk): only prev is a candidate.
+ */
+struct vma_merge_struct {
+	uint32_t pos, start, n, pgoff;
+	bool exec, just_expand;
+	idx_t anon_vma, src;
+	const pte_t *pt;
+};
+
+/*
+ * vma_merge_new_range - may the neighbours of the free pages of `vmg` take them instead of a
+ * new VMA (mmap_region, do_brk_flags, copy_vma and mremap's vma_merge_extend calling
+ * vma_merge_new_range, or vma_merge with no VMA in the range before 6.12)?
  *   prev and next both fit and their anon_vmas are NULL or equal: prev grows over the range
  *     and next, next is removed;
  *   prev fits: prev grows over the range (vma_expand);
  *   next fits: next grows down over it.
  * Before anything moves, an importer without anon_vma takes one (vma_import_anon_vma): from
- * src if it has one -- the 2026 rule (C-LORENZO-2026 copied_from), applied in every era so no
- * moved page is ever out of its VMA's reach -- else, merging three ways, from next
+ * src if the range has one -- the 2026 rule (C-LORENZO-2026 copied_from), applied in every era
+ * so no moved page is ever out of its VMA's reach -- else, merging three ways, from next
  * (dup_anon_vma). Returns 1 with the VMA that took the range in *out, 0 (no merge), or an
  * error (SIM_EINJECTED: the import failed cleanly, nothing changed).
  */
-static int vma_merge_new_range(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start,
-			       uint32_t n, uint32_t pgoff, bool exec, idx_t src, const pte_t *pt,
-			       bool just_expand, idx_t *out)
+static int vma_merge_new_range(struct sim *s, idx_t mm_i, const struct vma_merge_struct *vmg,
+			       idx_t *out)
 {
 	struct mm *mm = mm_at(s, mm_i);
-	idx_t av = src != NIL ? vma_at(s, src)->anon_vma : NIL;
+	uint32_t pos = vmg->pos, n = vmg->n;
+	idx_t av = vmg->anon_vma, src = vmg->src;
+	const pte_t *pt = vmg->pt;
 	idx_t prev = pos > 0 ? mm->vmas[pos - 1] : NIL;
-	idx_t next = !just_expand && pos < mm->nr_vmas ? mm->vmas[pos] : NIL;
-	bool merge_prev = prev != NIL && can_vma_merge_after(s, prev, exec, av, src, start, pgoff);
+	idx_t next = !vmg->just_expand && pos < mm->nr_vmas ? mm->vmas[pos] : NIL;
+	bool merge_prev = prev != NIL &&
+			  can_vma_merge_after(s, prev, vmg->exec, av, src, vmg->start, vmg->pgoff);
 	bool merge_next = next != NIL &&
-			  can_vma_merge_before(s, next, exec, av, src, start + n, pgoff + n);
+			  can_vma_merge_before(s, next, vmg->exec, av, src, vmg->start + n,
+					       vmg->pgoff + n);
 	if (!merge_prev && !merge_next)
 		return 0;
 	if (merge_prev && merge_next &&
@@ -765,9 +792,12 @@ int do_mmap_near(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, bool befor
 	int err = range_free(s, mm_i, at, start, n);
 	if (err)
 		return err;
+	struct vma_merge_struct vmg = {
+		.pos = at, .start = (uint32_t)start, .n = n, .pgoff = (uint32_t)start,
+		.anon_vma = NIL, .src = NIL,
+	};
 	idx_t into;
-	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, n, (uint32_t)start, false, NIL,
-				  NULL, false, &into);
+	err = vma_merge_new_range(s, mm_i, &vmg, &into);
 	if (err == 0 || err == SIM_EINJECTED)
 		err = mmap_region_new(s, mm_i, at, (uint32_t)start, n);
 	else if (err == 1)
@@ -805,9 +835,12 @@ int do_brk(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, idx_t *out, uint
 	if (last + 1 < mm->nr_vmas && vma_at(s, mm->vmas[last + 1])->start == start + n)
 		return sim_fail(s, SIM_EINVAL, "the page above the new break (page %u) is mapped: "
 				"brk keeps it free", start + n);
+	struct vma_merge_struct vmg = {
+		.pos = last + 1, .start = start, .n = n, .pgoff = start, .just_expand = true,
+		.anon_vma = NIL, .src = NIL,
+	};
 	idx_t into;
-	err = vma_merge_new_range(s, mm_i, last + 1, start, n, start, false, NIL, NULL, true,
-				  &into);
+	err = vma_merge_new_range(s, mm_i, &vmg, &into);
 	if (err == 1) {
 		*out = into;
 		*first = vma_at(s, into)->npages - n;
@@ -825,8 +858,13 @@ int do_brk(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n, idx_t *out, uint
 
 /*
  * mremap_grow - mremap of a whole VMA to a larger size, in place (vma_expandable: the pages
- * after it are free): the VMA's end moves up by n pages (vma_expand / vma_adjust; the anon_vma
- * test is of the VMA with itself, always true). Empty PTEs; no allocation of the rmap.
+ * after it are free). Before 6.1 vma_adjust only moves its end up. From 6.1 (ca3d76b0aa80
+ * "mm: add merging after mremap resize": vma_merge of the extension; vma_merge_extend from 6.7)
+ * the extension is a new range merged with prev, the VMA itself -- the anon_vma test of the VMA
+ * with itself always passes, so a forked VMA grows too -- and with the next VMA when the
+ * growth reaches it and it fits (the row's vma_merge_extend). An unfaulted VMA absorbing a
+ * faulted next clones next's chain first; if that fails, mremap returns -ENOMEM having changed
+ * nothing (expand_vma_in_place). The new PTEs are empty.
  */
 int mremap_grow(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n)
 {
@@ -836,17 +874,38 @@ int mremap_grow(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n)
 	int err = range_free(s, mm_i, pos + 1, start, n);
 	if (err)
 		return err;
-	pte_t *pt = sim_realloc(s, v->pt, (size_t)v->npages * sizeof(pte_t),
-				(size_t)(v->npages + n) * sizeof(pte_t));
-	if (!pt)
-		return sim_enomem(s);
-	v = vma_at(s, v_i);
-	memset(pt + v->npages, 0xff, (size_t)n * sizeof(pte_t));
-	v->pt = pt;
-	v->npages += n;
-	vma_rekey(s, v_i);
+	if (s->gen->vma_merge_extend) {
+		struct vma_merge_struct vmg = {
+			.pos = pos + 1, .start = start, .n = n, .pgoff = v->pgoff + v->npages,
+			.exec = v->exec, .anon_vma = v->anon_vma, .src = NIL,
+		};
+		idx_t into;
+		err = vma_merge_new_range(s, mm_i, &vmg, &into);   /* 1: prev, v itself, fits */
+		if (err < 0)
+			return err;
+	} else {
+		pte_t *pt = sim_realloc(s, v->pt, (size_t)v->npages * sizeof(pte_t),
+					(size_t)(v->npages + n) * sizeof(pte_t));
+		if (!pt)
+			return sim_enomem(s);
+		v = vma_at(s, v_i);
+		memset(pt + v->npages, 0xff, (size_t)n * sizeof(pte_t));
+		v->pt = pt;
+		v->npages += n;
+		vma_rekey(s, v_i);
+	}
 	mm_note_end(s, mm_i, start + n);
 	return SIM_OK;
+}
+
+/* find_vma: the position of the VMA that holds page `addr` (the caller knows one does). */
+static uint32_t find_vma_pos(struct sim *s, idx_t mm_i, uint32_t addr)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	uint32_t pos = 0;
+	while (vma_at(s, mm->vmas[pos])->start + vma_at(s, mm->vmas[pos])->npages <= addr)
+		pos++;
+	return pos;
 }
 
 /*
@@ -854,8 +913,10 @@ int mremap_grow(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n)
  * (or right before) the VMA at `to` (MREMAP_FIXED): copy_vma first lets the destination's
  * neighbours take the range (vma_merge_new_range with the range's vm_pgoff, flags and
  * anon_vma; the importer is given the old VMA's anon_vma state, C-LORENZO-2026), else makes a
- * new VMA linked by anon_vma_clone; the PTEs move; then the old range is unmapped as move_vma
- * does. A failed copy (-ENOMEM, import or new VMA) moves nothing.
+ * new VMA linked by anon_vma_clone; the PTEs move; then the old range is unmapped by address as
+ * move_vma does -- an unfaulted range, with its new vm_pgoff, may have merged with the VMA it
+ * came from (copy_vma: "Source vma may have been merged into new_vma"). A failed copy
+ * (-ENOMEM, import or new VMA) moves nothing.
  */
 int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
 		bool before)
@@ -868,15 +929,20 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 	if (err)
 		return err;
 	const struct vma *o = vma_at(s, old);
-	uint32_t pgoff = o->pgoff + off;
+	bool faulted = o->anon_vma != NIL;   /* else every PTE of the range is empty */
+	uint32_t old_start = o->start + off;
+	struct vma_merge_struct vmg = {
+		.pos = at, .start = (uint32_t)start, .n = len,
+		.pgoff = copy_vma_pgoff(o, off, (uint32_t)start), .exec = o->exec,
+		.anon_vma = o->anon_vma, .src = old, .pt = faulted ? o->pt + off : NULL,
+	};
 	idx_t into;
-	err = vma_merge_new_range(s, mm_i, at, (uint32_t)start, len, pgoff, o->exec, old,
-				  o->pt + off, false, &into);
+	err = vma_merge_new_range(s, mm_i, &vmg, &into);
 	if (err < 0)
 		return err;   /* SIM_EINJECTED: copy_vma returned NULL, nothing moved */
 	if (err == 0) {
 		idx_t nv;
-		if ((err = vma_alloc(s, mm_i, (uint32_t)start, len, pgoff, true, &nv)))
+		if ((err = vma_alloc(s, mm_i, (uint32_t)start, len, vmg.pgoff, true, &nv)))
 			return err;
 		vma_at(s, nv)->exec = vma_at(s, old)->exec;
 		vma_at(s, nv)->anon_vma = vma_at(s, old)->anon_vma;
@@ -888,9 +954,12 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 			return err;
 		memcpy(vma_at(s, nv)->pt, vma_at(s, old)->pt + off, (size_t)len * sizeof(pte_t));
 	}
-	memset(vma_at(s, old)->pt + off, 0xff, (size_t)len * sizeof(pte_t));
+	if (faulted)   /* a faulted VMA is never a neighbour that takes its own range */
+		memset(vma_at(s, old)->pt + off, 0xff, (size_t)len * sizeof(pte_t));
 	mm_note_end(s, mm_i, (uint32_t)start + len);
-	err = do_munmap(s, mm_i, mm_vma_position(s, mm_i, old), off, len);
+	uint32_t holder = find_vma_pos(s, mm_i, old_start);
+	err = do_munmap(s, mm_i, holder, old_start - vma_at(s, mm_at(s, mm_i)->vmas[holder])->start,
+			len);
 	if (err == SIM_EINJECTED)
 		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
 	return err == SIM_EINJECTED ? SIM_OK : err;

@@ -14,15 +14,20 @@
  *                                                  at a time (a fork linking N takes N)
  *                                      2.6.36-39   anon_vma->root->lock, a spinlock
  *                                      3.0-3.7     anon_vma->root->mutex
- *                                      3.8 on      anon_vma->root->rwsem, walks as readers
+ *                                      3.8-5.18    anon_vma->root->rwsem, walks as readers
+ *                                      5.19 on     the same rwsem, but reclaim's walk only
+ *                                                  trylocks it (6d4675e60135): while a writer
+ *                                                  holds or awaits it the folio is skipped
  *       mm->page_table_lock or the pte lock   (anon_vma_prepare; page_referenced_one)
  *
  * Nothing here takes a lock: the simulation is single-threaded. The lock model (contention.c,
  * sim_contend) charges the middle level only, as the generation row's `lock` (enum rmap_lock):
  * every walk of page_referenced_anon (walk.c) holds its page's anon_vma lock, the one the
  * table above names for its era, for the walk; the writers, anon_vma_clone/anon_vma_fork of a
- * fork and unlink_anon_vmas of an exit, hold the busiest family's. mmap_sem and the page-table
- * locks are per process and not modelled.
+ * fork and unlink_anon_vmas of an exit, hold the busiest family's. From 5.19 (the row's
+ * reclaim_trylock) a walk that would wait for a writer is skipped and counted instead: reclaim
+ * puts the folio back as if referenced. mmap_sem and the page-table locks are per process and
+ * not modelled.
  *
  * From 3.7 an anon_vma's AVCs sit in an interval tree (interval_tree.c) instead of a list; from
  * 3.19 anon_vma_clone may reuse an ancestor anon_vma instead of anon_vma_fork making a new one.

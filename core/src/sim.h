@@ -95,8 +95,16 @@ struct generation {
 	bool prepare_at_head;           /* anon_vma_prepare's AVC at the list head (2.6.34-35) */
 	bool has_root;                  /* anon_vma->root, locked and refcounted (2.6.36) */
 	enum rmap_lock lock;
+	bool reclaim_trylock;           /* reclaim's walk only trylocks the root's rwsem and puts
+					 * the folio back when a writer holds or awaits it (5.19,
+					 * 6d4675e60135 "mm: don't be stuck to rmap lock on
+					 * reclaim path") */
 	enum reuse_rule reuse;
 	enum merge_rule merge;
+	bool vma_merge_extend;          /* mremap growing in place is a merge: a compatible next
+					 * VMA the growth reaches is absorbed (ca3d76b0aa80, 6.1:
+					 * vma_merge; vma_merge_extend from 6.7). Before, vma_adjust
+					 * only moved vm_end. */
 	uint16_t sizeof_anon_vma;       /* §2, KSM and MIGRATION on, no lock debugging */
 	uint16_t sizeof_avc;            /* 0: no anon_vma_chain in this design */
 	uint16_t sizeof_vma;            /* §2, NUMA on */
@@ -420,13 +428,14 @@ struct contention {
 	double scan_ns, busy_ns, spin_ns, sleep_ns, idle_ns;
 	double wait_sum_ns, wait_max_ns, hold_sum_ns;
 	uint64_t walks, waited;
+	uint64_t contended;     /* walks skipped by a failed reclaim trylock (gen->reclaim_trylock) */
 	uint64_t writers;
 	double writer_wait_sum_ns;
 };
 int trace_add(struct sim *s, idx_t page, const struct walk_count *wc);
 int trace_end_scan(struct sim *s);
 void trace_release(struct sim *s);
-int sim_contend(const struct walk_trace *t, enum rmap_lock lock, const struct timing *tm,
+int sim_contend(const struct walk_trace *t, const struct generation *gen, const struct timing *tm,
 		uint32_t cpus, struct contention *out);
 
 /* check.c: invariants of docs/core.md; 0 or SIM_EBUG with s->err set */
