@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Any
 
 from core.runner import physical_memory
-from sweep import grid, interrupts, live_point, plan, report_job, simulate, summary
+from sweep import grid, interrupts, live_point, live_walk, plan, report_job, simulate, summary
 from sweep.config import ConfigError, Sweep
 from sweep.executor import Executor
 from sweep.store import Store, now
@@ -125,7 +125,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     sims = grid.sims(sweep.grid)
     specs = [simulate.PointSpec(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
              for i, s in enumerate(sims)]
-    settings = simulate.settings_of(sweep.grid)
+    settings = live_walk.with_options(simulate.settings_of(sweep.grid), sweep.live)
     per_sim = len(sweep.grid.cpus)  # dataset points per simulation
     estimates = MemoryEstimates(sweep)
     models = plan.kernel_models()  # the generations as the cost model reads them
@@ -265,7 +265,7 @@ def refuse_live(sweep: Sweep) -> None:
     (``ray.live_node``): that node's refusal is then each point's error."""
     if sweep.ray.live_node is not None:
         return
-    refused = plan.live_refusal(sweep.grid)
+    refused = plan.live_refusal(sweep.grid) or plan.walk_cost_refusal(sweep)
     if refused is None:
         return
     code, message = refused

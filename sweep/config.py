@@ -21,6 +21,7 @@ from core import program
 from core.contention import Timing
 from sweep import schema
 from sweep.dims import AXES  # the grid's axes, the dataset's dimensions
+from sweep.live_walk import LiveSettings
 
 #: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
 SCENARIOS = tuple(program.SCENARIOS)
@@ -122,6 +123,7 @@ class Sweep:
     config_yaml: str
     report: bool = True
     dry_run: bool = False
+    live: LiveSettings = LiveSettings()
 
 
 def available_grids() -> list[str]:
@@ -439,6 +441,12 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         raise ConfigError("ray.address: empty; allowed: null (local Ray) or a cluster address")
     if b.max_points < 1:
         raise ConfigError(f"batch.max_points: {b.max_points} is not allowed; allowed: >= 1")
+    from sweep import live_walk
+
+    try:
+        live = live_walk.resolve(obj.live, grid.kernel)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if obj.progress not in PROGRESS_MODES:
         raise ConfigError(
             f"progress: {obj.progress!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}"
@@ -458,6 +466,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         report=bool(obj.report),
         dry_run=bool(obj.dry_run),
+        live=live,
     )
 
 

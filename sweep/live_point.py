@@ -19,7 +19,8 @@ LIVE = "live"
 #: allocations as noise in timings and crowd the machine's pids and memory, never the counts).
 RESOURCE = "anonvma_live"
 #: Variables a live point measures (docs/dataset.md); every other stays NaN, including the
-#: walk and contention variables, which are not measured live (yet).
+#: simulated walk and contention variables, which are not measured live, and the live walk
+#: cost (sweep.live_walk), measured with live.walk_cost=true.
 MEASURED = ("anon_vmas", "avcs", "vmas", "pages", "rmap_bytes", "vma_bytes",
             "rmap_slab_bytes", "vma_slab_bytes", "sim_seconds")
 #: Key of a live point's values holding what the kernel that ran it is (not a variable).
@@ -40,16 +41,20 @@ def machine() -> dict[str, Any]:
             "live_slab_sizes": live.slab_sizes()}
 
 
-def values(prog, seed: int, variables: dict, contention: dict, cpus: int) -> dict:
+def values(prog, seed: int, variables: dict, contention: dict, cpus: int,
+           walk=None) -> dict:
     """Run ``prog`` live and return the dataset's variables for it (NaN where not measured).
 
     Bytes are the counts priced at this kernel's own sizes: ``*_bytes`` by each cache's
     object size, ``*_slab_bytes`` by its slot size (/sys/kernel/slab), as the core prices its
-    counts at a generation's sizes.
+    counts at a generation's sizes. ``walk`` (``sweep.live_walk.LiveSettings``) with
+    ``walk_cost`` also measures the reclaim of the program's pages (``live_walk.VARIABLES``).
     """
     from core import live
+    from sweep import live_walk
 
-    result = live.run(prog, seed)
+    walk = walk or live_walk.LiveSettings()
+    result = live.run(prog, seed, **live_walk.run_kwargs(walk))
     info = machine()
     sizes = info["live_slab_sizes"]
     missing = [c for c in CACHES if c not in sizes]
@@ -64,6 +69,7 @@ def values(prog, seed: int, variables: dict, contention: dict, cpus: int) -> dic
         out["rmap_slab_bytes"] = float(a * av["slot_size"] + c * avc["slot_size"])
         out["vma_slab_bytes"] = float(v * vma["slot_size"])
     out["sim_seconds"] = float(result["live_seconds"])
+    out.update(live_walk.values(result))
     for name in contention:
         out[name] = [math.nan] * cpus
     info["live_release"] = result.get("release", info["live_release"])

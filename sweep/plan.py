@@ -244,6 +244,35 @@ def live_refusal(grid: Grid) -> tuple[int, str] | None:
     return None
 
 
+def walk_cost_refusal(sweep: Sweep) -> tuple[int, str] | None:
+    """(exit code, one line) refusing walk cost on this machine, or None: exit 1 for the
+    machine (no memory cgroup controller, not root, no swap and no ``live.zram``), exit 2 for
+    a ``live.zram`` too small for the largest live point. Skipped when the live points run on
+    another node (``ray.live_node``): its refusal is then each point's error."""
+    live = sweep.live
+    if not live.walk_cost or LIVE not in sweep.grid.kernel or sweep.ray.live_node is not None:
+        return None
+    from core import live as core_live
+    from core.live import reclaim
+
+    reason = core_live.walk_check(live.zram)
+    if reason:
+        return 1, f"live.walk_cost: {reason}"
+    from sweep import simulate
+    from sweep.grid import point_seed
+
+    grid = sweep.grid
+    n, v, f = workload = grid.largest_workload()
+    prog = simulate.program(simulate.settings_of(grid), workload)
+    pages = reclaim.pages_needed(prog, point_seed(grid.seed[0], n, v, f, grid.scenario))
+    swap = reclaim.swap_for(pages, live.zram)
+    if isinstance(swap, str):
+        key = "live.zram" if live.zram is not None else "live.walk_cost"
+        return 2, (f"{key}: the largest point (processes={n}, pages_per_vma={v}, "
+                   f"cow_fraction={f:g}): {swap}")
+    return None
+
+
 def check_memory(grid: Grid, estimate: int, available: int, where: str) -> None:
     """Refuse a grid whose largest point needs more memory than ``available`` bytes."""
     if estimate > available:

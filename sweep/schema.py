@@ -129,6 +129,17 @@ class ResumeConf:
 
 
 @dataclass
+class LiveConf:
+    """Points of grid.kernel=live (docs/live.md "Walk cost"); checked by sweep.live_walk."""
+
+    # Also reclaim each live point's pages at its last scan and time it: live_walk_* variables.
+    walk_cost: bool = False
+    # With walk_cost, on a machine without swap: the size of a temporary zram swap device each
+    # live point may make and removes ("512M"); null: none is made, and walk_cost is refused.
+    zram: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
 class SweepConf:
     """The primary config: one grid plus how to run it."""
 
@@ -136,6 +147,7 @@ class SweepConf:
     ray: RayConf = field(default_factory=RayConf)
     batch: BatchConf = field(default_factory=BatchConf)
     resume: ResumeConf = field(default_factory=ResumeConf)
+    live: LiveConf = field(default_factory=LiveConf)
     # Finished points are written at least this often (seconds); a killed driver loses at most
     # the points finished since the last flush.
     flush_seconds: float = 2.0

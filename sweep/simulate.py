@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from core.contention import METRICS, Timing
 from core.program import PARAMS, SCENARIOS, SIZES, ProgramSize, program_size
+from sweep import live_walk
 from sweep.executor import Outcome
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
 #: Variables of the contention model, one value per ``cpus`` coordinate (core.contention).
 CONTENTION: dict[str, tuple[str, str]] = dict(METRICS)
 VARIABLES.update(CONTENTION)
+#: The live kernel's walk cost (sweep.live_walk): NaN for simulated kernels.
+VARIABLES.update(live_walk.VARIABLES)
 
-#: Variables that are a pure function of the point (everything but wall times).
-DETERMINISTIC = tuple(v for v in VARIABLES if not v.endswith("_seconds"))
+#: Variables that are a pure function of the point (everything but wall times and the live
+#: kernel's measured reclaim).
+DETERMINISTIC = tuple(v for v in VARIABLES
+                      if not v.endswith("_seconds") and v not in live_walk.VARIABLES)
 
 #: A point's own exception is retried this many times in the worker, and recorded as the
 #: point's error as soon as it repeats (same type and message) or the attempts run out.
@@ -84,6 +89,8 @@ class Settings:
     timing: Timing
     #: the grid's values of the scenario's own builder parameters (core.program.PARAMS)
     params: tuple[tuple[str, int], ...] = ()
+    #: the sweep's live.* options, for kernel live (sweep.live_walk.with_options)
+    live: live_walk.LiveSettings = live_walk.LiveSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +149,13 @@ def run_point(settings: Settings, spec: PointSpec) -> dict:
     if spec.kernel == LIVE:  # this machine's kernel: what it counts, NaN for what it cannot measure
         from sweep import live_point
 
-        return live_point.values(prog, spec.seed, VARIABLES, CONTENTION, len(settings.cpus))
+        return live_point.values(prog, spec.seed, VARIABLES, CONTENTION, len(settings.cpus),
+                                 settings.live)
     result = core.run(prog, spec.kernel, spec.seed, cpus=list(settings.cpus),
                       timing=settings.timing)
-    values: dict = {name: float(result[name]) for name in VARIABLES if name not in CONTENTION}
+    values: dict = {name: float(result[name]) for name in VARIABLES
+                    if name not in CONTENTION and name not in live_walk.VARIABLES}
+    values.update(live_walk.nan_values())
     for name in CONTENTION:
         values[name] = [float(v) for v in result["contention"][name]]
     return values

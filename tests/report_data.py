@@ -16,13 +16,15 @@ import xarray as xr
 
 import core
 from sweep.config import AXES
+from sweep.live_walk import VARIABLES as LIVE_WALK
 from sweep.simulate import CONTENTION
 from sweep.simulate import VARIABLES as SWEEP_VARIABLES
 
-#: The sweep's variables but the contention model's: these datasets are built from core.run
-#: without cpus (their cpus axis has one value); figures that need contention are tested with
-#: variables added on purpose.
-VARIABLES = {k: v for k, v in SWEEP_VARIABLES.items() if k not in CONTENTION}
+#: The sweep's variables but the contention model's and the live kernel's walk cost: these
+#: datasets are built from core.run without cpus (their cpus axis has one value); figures that
+#: need contention are tested with variables added on purpose.
+VARIABLES = {k: v for k, v in SWEEP_VARIABLES.items()
+             if k not in CONTENTION and k not in LIVE_WALK}
 
 
 def _dataset(axes: dict[str, Sequence], data: dict[str, np.ndarray], scenario: str,

@@ -1,11 +1,13 @@
 """The live kernel: run a workload program on this machine's real kernel and count its objects.
 
 ``run(program, seed)`` executes a ``core.Program`` on real processes (``anonvma-live``, a small
-C executable compiled from ``anonvma-live.c`` next to this file on first use) and returns the
-live anon_vmas, anon_vma_chains, VMAs and distinct pages the program made, at each scan, keyed
-like ``core.run``. ``check()`` says in one line why this machine cannot, or None. docs/live.md
-describes the method (tracefs in a private mount namespace, a private pid namespace, the
-baseline subtraction) and what a run leaves behind: nothing.
+C executable compiled from ``anonvma-live.c`` and ``reclaim.c`` next to this file on first use)
+and returns the live anon_vmas, anon_vma_chains, VMAs and distinct pages the program made, at
+each scan, keyed like ``core.run``; with ``walk_cost=True`` also what reclaim of its pages cost
+per page and per mapping (``core.live.reclaim``). ``check()`` says in one line why this machine
+cannot, or None (``walk_check()`` for the walk cost). docs/live.md describes the method
+(tracefs in a private mount namespace, a private pid namespace, the baseline subtraction, the
+reclaim) and what a run leaves behind: nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from core.errors import ProgramError
 from core.program import Op, as_program
 
 __all__ = ["LiveError", "build", "check", "executable", "matching_generation", "release", "run",
-           "slab_sizes"]
+           "slab_sizes", "walk_check"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("anonvma-live.c")
+#: The executor's sources: the runner and counter, and its walk mode (reclaim.c, docs/live.md
+#: "Walk cost"). Compiled together; the executable is named by a hash of all three.
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("anonvma-live.c", "reclaim.c", "reclaim.h"))
 #: Keys of a live result that core.run has too (live objects at the last scan).
 COUNT_KEYS = ("anon_vmas", "avcs", "vmas", "pages", "processes")
 #: Opcodes the executor runs (docs/live.md); any other is refused before anything starts.
@@ -55,19 +60,22 @@ def executable() -> Path:
     Named by a hash of its source, so an edited source is rebuilt; static when the C library
     allows it (fewer mappings in every process of the run), else dynamic.
     """
-    return build(SOURCE)
+    return build(*SOURCES)
 
 
-def build(source: Path) -> Path:
-    """``source`` (a C file next to this module) compiled as ``executable`` describes."""
-    src = source.read_bytes()
-    tag = hashlib.sha256(src).hexdigest()[:16]
-    out = _cache_dir() / f"{source.stem}-{tag}"
+def build(*sources: Path) -> Path:
+    """``sources`` (C files next to this module and the headers they include) compiled
+    together as ``executable`` describes, named for the first and a hash of them all."""
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    tag = digest.hexdigest()[:16]
+    out = _cache_dir() / f"{sources[0].stem}-{tag}"
     if out.exists():
         return out
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        raise LiveError(f"no C compiler (cc) to build {source.name}; install one")
+        raise LiveError(f"no C compiler (cc) to build {sources[0].name}; install one")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # no writable home (a CI user): a private dir in /tmp
@@ -81,7 +89,8 @@ def build(source: Path) -> Path:
     flags = ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
     err = ""
     for link in (["-static"], []):
-        proc = subprocess.run([cc, *flags, *link, "-o", tmp, str(source), "-lm"],
+        c_files = [str(path) for path in sources if path.suffix == ".c"]
+        proc = subprocess.run([cc, *flags, *link, "-o", tmp, *c_files, "-lm"],
                               capture_output=True, text=True)
         if proc.returncode == 0:
             os.chmod(tmp, 0o755)
@@ -89,7 +98,7 @@ def build(source: Path) -> Path:
             return out
         err = proc.stderr.strip().splitlines()[-1:] or [""]
     os.unlink(tmp)
-    raise LiveError(f"building {source.name} with {cc} failed: {err[0]}")
+    raise LiveError(f"building {sources[0].name} with {cc} failed: {err[0]}")
 
 
 def release() -> str:
@@ -174,12 +183,13 @@ def _peak_pages(arr: np.ndarray) -> int:
 
 
 @functools.cache
-def _probe() -> str | None:
+def _probe(walk: bool = False) -> str | None:
     try:
         exe = executable()
     except LiveError as exc:
         return str(exc)
-    proc = subprocess.run([str(exe), "probe"], capture_output=True, text=True)
+    proc = subprocess.run([str(exe), "probe", *(["walk"] if walk else [])], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         return lines[-1] if lines else f"the live executor's probe failed ({proc.returncode})"
@@ -225,6 +235,15 @@ def check(program=None) -> str | None:
     return None
 
 
+def walk_check(zram: int | str | None = None) -> str | None:
+    """Why this machine cannot measure walk costs (one line), or None: ``check()``'s reasons,
+    then no memory cgroup controller, not root, no swap and no ``zram`` consent (a size: a
+    temporary zram swap device may be made for each run)."""
+    from core.live import reclaim
+
+    return check() or reclaim.check(None if zram is None else reclaim.parse_size(zram))
+
+
 def _parse(out: str) -> tuple[list[dict], list[dict], dict]:
     phases: dict[str, list[dict]] = {"base": [], "prog": []}
     seconds: dict[str, dict[str, float]] = {}
@@ -238,7 +257,8 @@ def _parse(out: str) -> tuple[list[dict], list[dict], dict]:
 
 
 def run(program, seed: int = 0, *, deadline: float = 600.0,
-        progress: Callable[[str], None] | None = None, count: bool = True) -> dict:
+        progress: Callable[[str], None] | None = None, count: bool = True,
+        walk_cost: bool = False, zram: int | str | None = None) -> dict:
     """Run ``program`` on this machine's kernel; the program's own live objects at each scan.
 
     Returns ``core.run``'s count keys (``anon_vmas``, ``avcs``, ``vmas``, ``pages``,
@@ -254,18 +274,37 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     only ``processes``, ``scans``, ``phase_seconds`` and ``live_seconds`` are returned.
     ``phase_seconds`` splits the executor's time per phase ("base", "prog") into the run, the
     counting at scans and the teardown.
+
+    ``walk_cost=True`` also reclaims the program's pages at its last scan (after counting)
+    through a memory cgroup made for the run and times each page (docs/live.md "Walk cost"):
+    ``walk_classes`` (per number of mappings: pages, timed pages, mean and median ns),
+    ``walk_fixed_ns`` and ``walk_per_mapping_ns`` (``reclaim.fit`` over those classes; NaN
+    with one class), ``walk_mean_ns``, ``walk_mappings_mean``, ``pages_reclaimed``,
+    ``pages_not_reclaimed`` with ``not_reclaimed`` (reason -> pages, ``reclaim.REASONS``),
+    ``walk_kernel`` (the kernel's reclaim statistics), ``walk_seconds``. Reclaim of anonymous
+    pages needs swap: the machine's if it has room, else a zram device of ``zram`` bytes
+    (``"512M"``) made for the run and removed after it, only when given. Refused in one line
+    (``LiveError``) before anything starts: no memory cgroup controller, not root, no swap
+    and no ``zram``, a swap too small for the program.
     """
     import time
 
     arr = as_program(program)
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    if zram is not None and not walk_cost:
+        raise ValueError("zram: a zram swap device is only made for walk_cost=True")
+    if walk_cost and not count:
+        raise ValueError("walk_cost=True needs count=True (the walk is timed after the count)")
     reason = check(arr)
     if reason:
         raise LiveError(reason)
+    walk: list[str] = []
+    if walk_cost:
+        walk = _walk_argv(arr, int(seed), zram)
     exe = executable()
     t0 = time.perf_counter()
-    argv = [str(exe), "run", str(int(seed)), str(int(deadline))] + ([] if count else ["bare"])
+    argv = [str(exe), "run", str(int(seed)), str(int(deadline))] + (walk if count else ["bare"])
     proc = subprocess.Popen(argv,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -273,12 +312,15 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
         # the program goes in whole before anything runs (the executor reads to EOF first)
         proc.stdin.write(arr.tobytes())
         proc.stdin.close()
-        records = []
+        records: list[str] = []
+        walked: list[str] = []
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith("progress "):
                 if progress:
                     progress(line[len("progress "):])
+            elif line.startswith("walk "):
+                walked.append(line)
             else:
                 records.append(line)
         out = "\n".join(records)
@@ -312,4 +354,29 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     result.update(scans=scans, baseline=[{k: b[k] for k in ("anon_vmas", "avcs")} for b in base],
                   release=release(), phase_seconds=seconds,
                   live_seconds=time.perf_counter() - t0)
+    if walk_cost:
+        from core.live import reclaim
+
+        result.update(reclaim.parse(walked))
+        if result["pages_not_reclaimed"]:
+            log.warning("%d of %d pages were not reclaimed: %s", result["pages_not_reclaimed"],
+                        result["walk_pages"], ", ".join(
+                            f"{n} {reclaim.REASONS.get(k, k)}"
+                            for k, n in result["not_reclaimed"].items()))
     return result
+
+
+def _walk_argv(arr: np.ndarray, seed: int, zram: int | str | None) -> list[str]:
+    """The executor's walk arguments for a program, or LiveError with the refusal line."""
+    from core.live import reclaim
+
+    size = None if zram is None else reclaim.parse_size(zram)
+    reason = reclaim.check(size)
+    if reason:
+        raise LiveError(reason)
+    cg = reclaim.memory_cgroup()
+    assert not isinstance(cg, str)  # reclaim.check said so
+    swap = reclaim.swap_for(reclaim.pages_needed(arr, seed), size)
+    if isinstance(swap, str):
+        raise LiveError(swap)
+    return reclaim.argv(cg, swap)

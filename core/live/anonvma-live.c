@@ -12,12 +12,16 @@
  *           fork/exit are real fork()/_exit() of a worker, so the kernel's dup_mmap,
  *           anon_vma_fork and exit_mmap are what run.
  *
- * Usage: anonvma-live run SEED [DEADLINE_S [bare]] < PROGRAM   (rows of core.PROGRAM_DTYPE;
- *        "bare": no tracing and no counting, the run's own cost for the benchmark)
- *        anonvma-live probe                                 (can this machine run it?)
+ * Usage: anonvma-live run SEED [DEADLINE_S [bare | walk v1|v2 CGROUP ZRAM_BYTES]] < PROGRAM
+ *        (rows of core.PROGRAM_DTYPE; "bare": no tracing and no counting, the run's own cost
+ *        for the benchmark; "walk": also reclaim the program's pages at its last scan through
+ *        a memory cgroup made in CGROUP, timed per page (reclaim.c), with a zram swap device
+ *        of ZRAM_BYTES made for the run, or the machine's swap when 0)
+ *        anonvma-live probe [walk]                          (can this machine run it?)
  * Output on stdout, one record a line: "scan <phase> <i> anon_vmas avcs vmas pages processes"
  * with phase "base" (the program reduced to new_mm/fork/exit/scan: the processes' own
- * objects) or "prog", and progress lines ("progress processes=N"); errors on stderr.
+ * objects) or "prog", the walk's "walk ..." records, and progress lines
+ * ("progress processes=N"); errors on stderr.
  * Exit status: 0 ok, 2 a program this executor cannot express, 1 the environment.
  */
 #define _GNU_SOURCE
@@ -48,12 +52,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reclaim.h"
+
 #define PAGE 4096UL
 /* Workload VMAs live here, page 16 on as in the simulator: far from the binary, heap and
  * stack, so nothing the program did not ask for can be adjacent to (and merge with) them. */
 #define REGION_BASE 0x200000000000UL
 #define REGION_PAGES (1UL << 32)
-#define TRACEFS "/sys/kernel/tracing"
 
 /* Opcodes: core/program.py Op, docs/core.md. */
 enum { OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST, OP_FORK,
@@ -86,7 +91,7 @@ struct mailbox {
 
 static struct mailbox *mb;
 
-static void die(int code, const char *fmt, ...)
+void die(int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -399,6 +404,8 @@ struct ctl {
 	uint64_t seed;
 	int64_t deadline;
 	const char *self_exe;
+	struct walk *walk;        /* walk mode: the program's pages reclaimed at its last scan */
+	int last_scan;            /* which scan that is (1-based; the end's without one) */
 };
 
 static void pid_add(struct ctl *c, int pid) { if (pid > 0 && pid < c->pid_max) c->pidset[pid / 8] |= 1 << (pid % 8); }
@@ -658,6 +665,12 @@ static void do_new_mm(struct ctl *c, size_t i)
 		die(1, "fork: %s", strerror(errno));
 	if (pid == 0) {
 		char fd[16], slot[16];
+		/* before exec: every page the worker and its children fault is charged there */
+		if (c->walk->on && !c->base && walk_join(c->walk)) {
+			fprintf(stderr, "anonvma-live: joining %s: %s\n", c->walk->cgroup,
+				strerror(errno));
+			_exit(126);
+		}
 		snprintf(fd, sizeof fd, "%d", c->mbfd);
 		snprintf(slot, sizeof slot, "%d", p);
 		execl(c->self_exe, "anonvma-live", "worker", fd, slot, (char *)NULL);
@@ -773,6 +786,25 @@ static uint64_t count_pages(struct ctl *c)
 	return distinct;
 }
 
+/* The program's pages, process by process, reclaimed and timed (reclaim.c). */
+static void walk_pages(struct ctl *c)
+{
+	size_t n = 0, cap = 0;
+	struct walk_range *r = NULL;
+	for (int p = 0; p < c->nprocs; p++)
+		for (uint32_t v = 0; c->procs[p].alive && v < c->procs[p].nvmas; v++) {
+			if (n == cap) {
+				cap = cap ? 2 * cap : 64;
+				if (!(r = realloc(r, cap * sizeof *r)))
+					die(1, "out of memory");
+			}
+			r[n++] = (struct walk_range){c->procs[p].gpid, addr_of(c->procs[p].vmas[v].start),
+						     c->procs[p].vmas[v].npages};
+		}
+	walk_measure(c->walk, r, n);
+	free(r);
+}
+
 static void do_scan(struct ctl *c, int64_t need)
 {
 	double t0 = now_f();
@@ -799,6 +831,9 @@ static void do_scan(struct ctl *c, int64_t need)
 	printf("scan %s %d %zu %zu %" PRIu64 " %" PRIu64 " %d\n", c->base ? "base" : "prog",
 	       c->scans++, c->obj.count[0], c->obj.count[1], vmas, pages, alive);
 	fflush(stdout);
+	/* after the count: the reclaim swaps the pages out, which a later count would miss */
+	if (c->walk->on && !c->base && c->scans == c->last_scan)
+		walk_pages(c);
 	c->count_seconds += now_f() - t0;
 	/* The simulator's sample draws (docs/core.md scan, Knuth's Algorithm S): made here too so
 	 * the COW ops after a sampled scan write the pages the simulator writes. */
@@ -1104,6 +1139,8 @@ static void init_main(struct ctl *c, const char *instance)
 	if (c->tracefd < 0)
 		die(1, "%s: %s", path, strerror(errno));
 	drain(c);                 /* whatever came before the run */
+	if (c->walk->on)
+		walk_calibrate(c->walk);
 	if (!c->bare)
 		run_phase(c, true);
 	run_phase(c, false);
@@ -1138,7 +1175,7 @@ static void on_signal(int sig)
 		kill(init_pid, SIGKILL);
 }
 
-static int write_file(const char *dir, const char *name, const char *val)
+int write_file(const char *dir, const char *name, const char *val)
 {
 	char path[512];
 	snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -1275,15 +1312,18 @@ int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "worker"))
 		worker_main(atoi(argv[2]), atoi(argv[3]));
-	bool probe = argc == 2 && !strcmp(argv[1], "probe");
+	bool probe = (argc == 2 || argc == 3) && !strcmp(argv[1], "probe");
+	const char *usage = "usage: anonvma-live run SEED [DEADLINE_S [bare | walk v1|v2 CGROUP "
+			    "ZRAM_BYTES]] < PROGRAM | anonvma-live probe [walk]";
 	if (!probe && !(argc >= 3 && !strcmp(argv[1], "run")))
-		die(2, "usage: anonvma-live run SEED [DEADLINE_S [bare]] < PROGRAM | "
-		    "anonvma-live probe");
+		die(2, "%s", usage);
 	/* die with the driver: SIGTERM, so the instance is still removed */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	/* a dead driver's pipes must not kill us (SIGPIPE) before the instance is removed */
 	signal(SIGPIPE, SIG_IGN);
 	struct ctl c = {0};
+	struct walk walk = {.zram = -1};
+	c.walk = &walk;
 	c.self_exe = "/proc/self/exe";
 	uint64_t seed = 0;
 	long deadline = 3600;
@@ -1291,32 +1331,60 @@ int main(int argc, char **argv)
 		seed = strtoull(argv[2], NULL, 0);
 		if (argc >= 4)
 			deadline = atol(argv[3]);
-		c.bare = argc >= 5 && !strcmp(argv[4], "bare");
+		if (argc == 5 && !strcmp(argv[4], "bare")) {
+			c.bare = true;
+		} else if (argc == 8 && !strcmp(argv[4], "walk") &&
+			   (!strcmp(argv[5], "v1") || !strcmp(argv[5], "v2"))) {
+			walk.on = true;
+			walk.v2 = !strcmp(argv[5], "v2");
+			walk.parent = argv[6];
+			walk.zram_bytes = strtoull(argv[7], NULL, 0);
+		} else if (argc > 4) {
+			die(2, "%s", usage);
+		}
 		c.ops = read_program(&c.nops);
-		for (size_t i = 0; i < c.nops; i++)
+		for (size_t i = 0; i < c.nops; i++) {
 			c.nslots += c.ops[i].op == OP_NEW_MM || c.ops[i].op == OP_FORK;
+			c.last_scan += c.ops[i].op == OP_SCAN;
+		}
 		if (c.nslots < 1)
 			c.nslots = 1;
+		if (!c.last_scan)         /* the count at the end of a program without a scan */
+			c.last_scan = 1;
 	}
-	char dir[300], instance[64];
-	setup_trace(dir, sizeof dir, instance, sizeof instance);
+	/* Signals wait until the handler that tears everything down is in place. */
 	sigset_t all, old;
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
+	walk_stale(walk.on ? walk.parent : NULL);
+	if (walk.on)              /* before the pid namespace: the janitor must outlive it */
+		walk_janitor(&walk);
+	char dir[300], instance[64];
+	setup_trace(dir, sizeof dir, instance, sizeof instance);
 	struct sigaction sa = {0};
 	sa.sa_handler = on_signal;
 	for (int sig = 1; sig < 32; sig++)
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGALRM)
 			sigaction(sig, &sa, NULL);
 	int status = 1;
+	if (walk.on)
+		walk_setup(&walk, instance);
 	if (c.bare ? write_file(dir, "tracing_on", "0") : configure(dir)) {
 		fprintf(stderr, "anonvma-live: configuring %s: %s (filters on call_site.function "
 			"need Linux 6.2+)\n", dir, strerror(errno));
 		teardown(dir);
+		if (walk.on)
+			walk_teardown(&walk);
+		walk_janitor_done();
 		return 1;
 	}
 	if (probe) {
+		const char *why = argc == 3 && !strcmp(argv[2], "walk") ? walk_probe() : NULL;
 		teardown(dir);
+		if (why) {
+			fprintf(stderr, "anonvma-live: %s\n", why);
+			return 1;
+		}
 		puts("ok");
 		return 0;
 	}
@@ -1350,5 +1418,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "anonvma-live: the run died of signal %d\n", WTERMSIG(st));
 	}
 	teardown(dir);
+	if (walk.on && walk_teardown(&walk) && status == 0)
+		status = 1;
+	walk_janitor_done();
 	return status;
 }
