@@ -30,12 +30,11 @@ import numpy as np
 
 from sweep.trace_events import EVENT_DTYPE, Kind, Parsed, live_counts, parse
 
-__all__ = ["RecordError", "Recording", "check", "record", "main", "SOURCE"]
+__all__ = ["RecordError", "Recording", "check", "record", "main"]
 
 log = logging.getLogger(__name__)
 
 #: The recorder's source, installed with core.live (package data "*.c").
-SOURCE = Path(__import__("core.live").live.__file__).with_name("anonvma-record.c")
 #: Format of the trace store; a reader refuses another.
 TRACE_FORMAT = 1
 
@@ -75,7 +74,7 @@ def check() -> str | None:
     from core import live
 
     try:
-        exe = live.build(SOURCE)
+        exe = live.recorder()
     except live.LiveError as exc:
         return str(exc)
     proc = subprocess.run([str(exe), "probe"], capture_output=True, text=True)
@@ -126,7 +125,7 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
         raise RecordError(reason)
     from core import live
 
-    exe = live.build(SOURCE)
+    exe = live.recorder()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="anonvma-record-") as tmp:
         ev, obj, st = (os.path.join(tmp, n) for n in ("ev", "obj", "stats"))

@@ -20,7 +20,7 @@ def run_processes() -> list[int]:
     executable, in this network namespace: other test sessions on the machine (each in a
     namespace of its own under bin/offline) run the same executables, and their runs are not
     ours to count or end."""
-    exes = {str(live.executable()), str(live.build(live.SOURCES[0].with_name("anonvma-record.c")))}
+    exes = {str(live.executable()), str(live.recorder())}
     netns = os.readlink("/proc/self/ns/net")
     found = []
     for d in os.listdir("/proc"):

@@ -29,15 +29,19 @@ import numpy as np
 from core.errors import ProgramError
 from core.program import Op, as_program
 
-__all__ = ["LiveError", "build", "check", "executable", "matching_generation", "release", "run",
-           "slab_sizes", "walk_check"]
+__all__ = ["LiveError", "build", "check", "executable", "matching_generation", "recorder",
+           "release", "run", "slab_sizes", "walk_check"]
 
 log = logging.getLogger(__name__)
 
-#: The executor's sources: the runner and counter, and its walk mode (reclaim.c, docs/live.md
-#: "Walk cost"). Compiled together; the executable is named by a hash of all three.
-SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("anonvma-live.c", "reclaim.c", "reclaim.h"))
+#: The executor's sources: the runner and counter, its walk mode (reclaim.c, docs/live.md
+#: "Walk cost") and what it reads of the machine as the recorder does (host.c). Compiled
+#: together; the executable is named by a hash of them all.
+SOURCES = tuple(Path(__file__).with_name(name) for name in
+                ("anonvma-live.c", "reclaim.c", "reclaim.h", "host.c", "host.h"))
+#: The recorder's sources (``python -m sweep.record``, docs/record.md).
+RECORDER_SOURCES = tuple(Path(__file__).with_name(name)
+                         for name in ("anonvma-record.c", "host.c", "host.h"))
 #: Keys of a live result that core.run has too (live objects at the last scan).
 COUNT_KEYS = ("anon_vmas", "avcs", "vmas", "pages", "processes")
 #: Opcodes the executor runs (docs/live.md); any other is refused before anything starts.
@@ -61,6 +65,11 @@ def executable() -> Path:
     allows it (fewer mappings in every process of the run), else dynamic.
     """
     return build(*SOURCES)
+
+
+def recorder() -> Path:
+    """The recorder's executable (``python -m sweep.record``), built as ``executable`` is."""
+    return build(*RECORDER_SOURCES)
 
 
 def build(*sources: Path) -> Path:

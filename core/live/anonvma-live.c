@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "reclaim.h"
 
 #define PAGE 4096UL
@@ -590,28 +591,11 @@ static void note_end(struct proc *pr, uint64_t end)
 		pr->next_free = end + 1;
 }
 
-/* Whether the host's /proc shows pid (a host pid) gone or a zombie. */
-static int proc_is_gone(pid_t pid)
-{
-	char path[64], buf[512];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 1;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 1;
-	buf[n] = 0;
-	const char *rp = strrchr(buf, ')');
-	return !rp || !rp[1] || rp[2] == 'Z' || rp[2] == 'X';
-}
-
 /* A /proc file of a process could not be read: if the process is gone (killed, the OOM
  * killer), say so, as wait_pending does, rather than name the file. */
 static void die_reading(const struct proc *pr, const char *path, int err)
 {
-	if (err == ENOENT || err == ESRCH || proc_is_gone(pr->gpid))
+	if (err == ENOENT || err == ESRCH || !proc_start_time(pr->gpid))
 		die(1, "process %d (pid %d) died while running an op", (int)(pr - the_ctl->procs),
 		    (int)pr->gpid);
 	die(1, "%s: %s", path, err ? strerror(err) : "short read");
@@ -1226,38 +1210,10 @@ static const char *setup_trace(char *dir, size_t len, char *instance, size_t ile
 	return dir;
 }
 
-/*
- * The free filter: the anon_vma cache, and every name of the cache anon_vma_chain is merged
- * into (/sys/kernel/slab/NAME links to the merged cache; its events carry the name of the
- * first cache created in it, whichever that is). Frees are matched by pointer, so the other
- * caches' frees that pass are harmless.
- */
-static void free_filter(char *out, size_t len)
-{
-	char target[256], link[256], path[512];
-	int n = snprintf(out, len, "name == \"anon_vma\" || name == \"anon_vma_chain\"");
-	ssize_t t = readlink("/sys/kernel/slab/anon_vma_chain", target, sizeof target - 1);
-	DIR *d = t > 0 ? opendir("/sys/kernel/slab") : NULL;
-	struct dirent *e;
-	if (t > 0)
-		target[t] = 0;
-	while (d && (e = readdir(d))) {
-		snprintf(path, sizeof path, "/sys/kernel/slab/%s", e->d_name);
-		ssize_t k = readlink(path, link, sizeof link - 1);
-		if (k <= 0 || strcmp(e->d_name, "anon_vma_chain") == 0)
-			continue;
-		link[k] = 0;
-		if (!strcmp(link, target) && n + strlen(e->d_name) + 16 < len)
-			n += snprintf(out + n, len - (size_t)n, " || name == \"%s\"", e->d_name);
-	}
-	if (d)
-		closedir(d);
-}
-
 static int configure(const char *dir)
 {
 	char frees[4096];
-	free_filter(frees, sizeof frees);
+	free_filter(frees, sizeof frees, false);
 	return write_file(dir, "options/hash-ptr", "0") ||   /* real pointers: no collisions */
 	       write_file(dir, "trace_clock", "global") ||   /* one order across CPUs */
 	       write_file(dir, "options/overwrite", "0") ||

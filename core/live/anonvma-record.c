@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host.h"
+
 #define TRACEFS "/sys/kernel/tracing"
 #define PREFIX "anonvma-record-"
 
@@ -130,35 +132,10 @@ static int configure_ev(const char *dir)
 	return 0;
 }
 
-/* As anonvma-live.c free_filter: the anon_vma cache, every name of the cache anon_vma_chain
- * is merged into, and vm_area_struct (never merged: SLAB_TYPESAFE_BY_RCU). */
-static void free_filter(char *out, size_t len)
-{
-	char target[256], link[256], path[512];
-	int n = snprintf(out, len, "name == \"anon_vma\" || name == \"anon_vma_chain\" || "
-			 "name == \"vm_area_struct\"");
-	ssize_t t = readlink("/sys/kernel/slab/anon_vma_chain", target, sizeof target - 1);
-	DIR *d = t > 0 ? opendir("/sys/kernel/slab") : NULL;
-	struct dirent *e;
-	if (t > 0)
-		target[t] = 0;
-	while (d && (e = readdir(d))) {
-		snprintf(path, sizeof path, "/sys/kernel/slab/%s", e->d_name);
-		ssize_t k = readlink(path, link, sizeof link - 1);
-		if (k <= 0 || strcmp(e->d_name, "anon_vma_chain") == 0)
-			continue;
-		link[k] = 0;
-		if (!strcmp(link, target) && n + strlen(e->d_name) + 16 < len)
-			n += snprintf(out + n, len - (size_t)n, " || name == \"%s\"", e->d_name);
-	}
-	if (d)
-		closedir(d);
-}
-
 static int configure_obj(const char *dir)
 {
 	char frees[4096];
-	free_filter(frees, sizeof frees);
+	free_filter(frees, sizeof frees, true);
 	return common_options(dir) || write_file(dir, "options/hash-ptr", "0") ||
 	       write_file(dir, "events/kmem/kmem_cache_alloc/filter",
 			  "call_site.function == __anon_vma_prepare || "

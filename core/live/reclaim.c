@@ -26,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "reclaim.h"
+#include "host.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -81,28 +82,6 @@ static int rmdir_busy(const char *path)
 		usleep(10000);
 	}
 	return 0;
-}
-
-/* A process's start time (field 22 of /proc/PID/stat): 0 if it is gone or a zombie. With its
- * pid it names a process for good (pids are reused). */
-static unsigned long long start_time(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	if (!p || p[1] != ' ' || p[2] == 'Z')
-		return 0;
-	for (int k = 2; k < 22 && p; k++)   /* p: the space before field k + 1 */
-		p = strchr(p + 1, ' ');
-	return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
 /* ---------------------------------------------------------------- the janitor */
@@ -244,7 +223,7 @@ static void write_swap_header(const char *dev, uint64_t bytes)
 		die(1, "out of memory");
 	uint32_t info[3] = {1, (uint32_t)((uint64_t)bytes / (uint64_t)ps - 1), 0};
 	uint32_t owner = (uint32_t)getpid();
-	unsigned long long start = start_time(getpid());
+	unsigned long long start = proc_start_time(getpid());
 	memcpy(pg + 1024, info, sizeof info);
 	memcpy(pg + 1036, &owner, sizeof owner);            /* sws_uuid */
 	memcpy(pg + 1040, &start, sizeof start);
@@ -335,7 +314,7 @@ void walk_stale(const char *parent)
 		pid_t pid;
 		unsigned long long start;
 		if (sscanf(e->d_name, "zram%d", &n) == 1 && zram_owner(n, &pid, &start) &&
-		    start_time(pid) != start)
+		    proc_start_time(pid) != start)
 			zram_remove(n);
 	}
 	if (d)
