@@ -565,7 +565,8 @@ def test_consequences_of_the_current_contract(prog, seed):
 
     Always: a 2.6.36 root is pinned only while one of its descendants' anon_vmas lives, whose
     VMAs are also on the root's list, so the refcount never keeps an anon_vma alive that 2.6.34
-    would free: the two have the same objects. 3.0 is 2.6.36 with another lock and size. The
+    would free: the two have the same objects. 3.0 is 2.6.36 with another lock, size and merge
+    rule (which only VMAs that meet can tell apart: without range ops, the same counts). The
     3.7 tree's stabbing query only visits AVCs whose interval holds the page: calls == entries;
     it has the same objects as the lists, and 3.8 is 3.7 with another lock.
 
@@ -582,16 +583,20 @@ def test_consequences_of_the_current_contract(prog, seed):
     splits = any(int(op) in RANGE_OPS for op in prog["op"])
     r34, r36 = run(prog, "2.6.34", seed), run(prog, "2.6.36", seed)
     r30 = run(prog, "3.0", seed)
-    for key in ("entries_total", "calls_total", "hits_total", "anon_vmas", "avcs", "max_chain"):
-        assert r30[key] == r36[key], ("3.0", key)
-    np.testing.assert_array_equal(r30["entries_hist"], r36["entries_hist"])
+    # 3.0's merge rule (965f55dea0e3) differs from 2.6.36's only where VMAs meet: with a range
+    # or expanding op the two may merge differently (hypothesis found 15 anon_vmas vs 14)
+    if not splits:
+        for key in ("entries_total", "calls_total", "hits_total", "anon_vmas", "avcs",
+                    "max_chain"):
+            assert r30[key] == r36[key], ("3.0", key)
+        np.testing.assert_array_equal(r30["entries_hist"], r36["entries_hist"])
     r37, r38 = run(prog, "3.7", seed), run(prog, "3.8", seed)
     assert r37["calls_total"] == r37["entries_total"]
     for key in set(r37) - {"sim_seconds", "scan_seconds", "entries_hist"}:
         same = (math.isnan(r37[key]) and math.isnan(r38[key])) or r37[key] == r38[key]
         assert same, ("3.8", key)
     for key in ("hits_total", "anon_vmas", "avcs", "max_chain", "pages", "walks"):
-        assert r37[key] == r36[key], ("3.7", key)
+        assert r37[key] == r30[key], ("3.7", key)  # 3.0's merge rule, the tree for the lists
     if not splits:
         assert r34["calls_total"] == r34["entries_total"]
         for key in ("entries_total", "calls_total"):
