@@ -17,6 +17,11 @@ Stress (issue #11: every signal test 20 runs in a row with both cores busy), fro
         -k "signal or ctrl_c or kill or temp_dir"; kill $burners
 
 (``offline`` is the loopback-only namespace these tests need for Ray: docs/sweep.md "Offline".)
+From a script or as a background job, restore SIGINT first: a non-interactive shell starts its
+background jobs with SIGINT ignored, pytest and the sweeps inherit that, and the run then
+neither stops on Ctrl-C nor tests what a terminal gives (prefix the pytest command with
+``python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);
+os.execvp(sys.argv[1], sys.argv[1:])'``).
 """
 
 from __future__ import annotations
