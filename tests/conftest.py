@@ -127,16 +127,21 @@ def signal_when(proc, ready, sig, timeout: float = 120.0, poll: float = 0.02):
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if ready():
-                break
-        except Exception:  # noqa: BLE001 - a store or log being written: not ready yet
-            pass
-        time.sleep(poll)
-    assert proc.poll() is None, "the sweep ended before it could be signalled"
-    proc.send_signal(sig)
-    return proc.communicate(timeout=timeout)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if ready():
+                    break
+            except Exception:  # noqa: BLE001 - a store or log being written: not ready yet
+                pass
+            time.sleep(poll)
+        assert proc.poll() is None, "the sweep ended before it could be signalled"
+        proc.send_signal(sig)
+        return proc.communicate(timeout=timeout)
+    finally:  # a failed wait leaves no driver behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def done_points(path) -> int:

@@ -25,6 +25,7 @@ import core
 from core import live
 from sweep import app, config, live_compare, live_point
 from sweep.grid import point_seed
+from tests.conftest import signal_when
 from tests.live_state import assert_nothing_left, run_processes
 
 REASON = live.check()
@@ -306,19 +307,9 @@ def test_nothing_left_after_sigterm_mid_live_point(runner, when, tmp_path):
          "grid.processes=[1000]", "grid.cow_fraction=[0.5]", "grid.seed=[0,1,2,3]",
          "grid.cpus=[1]", runner, "report=false", "progress=log", "hydra.run.dir=run"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.monotonic() + 300
-        store = tmp_path / "run" / "results.zarr"
-        while proc.poll() is None and time.monotonic() < end and not (
-                run_processes() and (when == "preflight" or store.exists())):
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    store = tmp_path / "run" / "results.zarr"
+    _, err = signal_when(proc, lambda: run_processes() and (when == "preflight" or store.exists()),
+                         signal.SIGTERM, timeout=300)
     assert proc.returncode == 143, err
     end = time.monotonic() + 60  # killed processes take a moment to be reaped
     while run_processes() and time.monotonic() < end:

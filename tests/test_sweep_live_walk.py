@@ -12,7 +12,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ import xarray as xr
 from core import live
 from core.live import reclaim
 from sweep import app, config, live_walk, simulate
+from tests.conftest import signal_when
 from tests.live_state import assert_nothing_left, running_swaps
 
 REASON = live.walk_check("64M")
@@ -181,17 +181,7 @@ def test_nothing_left_after_sigterm_while_a_live_point_reclaims(tmp_path):
          "grid.seed=[0,1]", "grid.cpus=[1]", "ray.inline_below_seconds=1000", "report=false",
          "progress=log", "live.walk_cost=true", "live.zram=256M", "hydra.run.dir=run"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < end and not any(
-                used > 4096 for _, used in running_swaps()):
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _, err = signal_when(proc, lambda: any(used > 4096 for _, used in running_swaps()),
+                         signal.SIGTERM, timeout=300, poll=0.01)
     assert proc.returncode == 143, err
     assert_nothing_left(timeout=60)
