@@ -11,27 +11,17 @@ depend on the machine, tests assert behaviour.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
+
+from common import cpu_model, parser, publish
 
 import core
 from core import reference
 from core.runner import physical_memory
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -97,10 +87,9 @@ def bench_reference_ratio(kernel: str) -> dict:
     return {"reference_s": ref, "core_s": fast, "ratio": ref / fast}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    ap = parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
     n, p = (1000, 100) if args.quick else (10_000, 1000)
 
@@ -134,11 +123,8 @@ def main() -> None:
             f"| {ratio['ratio']:,.0f}x ({ratio['reference_s'] * 1e3:.0f} ms vs "
             f"{ratio['core_s'] * 1e3:.2f} ms) | >= 200x |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    return publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -19,13 +19,14 @@ The machine may be shared: a point whose memory estimate is over ``BIG`` runs on
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from common import parser, publish
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 4 * 2**30
@@ -172,23 +173,18 @@ def _gib(n: int) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--quick", action="store_true", help="only points up to 10,000 x 1,024")
     which.add_argument("--scenarios", action="store_true",
                        help="the other scenarios' ladder instead of aim7's")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
     ap.add_argument("--json", type=Path, help="also write the measurements as JSON lines")
     args = ap.parse_args()
     ladder = QUICK if args.quick else SCENARIOS if args.scenarios else LADDER
     rows = [m for p in ladder if (m := measure(p)) is not None]
-    text = table(rows) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
     if args.json:
         args.json.write_text("".join(json.dumps(asdict(m)) + "\n" for m in rows))
-    return 0
+    return publish(table(rows), args.out)
 
 
 if __name__ == "__main__":

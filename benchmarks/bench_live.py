@@ -11,21 +11,13 @@ refusal of ``core.live.check()`` otherwise). Prints a markdown table (and writes
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import sys
-from pathlib import Path
+
+from common import live_machine, parser, publish
 
 import core
 from core import live
-
-
-def machine(load_before: float) -> str:
-    # the load at the end counts the benchmark's own 1,000-10,000 processes: both are shown
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {live.release()}, "
-            f"load average {load_before:.1f} before the points, "
-            f"{os.getloadavg()[0]:.1f} after them")
 
 
 def point(children: int, pages: int, bare: bool) -> dict:
@@ -42,9 +34,8 @@ def point(children: int, pages: int, bare: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--big", action="store_true", help="also N=10,000 P=100 (once, counted)")
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     reason = live.check()
     if reason:
@@ -54,7 +45,7 @@ def main(argv=None) -> int:
     rows = [point(1000, 1000, True), point(1000, 1000, False)]
     if args.big:
         rows.append(point(10000, 100, False))
-    lines = [f"Machine: {machine(load_before)}", "",
+    lines = [f"Machine: {live_machine(live.release(), load_before, 'the points')}", "",
              "| N | P | mode | seconds | base phase s | run s | counting at scans s | "
              "teardown s | counts = simulator |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -66,11 +57,7 @@ def main(argv=None) -> int:
             f"{prog['count']:.2f} | {prog['teardown']:.2f} | {r.get('matches', '-')} |")
     bare, counted = rows[0]["seconds"], rows[1]["seconds"]
     lines += ["", f"Counting adds {100 * (counted / bare - 1):.0f} % at N = 1,000, P = 1,000."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

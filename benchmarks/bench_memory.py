@@ -17,12 +17,13 @@ estimate below the peak lets Ray overcommit a node).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import parser, publish
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.5
@@ -119,17 +120,12 @@ def _mib(n: int) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="only the points below 50 MiB")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
     points = QUICK_POINTS if args.quick else POINTS
     rows = [measure(n, p, f, sample, k) for k in KERNELS for n, p, f, sample in points]
-    text = table(rows) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish(table(rows), args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ than Ray Tune.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -41,6 +40,8 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from common import parser, publish
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = ("2.6.33", "2.6.34", "3.7", "6.0")
@@ -294,21 +295,16 @@ def first_checksum(outcomes: list[Outcome]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
                     help="CPUs for joblib, Ray Tune and the sweep (default: all)")
     ap.add_argument("--tune-fresh-actors", action="store_true",
                     help="Ray Tune with its default reuse_actors=False (slow)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of all five ways, interleaved; medians are reported (3)")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args()
     outcomes = compare(args.cpus, reuse_actors=not args.tune_fresh_actors, repeat=args.repeat)
-    text = table(outcomes, args.cpus) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return publish(table(outcomes, args.cpus), args.out)
 
 
 if __name__ == "__main__":

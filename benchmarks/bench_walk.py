@@ -16,29 +16,14 @@ and its load (both are printed).
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import sys
-from pathlib import Path
+
+from common import live_machine, parser, publish
 
 import core
 from core import live
 from core.live import reclaim
-
-
-def machine(load_before: float) -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.machine()} {cpu}, {os.cpu_count()} CPUs, Linux {live.release()}, "
-            f"load average {load_before:.1f} before the ladder, {os.getloadavg()[0]:.1f} "
-            "after it")
 
 
 def rung(sharers: int, pages: int, zram: str | None, repeat: int) -> list[dict]:
@@ -79,13 +64,12 @@ def fit_lines(title: str, classes: list[dict], stat: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--pages", type=int, default=512, help="pages of the parent (P)")
     ap.add_argument("--sharers", default="0,10,100,500", help="the ladder of N")
     ap.add_argument("--zram", default="256M",
                     help="zram device a run may make when the machine has no swap ('' none)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per rung (seeds 0..R-1)")
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     zram = args.zram or None
     reason = live.walk_check(zram)
@@ -98,7 +82,7 @@ def main(argv=None) -> int:
     for n in ladder:
         for c in rung(n, args.pages, zram, args.repeat):
             rows.append({"N": n, **c})
-    lines = [f"Machine: {machine(load_before)}", "",
+    lines = [f"Machine: {live_machine(live.release(), load_before, 'the ladder')}", "",
              f"aim7, P = {args.pages} pages shared by N children (f = 0), {args.repeat} runs per "
              "rung; ns of CPU time per page (reclaim.c: between vmscan events, less the time "
              "switched out)", "",
@@ -113,11 +97,7 @@ def main(argv=None) -> int:
         lines += [""] + fit_lines("Fit over the ladder", rows, stat)
         if len({r["mappings"] for r in small}) >= 2 and len(small) < len(rows):
             lines += [""] + fit_lines("Fit up to N = 100", small, stat)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench_core import cpu_model  # noqa: E402 - this directory is on sys.path as a script
+from common import cpu_model  # noqa: E402 - this directory is on sys.path as a script
 
 from core.runner import physical_memory
 

@@ -9,7 +9,11 @@ import os
 import re
 import struct
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from core import live
 from core.live import reclaim
@@ -142,3 +146,24 @@ def assert_nothing_left(timeout: float = 60.0) -> None:
     assert cgroups() == []
     assert zram_devices() == []
     assert swap_devices() == []
+
+
+def wait_for_forks(driver: subprocess.Popen, more_than: int = 1000) -> None:
+    """Read a live-run driver's progress lines until the executor reports more than
+    ``more_than`` processes forked: the run is mid-way, decided by state, not by a sleep."""
+    for line in driver.stdout:
+        if line.startswith("processes=") and int(line.split("=")[1]) > more_than:
+            return
+    err = driver.stderr.read() if driver.stderr else ""
+    pytest.fail(f"the driver ended before it forked {more_than} processes: {err[-2000:]}")
+
+
+@contextmanager
+def reaped(driver: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A driver a failed wait or assertion does not leave running."""
+    try:
+        yield driver
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()

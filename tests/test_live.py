@@ -22,7 +22,13 @@ from hypothesis import HealthCheck, event, given, settings
 
 import core
 from core import live
-from tests.live_state import assert_nothing_left, instances, run_processes
+from tests.live_state import (
+    assert_nothing_left,
+    instances,
+    reaped,
+    run_processes,
+    wait_for_forks,
+)
 from tests.strategies import programs, seeds
 
 REASON = live.check()
@@ -468,19 +474,10 @@ DRIVER = textwrap.dedent("""
 def test_nothing_left_after_the_driver_is_signalled_mid_run(sig):
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[1])
-    try:
-        # decided by state: the executor has forked a first batch and is forking more
-        for line in driver.stdout:
-            if line.startswith("processes=") and int(line.split("=")[1]) > 1000:
-                break
-        else:
-            pytest.fail("the driver ended before it reported its forks")
+    with reaped(driver):
+        wait_for_forks(driver)
         assert run_processes(), "the run is not running"
         driver.send_signal(sig)
         driver.wait(timeout=120)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
     assert driver.returncode != 0
     assert_nothing_left(timeout=30)

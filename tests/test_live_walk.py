@@ -29,9 +29,11 @@ from tests.live_state import (
     assert_nothing_left,
     cgroups,
     instances,
+    reaped,
     run_processes,
     running_swaps,
     swap_devices,
+    wait_for_forks,
     zram_devices,
 )
 
@@ -385,13 +387,9 @@ def test_nothing_left_after_the_driver_is_signalled(sig, when):
         [sys.executable, "-c", DRIVER.format(procs=procs, pages=pages, scans=scans,
                                              zram="256M")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
+    with reaped(driver):
         if when == "forking":
-            for line in driver.stdout:
-                if line.startswith("processes=") and int(line.split("=")[1]) > 1000:
-                    break
-            else:
-                pytest.fail(f"the driver ended before it forked: {driver.communicate()}")
+            wait_for_forks(driver)
             assert our_swap() is not None, reclaim.swaps()
         else:  # the pages are going out: the device's used space grows
             wait_for(lambda: (our_swap() or ("", 0))[1] > 4096, "pages in the zram device",
@@ -399,10 +397,6 @@ def test_nothing_left_after_the_driver_is_signalled(sig, when):
         assert cgroups() == [] and run_processes()
         driver.send_signal(sig)
         driver.wait(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
     assert driver.returncode != 0
     assert_nothing_left(timeout=60)
 
@@ -457,19 +451,11 @@ def test_a_sigkilled_driver_is_cleaned_up_by_the_executor():
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER.format(procs=1500, pages=16, scans=2000, zram="256M")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        for line in driver.stdout:
-            if line.startswith("processes=") and int(line.split("=")[1]) > 1000:
-                break
-        else:
-            pytest.fail(f"the driver ended before it forked: {driver.communicate()}")
+    with reaped(driver):
+        wait_for_forks(driver)
         assert our_swap() is not None
         driver.kill()  # the executor's parent-death signal is SIGTERM: it cleans up
         driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
     assert_nothing_left(timeout=120)
 
 
