@@ -14,6 +14,7 @@ import pytest
 import core
 from core import Op, Program, ProgramError, UnknownGenerationError
 from tests.primer import SIZES, SLAB_SLOTS
+from tests.programs import forked
 
 
 def test_generation_table_rows_follow_the_primer():
@@ -174,11 +175,7 @@ def test_fork_many_is_n_forks(n):
 
 
 def test_a_page_only_one_process_still_maps_is_reused_not_copied():
-    prog = Program()
-    p = prog.new_mm()
-    v = prog.mmap(p, 4)
-    prog.touch_all(p, v)
-    c = prog.fork(p)
+    prog, p, v, c = forked(4)
     prog.exit(c)
     prog.touch_all(p, v)  # read-only since the fork, mapcount back to 1: do_wp_page reuses
     prog.scan()

@@ -29,6 +29,7 @@ from tests.live_state import (
     run_processes,
     wait_for_forks,
 )
+from tests.programs import forked
 from tests.strategies import programs, seeds
 
 REASON = live.check()
@@ -157,11 +158,7 @@ def test_mmap_after_and_before_a_faulted_vma_expand_it():
 def test_brk_of_a_forked_heap():
     """A forked heap's chain is not singular: the first brk maps a new VMA (with its own
     anon_vma once touched), the later ones expand that one; the parent's heap expands."""
-    p = core.Program()
-    a = p.new_mm()
-    v = p.mmap(a, 8)
-    p.touch_all(a, v)
-    c = p.fork(a)
+    p, a, v, c = forked(8)
     p.cow_first(c, v, 0.5)
     for _ in range(3):
         p.brk(c, v, 2, touch=True)
@@ -213,11 +210,7 @@ def test_mremap_before_a_faulted_vma_of_a_fork():
 
 def test_mremap_grow_in_place():
     """A forked, faulted VMA grows in place (the anon_vma test is of the VMA with itself)."""
-    p = core.Program()
-    a = p.new_mm()
-    v = p.mmap(a, 4)
-    p.touch_all(a, v)
-    c = p.fork(a)
+    p, a, v, c = forked(4)
     p.mremap_grow(c, v, 3)
     p.touch_all(c, v)
     p.mremap_grow(a, v, 1)

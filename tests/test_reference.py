@@ -16,6 +16,7 @@ from core import reference
 from core.errors import InvariantError, ProgramError, UnknownGenerationError
 from core.program import PROGRAM_DTYPE, Op, Program, aim7
 from tests.primer import FOOTPRINT_KEYS, SIZES
+from tests.programs import forked
 from tests.strategies import GROW_OPS, programs, seeds
 from tests.strategies import RANGE_OPS as SPLIT_OPS
 
@@ -272,11 +273,7 @@ def test_reuse_of_only_mapper(kernel):
 
 @pytest.mark.parametrize("kernel", GENS)
 def test_write_after_child_exit_is_a_reuse_not_a_cow(kernel):
-    prog = Program()
-    p = prog.new_mm()
-    v = prog.mmap(p, 4)
-    prog.touch_all(p, v)
-    c = prog.fork(p)
+    prog, p, v, c = forked(4)
     prog.exit(c)
     prog.touch_all(p, v)  # read-only, mapcount 1: four reuses
     prog.touch_all(p, v)  # writable now: no fault at all
@@ -447,11 +444,7 @@ def test_determinism(kernel):
 def test_cow_random_draws_one_number_per_page():
     # cow_random with f = 0 still draws: a later cow_random sees the stream moved on.
     def prog(first_f: float) -> np.ndarray:
-        p = Program()
-        q = p.new_mm()
-        v = p.mmap(q, 8)
-        p.touch_all(q, v)
-        c = p.fork(q)
+        p, q, v, c = forked(8)
         p.cow_random(c, v, first_f)
         p.cow_random(c, v, 0.5)
         return p.array
@@ -464,11 +457,7 @@ def test_cow_random_draws_one_number_per_page():
 
 
 def test_cow_first_floor_in_double():
-    prog = Program()
-    p = prog.new_mm()
-    v = prog.mmap(p, 10)
-    prog.touch_all(p, v)
-    c = prog.fork(p)
+    prog, p, v, c = forked(10)
     prog.cow_first(c, v, 0.29)  # 0.29 * 10 = 2.9000000000000004 in double: 2 pages
     prog.cow_first(c, v, 0.7)  # 0.7 * 10 = 7.0: pages 0..6, two of them already private
     res = run(prog.array, "2.6.33")
@@ -476,11 +465,7 @@ def test_cow_first_floor_in_double():
 
 
 def sampling_program(sample: int | None, then_cow: bool = True, scan: bool = True) -> np.ndarray:
-    prog = Program()
-    p = prog.new_mm()
-    v = prog.mmap(p, 10)
-    prog.touch_all(p, v)
-    c = prog.fork(p)
+    prog, p, v, c = forked(10)
     if scan:
         prog.scan(sample)
     if then_cow:
