@@ -71,20 +71,19 @@ def bench_reference_ratio(kernel: str) -> dict:
     easily disturbed by whatever else the machine does for a moment: median of 200, after a
     collection, so the reference's garbage is not collected inside the core's timings."""
     prog = core.aim7(200, 100, 0.5, "independent")
-    refs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        reference.run(prog, kernel, seed=3)
-        refs.append(time.perf_counter() - t0)
-    ref = statistics.median(refs)
+    ref = median_seconds(5, lambda: reference.run(prog, kernel, seed=3))
     gc.collect()
-    times = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        core.run(prog, kernel, seed=3)
-        times.append(time.perf_counter() - t0)
-    fast = statistics.median(times)
+    fast = median_seconds(200, lambda: core.run(prog, kernel, seed=3))
     return {"reference_s": ref, "core_s": fast, "ratio": ref / fast}
+
+
+def median_seconds(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def main() -> int:
