@@ -137,7 +137,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     if sweep.resume.path:
         try:
             resumed = Store.resume(path, sweep.grid, core.BUILD_ID, sweep.resume.force,
-                                   sweep.resume.repair)
+                                   sweep.resume.repair, result_options(sweep))
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
         keep(resumed)
@@ -348,6 +348,12 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int],
     return Inline(sweep.ray.num_cpus)
 
 
+def result_options(sweep: Sweep) -> dict[str, bool]:
+    """The switches outside the grid that change what a point holds, those on: a store is
+    resumed only with the same (``Store.resume``)."""
+    return {"live.walk_cost": True} if sweep.live.walk_cost else {}
+
+
 def _create_store(sweep: Sweep, path: str) -> Store:
     from sweep.store import StoreExistsError
 
@@ -355,6 +361,7 @@ def _create_store(sweep: Sweep, path: str) -> Store:
         "title": f"anonvma-sweep {sweep.grid.scenario} grid",
         "config": sweep.config_yaml,
         "grid": sweep.grid.fingerprint(),
+        "options": result_options(sweep),
         **provenance(),
         **(live_point.machine() if live_point.LIVE in sweep.grid.kernel
            and sweep.ray.live_node is None else {}),

@@ -256,8 +256,12 @@ class Store:
 
     @classmethod
     def resume(cls, path: str, grid: Grid, build_id: str, force: bool,
-               repair: bool = False) -> Store:
+               repair: bool = False, options: dict[str, bool] | None = None) -> Store:
         """Open an existing store for this grid; refuse, listing every difference, if it is not.
+
+        ``options`` are the switches outside the grid that change what points hold (those
+        ``True``, e.g. ``{"live.walk_cost": True}``; the store's ``options`` attribute): they
+        must be the store's too, or its points would mix measured and unmeasured variables.
 
         ``force`` accepts a different core build (recorded in ``core_build_ids_resumed``),
         never a different grid. A damaged store (a chunk of finished points lost, truncated or
@@ -268,14 +272,14 @@ class Store:
             raise ResumeError(f"resume: {path} is not a directory holding a results.zarr store")
         lock = _take_lock(path, "resume: ")
         try:
-            return cls._resume(path, grid, build_id, force, repair, lock)
+            return cls._resume(path, grid, build_id, force, repair, options or {}, lock)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
     def _resume(cls, path: str, grid: Grid, build_id: str, force: bool, repair: bool,
-                lock: StoreLock) -> Store:
+                options: dict[str, bool], lock: StoreLock) -> Store:
         try:
             # Not the consolidated metadata: what is on disk now, array by array.
             group = _open_group(path)
@@ -294,6 +298,14 @@ class Store:
                 f"resume: {path} holds a different grid; " + "; ".join(diffs)
                 + " (a resumed sweep must use the same grid)"
             )
+        stored = attrs.get("options", {})
+        switched = [f"{key}={str(bool(options.get(key))).lower()} (the store's: "
+                    f"{str(bool(stored.get(key))).lower()})"
+                    for key in sorted(set(stored) | set(options))
+                    if bool(stored.get(key)) != bool(options.get(key))]
+        if switched:
+            raise ResumeError(f"resume: {path} was written with other options; "
+                              + "; ".join(switched) + " (a resumed sweep must use the store's)")
         if attrs["core_build_id"] != build_id and not force:
             raise ResumeError(
                 f"resume: {path} was written by core build {attrs['core_build_id']}, this is "

@@ -200,6 +200,29 @@ def test_two_new_stores_on_one_path_the_second_is_refused_at_once(make_sweep, tm
     assert int(load(path).done.sum()) == len(sw.grid.cpus)
 
 
+def test_a_store_is_resumed_only_with_its_options(make_sweep, tmp_path):
+    """A store whose live points had their walk cost measured is not continued without (nor
+    the other way round): its points would mix measured and unmeasured variables."""
+    from sweep import grid
+
+    sw = make_sweep(*SMALL)
+    path = str(tmp_path / "results.zarr")
+    attrs = {"grid": sw.grid.fingerprint(), "core_build_id": core.BUILD_ID,
+             "options": {"live.walk_cost": True}}
+    store = Store.create(path, sw.grid, attrs, background=True)
+    store.record(grid.sims(sw.grid)[0], {name: 1.0 for name in simulate.VARIABLES})
+    store.finish({})
+    store.close()
+    for options in ({}, {"live.walk_cost": False}, None):
+        with pytest.raises(ResumeError) as refused:
+            Store.resume(path, sw.grid, core.BUILD_ID, force=False, options=options)
+        assert str(refused.value) == (
+            f"resume: {path} was written with other options; live.walk_cost=false (the "
+            "store's: true) (a resumed sweep must use the store's)")
+    Store.resume(path, sw.grid, core.BUILD_ID, force=False,
+                 options={"live.walk_cost": True}).close()
+
+
 def test_a_dead_sweeps_lock_is_taken_over_with_a_log_line(copy, make_sweep, caplog):
     sw, path = copy
     gone = subprocess.Popen(["true"])

@@ -164,10 +164,20 @@ def test_without_walk_cost_the_live_variables_stay_nan(tmp_path):
     over = [a for a in WALK if not a.startswith("live.")] + ["ray.inline_below_seconds=1000"]
     result = app.run(config.resolve(config.compose(over)), str(tmp_path), "resume={path}")
     assert result.code == 0, result.message
-    ds = open_store(tmp_path / "results.zarr")
+    path = tmp_path / "results.zarr"
+    ds = open_store(path)
     for name in live_walk.VARIABLES:
         assert bool(ds[name].isnull().all()), name
     assert not bool(ds["pages"].isnull().any())
+    # a resume that would measure the points it runs, and not those done, is refused
+    before = sorted((p.relative_to(path), p.stat().st_mtime_ns) for p in path.rglob("*"))
+    proc = run_cli([*over, "live.walk_cost=true", "live.zram=64M", f"resume={path}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"sweep: error: resume: {path} was written with other options; live.walk_cost=true "
+        "(the store's: false) (a resumed sweep must use the store's)")
+    assert sorted((p.relative_to(path), p.stat().st_mtime_ns) for p in path.rglob("*")) == before
 
 
 @needs_walk
