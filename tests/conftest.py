@@ -11,6 +11,14 @@ import shutil
 import tempfile
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on fixed examples (derandomized: a red CI is a regression, never a
+# newly drawn example), .ci/run sets HYPOTHESIS_PROFILE=ci; a plain `pytest` draws new ones each
+# run and prints how to reproduce a failure.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("default", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session", autouse=True)
