@@ -30,6 +30,7 @@ from sweep.trace_scenario import TraceError, TraceInfo, TraceWorkload
 SCENARIOS = (*program.SCENARIOS, TRACE)
 #: The grid keys a trace replaces: its processes, pages and COWs are its own.
 TRACE_REPLACES = ("processes", "pages_per_vma", "cow_fraction")
+_OWN = {"processes": "processes", "pages_per_vma": "pages", "cow_fraction": "COWs"}
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
@@ -471,7 +472,7 @@ def _trace_axes(cfg: DictConfig) -> None:
     for key in TRACE_REPLACES:
         if not OmegaConf.is_missing(cfg.grid, key):
             raise ConfigError(f"grid.{key}: not allowed with grid.scenario=trace (the trace's "
-                              f"{key.replace('_', ' ')} are its own: the dataset's trace_* "
+                              f"{_OWN[key]} are its own: the dataset's trace_* "
                               "coordinates); remove it")
         cfg.grid[key] = []
 

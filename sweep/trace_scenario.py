@@ -245,10 +245,10 @@ def _processes_alive(events: np.ndarray, root: int) -> list[int]:
     return out
 
 
-def live_seconds(info: TraceInfo) -> float:
-    """Estimated wall seconds of the trace's program on the live kernel
-    (``sweep.live_point.seconds``' rates)."""
+def live_seconds(size: ProgramSize) -> float:
+    """Estimated wall seconds of a trace's program of ``size`` on the live kernel
+    (``sweep.live_point.seconds``' rates per process and page)."""
     from sweep import live_point
 
-    return (live_point.STARTUP_SECONDS + info.size.processes * live_point.PROCESS_SECONDS
-            + info.size.pages * live_point.PAGE_SECONDS)
+    return (live_point.STARTUP_SECONDS + size.processes * live_point.PROCESS_SECONDS
+            + size.pages * live_point.PAGE_SECONDS)
