@@ -364,8 +364,10 @@ def _create_store(sweep: Sweep, path: str) -> Store:
         **(live_point.machine() if live_point.LIVE in sweep.grid.kernel
            and sweep.ray.live_node is None else {}),
         "start_time": now(),
-        "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
-                     " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",
+        "seed_rule": ("core seed = sweep.grid.point_seed(seed, 0, 0, 0.0, 'trace'): "
+                      "BLAKE2b-64, the same for every kernel and trace" if sweep.grid.trace
+                      else "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
+                      " cow_fraction, scenario): BLAKE2b-64, the same for every kernel"),
         "cpus_note": "one simulation per point; its walk trace replayed on every cpus "
                      "value by the contention model (core.contention, README 'CPU "
                      "contention')",

@@ -115,9 +115,11 @@ class PointSpec:
         return Workload(self.processes, self.pages_per_vma, self.cow_fraction)
 
     def __reduce__(self) -> tuple:
-        # the class and the values, a batch's specs pickled with no field names
-        return PointSpec, (self.sim_id, self.kernel, self.processes, self.pages_per_vma,
-                           self.cow_fraction, self.seed, self.trace)
+        # the class and the values, a batch's specs pickled with no field names (a trace's
+        # path only when there is one)
+        values = (self.sim_id, self.kernel, self.processes, self.pages_per_vma,
+                  self.cow_fraction, self.seed)
+        return PointSpec, (*values, self.trace) if self.trace else values
 
 
 def settings_of(grid) -> Settings:

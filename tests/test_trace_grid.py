@@ -216,8 +216,11 @@ def test_the_examples_sweep_over_every_generation(traces, tmp_path):
 def test_the_dataset_equals_the_core_called_directly(traces, make_sweep, tmp_path):
     overrides = ["+grid=trace", f"grid.trace={traces['make']}", "grid.kernel=[2.6.33,3.19,6.16]",
                  "grid.sample=4", "grid.seed=[0,1]", "grid.cpus=[1,2]"]
-    r = sweep_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    # on Ray (not the driver's threads): the specs travel pickled, workers convert the trace
+    r = sweep_cli(*overrides, "ray.inline_below_seconds=0", "ray.num_cpus=2",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert "no Ray" not in r.stderr
     ds = xr.open_zarr(tmp_path / "run" / "results.zarr").load()
     sw = make_sweep(*overrides)
     from sweep import grid as grid_mod
