@@ -15,9 +15,7 @@ the whole ``record`` call (also parsing the trace and writing the store). Needs 
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import live_machine, parser, publish  # this directory is on sys.path (a script)
 
 from sweep import record
 
@@ -75,11 +75,10 @@ def recorded(src: Path, jobs: int, tmp: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--sources", type=int, default=24)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     reason = record.check()
     if reason:
@@ -100,8 +99,7 @@ def main(argv=None) -> int:
     low = {mode: {k: min(r[k] for r in runs) for k in runs[0]} for mode, runs in rows.items()}
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-        f"{cc}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+        f"Machine: {live_machine(os.uname().release, load_before, 'the runs')}; {cc}",
         f"Build: {args.sources + 1} C files, make -j{args.jobs}, {args.runs} runs of each "
         f"(alternating), median (min); the recorded build's trace: "
         f"{int(med['recorded']['events']):,} events",
@@ -119,11 +117,7 @@ def main(argv=None) -> int:
         f"the whole record call: {med['recorded']['total'] / med['bare']['total']:.1f}x the "
         "bare build.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
