@@ -123,8 +123,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     from sweep.store import ResumeError
 
     sims = grid.sims(sweep.grid)
-    specs = [simulate.PointSpec(i, s.kernel, s.processes, s.pages_per_vma, s.cow_fraction, s.seed)
-             for i, s in enumerate(sims)]
+    specs = [s.spec(i) for i, s in enumerate(sims)]
     settings = live_walk.with_options(simulate.settings_of(sweep.grid), sweep.live)
     per_sim = len(sweep.grid.cpus)  # dataset points per simulation
     estimates = MemoryEstimates(sweep)
@@ -315,15 +314,14 @@ def _store_state(path: str) -> tuple[int, int, int] | None:
     readable store there."""
     import zarr
 
-    from sweep.store import CPUS_AXIS
-
     try:
         group = zarr.open_group(path, mode="r")
         done = group["done"][...]
+        cpus = list(group["done"].metadata.dimension_names).index("cpus")
         errors = group.attrs.get("errors", {}) or {}
     except Exception:  # noqa: BLE001 - absent, or a template never finished: nothing written
         return None
-    return int(done.sum()), len(errors) * done.shape[CPUS_AXIS], int(done.size)
+    return int(done.sum()), len(errors) * done.shape[cpus], int(done.size)
 
 
 def choose_runner(sweep: Sweep, sims: list, todo: list[int],
@@ -366,8 +364,10 @@ def _create_store(sweep: Sweep, path: str) -> Store:
         **(live_point.machine() if live_point.LIVE in sweep.grid.kernel
            and sweep.ray.live_node is None else {}),
         "start_time": now(),
-        "seed_rule": "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
-                     " cow_fraction, scenario): BLAKE2b-64, the same for every kernel",
+        "seed_rule": ("core seed = sweep.grid.point_seed(seed, 0, 0, 0.0, 'trace'): "
+                      "BLAKE2b-64, the same for every kernel and trace" if sweep.grid.trace
+                      else "core seed = sweep.grid.point_seed(seed, processes, pages_per_vma,"
+                      " cow_fraction, scenario): BLAKE2b-64, the same for every kernel"),
         "cpus_note": "one simulation per point; its walk trace replayed on every cpus "
                      "value by the contention model (core.contention, README 'CPU "
                      "contention')",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -19,12 +20,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import program
 from core.contention import Timing
-from sweep import schema
-from sweep.dims import AXES  # the grid's axes, the dataset's dimensions
+from sweep import dims, schema, trace_scenario
+from sweep.dims import AXES, TRACE  # noqa: F401 - AXES: the synthetic grids' axes, as before
 from sweep.live_walk import LiveSettings
+from sweep.trace_scenario import TraceError, TraceInfo, TraceWorkload
 
-#: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives.
-SCENARIOS = tuple(program.SCENARIOS)
+#: Workload builders of core.program.SCENARIOS, by the name a grid's ``scenario`` gives, and
+#: ``trace``, a recorded process tree (sweep.trace_scenario).
+SCENARIOS = (*program.SCENARIOS, TRACE)
+#: The grid keys a trace replaces: its processes, pages and COWs are its own.
+TRACE_REPLACES = ("processes", "pages_per_vma", "cow_fraction")
+_OWN = {"processes": "processes", "pages_per_vma": "pages", "cow_fraction": "COWs"}
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
@@ -42,7 +48,11 @@ class NoGridError(ConfigError):
 
 @dataclass(frozen=True)
 class Grid:
-    """A resolved grid: every axis a tuple of distinct, valid values."""
+    """A resolved grid: every axis a tuple of distinct, valid values.
+
+    A trace grid (``scenario`` ``trace``) has no processes, pages_per_vma and cow_fraction
+    (empty); its ``trace`` axis holds the traces' absolute paths and ``traces`` what each is.
+    """
 
     scenario: str
     cow_model: str
@@ -56,19 +66,35 @@ class Grid:
     #: the scenario's own builder parameters, (name, value) in core.program.PARAMS order
     params: tuple[tuple[str, int], ...] = ()
     timing: Timing = Timing()
+    trace: tuple[str, ...] = ()
+    traces: tuple[TraceInfo, ...] = ()
+    accept_lost: bool = False
 
     def axes(self) -> dict[str, tuple]:
-        """The six axes in dimension order (``AXES``)."""
-        return {name: getattr(self, name) for name in AXES}
+        """The axes in dimension order (``sweep.dims.axes`` of the scenario)."""
+        return {name: getattr(self, name) for name in dims.axes(self.scenario)}
 
-    def largest_workload(self) -> tuple[int, int, float]:
+    def largest_workload(self) -> tuple:
         """(processes, pages_per_vma, cow_fraction) of the point needing the most memory and
-        the longest program: every scenario's size formula grows with each coordinate."""
+        the longest program: every scenario's size formula grows with each coordinate. For
+        traces, the ``TraceWorkload`` of the one whose program holds the most."""
+        if self.scenario == TRACE:
+            from core.runner import size_bytes
+
+            info = max(self.traces, key=lambda t: size_bytes(t.size, trace=True, resident=True))
+            return TraceWorkload(info.path)
         return (max(self.processes), max(self.pages_per_vma), max(self.cow_fraction))
+
+    def label(self, workload: tuple) -> str:
+        """A workload as the messages name it (``processes=10, pages_per_vma=16, ...``)."""
+        if isinstance(workload, TraceWorkload):
+            return f"trace={workload.trace}"
+        n, v, f = workload
+        return f"processes={n}, pages_per_vma={v}, cow_fraction={f:g}"
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(len(getattr(self, name)) for name in AXES)
+        return tuple(len(values) for values in self.axes().values())
 
     @property
     def size(self) -> int:
@@ -83,6 +109,10 @@ class Grid:
             **{name: list(values) for name, values in self.axes().items()},
             **dict(self.params),
             "timing": list(self.timing.as_tuple()),
+            # a trace grid's traces by content too: the same path holding another recording
+            # is another grid
+            **({"accept_lost": self.accept_lost, "trace_digest": [t.digest for t in self.traces]}
+               if self.scenario == TRACE else {}),
         }
 
 
@@ -323,12 +353,25 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
         raise ConfigError(f"grid.timing.batch: {timing_model.batch} is not allowed; allowed: "
                           f"an integer from 1 to at most {MAX_BATCH}")
     timing = Timing(*timing_model.as_tuple())  # the core's types: floats, an int batch
+    trace_keys = _trace_keys(g)
     known = ", ".join(generations)
     kernels = g["kernel"]
     if kernels is not None and "all" in list(kernels) and set(kernels) <= {"all", LIVE}:
         # Every generation of this build of the core, oldest first: grids that mean "all"
         # follow the core as generations are added ([live, all]: this kernel beside them).
         kernels = [g for k in kernels for g in (generations if k == "all" else [k])]
+    if g["scenario"] == TRACE:
+        return Grid(
+            scenario=TRACE, cow_model=g["cow_model"], sample=sample,
+            kernel=_axis(kernels, "kernel", str, lambda v: v in generations or v == LIVE,
+                         f"known: {known} (or [all]), and {LIVE} (this machine's kernel)"),
+            processes=(), pages_per_vma=(), cow_fraction=(),
+            cpus=_axis(g["cpus"], "cpus", int, lambda v: 1 <= v <= MAX_CPUS,
+                       f"1 <= cpus <= {MAX_CPUS}"),
+            seed=_axis(g["seed"], "seed", int, lambda v: 0 <= v < SEED_LIMIT,
+                       "0 <= seed < 2**63"),
+            timing=timing, **trace_keys,
+        )
     grid = Grid(
         scenario=g["scenario"],
         cow_model=g["cow_model"],
@@ -364,6 +407,38 @@ def resolve_grid(node: Any, generations: tuple[str, ...]) -> Grid:
     return grid
 
 
+def _trace_keys(g: dict) -> dict[str, Any]:
+    """A grid's ``trace``, ``traces`` and ``accept_lost``: each trace checked and described
+    (sweep.trace_scenario.describe) for the scenario ``trace``, whose other keys must keep
+    their defaults; refused for any other scenario."""
+    paths, accept = g.get("trace"), g.get("accept_lost", False)
+    if g["scenario"] != TRACE:
+        for key, value in (("trace", paths), ("accept_lost", accept)):
+            if value not in (None, False):
+                raise ConfigError(f"grid.{key}: only with grid.scenario=trace; remove it or set "
+                                  "grid.scenario=trace")
+        return {}
+    for p in schema.GRID_PARAMS:
+        if g.get(p.name, p.default) != p.default:
+            raise ConfigError(f"grid.{p.name}: not allowed with grid.scenario=trace (a trace "
+                              "is its own program); remove it")
+    if g["cow_model"] != "independent":
+        raise ConfigError("grid.cow_model: not allowed with grid.scenario=trace (a trace's "
+                          "writes are its own); remove it")
+    if paths is None:
+        raise ConfigError("grid.trace: missing value; give a trace store (grid.trace=t.zarr) "
+                          "or a list of them (grid.trace=[a.zarr,b.zarr])")
+    allowed = "trace stores made by python -m sweep.record"
+    absolute = [os.path.abspath(v) if isinstance(v, str) and v else v
+                for v in ([paths] if isinstance(paths, str) else paths)]
+    trace = _axis(absolute, "trace", str, bool, allowed)
+    try:
+        traces = tuple(trace_scenario.describe(path, accept) for path in trace)
+    except TraceError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"trace": trace, "traces": traces, "accept_lost": accept}
+
+
 def _param(g: dict, p: program.Param) -> int:
     """The grid's value of a scenario parameter (its builder's default when the grid has none),
     refused outside the builder's bounds whatever the grid's scenario."""
@@ -387,6 +462,19 @@ def check_program_size(grid: Grid) -> None:
         n, v, f = workload
         raise ConfigError(f"grid: the largest point (processes={n}, pages_per_vma={v}, "
                           f"cow_fraction={f:g}) is refused: {exc}") from None
+
+
+def _trace_axes(cfg: DictConfig) -> None:
+    """A trace grid sets none of the axes a trace replaces (``TRACE_REPLACES``); they are
+    filled with empty lists here, so the schema's MISSING does not stop the fold."""
+    if OmegaConf.is_missing(cfg.grid, "scenario") or cfg.grid.scenario != TRACE:
+        return
+    for key in TRACE_REPLACES:
+        if not OmegaConf.is_missing(cfg.grid, key):
+            raise ConfigError(f"grid.{key}: not allowed with grid.scenario=trace (the trace's "
+                              f"{_OWN[key]} are its own: the dataset's trace_* "
+                              "coordinates); remove it")
+        cfg.grid[key] = []
 
 
 def _positive(value: Any, key: str, kind: type = float) -> Any:
@@ -416,6 +504,7 @@ def resolve(cfg: DictConfig, generations: tuple[str, ...] | None = None) -> Swee
         with _open_struct(cfg):
             del cfg["hydra"]
     _check_keys(cfg, schema.SweepConf, "")
+    _trace_axes(cfg)
     try:
         obj: schema.SweepConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except Exception as exc:  # MISSING mandatory values surface here

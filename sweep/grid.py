@@ -10,6 +10,10 @@ scheduling, the number of nodes, or which other points the grid holds. ``kernel`
 on purpose: every generation sees the same random stream for the same workload (common random
 numbers), so a difference between kernels is the kernels', not the draws'. ``cpus`` is left out
 because the simulation is shared.
+
+A trace grid's simulations are (kernel, trace, seed): the program is the trace's, and the seed
+(which only sampled walks draw from) is ``point_seed`` of the base seed alone, the same for
+every trace and kernel.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sweep.config import Grid
-from sweep.dims import SIM_AXES
-from sweep.simulate import Workload
+from sweep.dims import TRACE, sim_axes
+from sweep.simulate import PointSpec, Workload
+from sweep.trace_scenario import TraceWorkload
 
 
 def point_seed(
@@ -54,21 +59,31 @@ def point_seed(
 class Sim:
     """One core call: its position on the dataset's axes (without cpus) and its arguments."""
 
-    index: tuple[int, int, int, int, int]  # positions on SIM_AXES
+    index: tuple[int, ...]  # positions on the scenario's sim_axes
     kernel: str
     processes: int
     pages_per_vma: int
     cow_fraction: float
     base_seed: int
     seed: int  # point_seed(...), what core.run gets
+    trace: str = ""  # a trace grid's trace (absolute path); its workload coordinates are 0
 
     @property
-    def workload(self) -> Workload:
+    def workload(self) -> Workload | TraceWorkload:
         """What the program depends on (not the kernel, not the seed)."""
+        if self.trace:
+            return TraceWorkload(self.trace)
         return Workload(self.processes, self.pages_per_vma, self.cow_fraction)
+
+    def spec(self, sim_id: int) -> PointSpec:
+        """The simulation as a worker runs it, ``sim_id`` its position in the sweep's list."""
+        return PointSpec(sim_id, self.kernel, self.processes, self.pages_per_vma,
+                         self.cow_fraction, self.seed, self.trace)
 
     def label(self) -> str:
         """Coordinates as ``key=value`` pairs, for messages and the ``errors`` attribute."""
+        if self.trace:
+            return f"kernel={self.kernel} trace={self.trace} seed={self.base_seed}"
         return (
             f"kernel={self.kernel} processes={self.processes} pages_per_vma={self.pages_per_vma}"
             f" cow_fraction={self.cow_fraction:g} seed={self.base_seed}"
@@ -81,7 +96,12 @@ def sims(grid: Grid) -> list[Sim]:
 
 
 def _iter_sims(grid: Grid) -> Iterator[Sim]:
-    axes = [getattr(grid, name) for name in SIM_AXES]
+    axes = [getattr(grid, name) for name in sim_axes(grid.scenario)]
+    if grid.scenario == TRACE:
+        for index in itertools.product(*(range(len(a)) for a in axes)):
+            k, t, s = (axis[i] for axis, i in zip(axes, index, strict=True))
+            yield Sim(index, k, 0, 0, 0.0, s, point_seed(s, 0, 0, 0.0, TRACE), t)
+        return
     for index in itertools.product(*(range(len(a)) for a in axes)):
         k, p, v, c, s = (axis[i] for axis, i in zip(axes, index, strict=True))
         yield Sim(index, k, p, v, c, s, point_seed(s, p, v, c, grid.scenario))

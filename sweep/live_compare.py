@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweep.dims import POINT_AXES
+from sweep import dims as layout
 
 #: The kernel coordinate of live points (sweep.live_point.LIVE).
 LIVE = "live"
@@ -28,7 +28,7 @@ COUNTS = ("anon_vmas", "avcs", "vmas", "pages")
 class Comparison:
     """One live point against every simulated generation of the dataset."""
 
-    point: dict[str, float | int]  # POINT_AXES -> coordinate
+    point: dict[str, float | int | str]  # the dataset's point axes -> coordinate
     live: dict[str, int]  # COUNTS -> the live kernel's count
     expected: str | None  # the generation that should match (by release), if known
     equal: tuple[str, ...]  # generations whose counts all equal the live ones
@@ -103,13 +103,20 @@ def compare(ds) -> list[Comparison]:
             else:
                 equal.append(kernel)
         point = {axis: _plain(first[axis].values[index[dims.index(axis) - 1]])
-                 for axis in POINT_AXES}
+                 for axis in _point_axes(dims)}
         out.append(Comparison(point, live, expected, tuple(equal), differences))
     return out
 
 
-def _plain(x) -> float | int:
+def _point_axes(dims: Sequence[str]) -> tuple[str, ...]:
+    """The point axes of a dataset over ``dims`` (sweep.dims: a trace dataset's differ)."""
+    return tuple(a for a in layout.of(dims) if a not in ("kernel", "cpus"))
+
+
+def _plain(x) -> float | int | str:
     x = x.item() if hasattr(x, "item") else x
+    if isinstance(x, str):
+        return x
     return int(x) if isinstance(x, (int, np.integer)) else float(x)
 
 
@@ -127,7 +134,7 @@ def table_rows(comparisons: Sequence[Comparison]) -> list[dict[str, str]]:
     rows = []
     for c in comparisons:
         row = {axis: f"{c.point[axis]:g}" if axis == "cow_fraction" else str(c.point[axis])
-               for axis in POINT_AXES}
+               for axis in c.point}
         row["live anon_vmas, avcs, vmas, pages"] = ", ".join(str(c.live[n]) for n in COUNTS)
         if c.expected is None:
             should = "unknown release"
@@ -165,7 +172,7 @@ def verdict(comparisons: Sequence[Comparison]) -> str:
                 "avcs, vmas and pages equal.")
     first = bad[0]
     where = ", ".join(f"{a}={first.point[a]:g}" if a == "cow_fraction"
-                      else f"{a}={first.point[a]}" for a in POINT_AXES)
+                      else f"{a}={first.point[a]}" for a in first.point)
     return (f"**Finding: {expected}, the generation this kernel's release should follow, "
             f"differs from it at {len(bad)} of {len(compared)} live points** (first: "
             f"{where}). The simulator is wrong until shown otherwise (docs/live.md).")

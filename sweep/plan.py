@@ -24,6 +24,7 @@ from core.program import ProgramSize
 from sweep.address import ray_address
 from sweep.config import LIVE, BatchSettings, ConfigError, Grid, Sweep
 from sweep.grid import Sim
+from sweep.trace_scenario import TraceWorkload
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ def estimate_seconds(grid: Grid, sim: Sim,
     if sim.kernel == LIVE:
         from sweep import live_point
 
+        if sim.trace:
+            from sweep import trace_scenario
+
+            return trace_scenario.live_seconds(program_size(grid, sim.workload))
         return live_point.seconds(sim.processes, sim.pages_per_vma, sim.cow_fraction)
     model = (_installed_models() if models is None else models).get(sim.kernel, _UNKNOWN)
     size = program_size(grid, sim.workload)
@@ -158,13 +163,16 @@ def estimate_seconds(grid: Grid, sim: Sim,
 
 
 @functools.lru_cache(maxsize=4096)
-def program_size(grid: Grid, workload: tuple[int, int, float]) -> ProgramSize:
+def program_size(grid: Grid, workload: tuple) -> ProgramSize:
     """The size formula of a point's program (``core.program.program_size``): what the
-    worker's program holds and does, without building it."""
+    worker's program holds and does, without building it; a trace's, measured from its
+    program (``sweep.trace_scenario.size``)."""
     from core.program import program_size as size_formula
     from sweep import simulate
 
     settings = simulate.settings_of(grid)
+    if grid.scenario == "trace":
+        return simulate.checked_size(settings, workload)
     return size_formula(settings.scenario, **simulate.builder_args(settings, workload))
 
 
@@ -235,12 +243,15 @@ def live_refusal(grid: Grid) -> tuple[int, str] | None:
         return 1, f"grid.kernel: live: {reason}"
     from core import live
 
-    n, v, f = workload = grid.largest_workload()
-    prog = simulate.program(simulate.settings_of(grid), workload)
-    reason = live.check(prog)
-    if reason:
-        return 2, (f"grid.kernel: live: the largest point (processes={n}, pages_per_vma={v}, "
-                   f"cow_fraction={f:g}) cannot run on this kernel: {reason}")
+    workloads = ([TraceWorkload(t) for t in grid.trace] if grid.trace
+                 else [grid.largest_workload()])
+    for workload in workloads:
+        prog = simulate.program(simulate.settings_of(grid), workload)
+        reason = live.check(prog)
+        if reason:
+            what = "the point" if grid.trace else "the largest point"
+            return 2, (f"grid.kernel: live: {what} ({grid.label(workload)}) cannot run on this "
+                       f"kernel: {reason}")
     return None
 
 
@@ -262,25 +273,30 @@ def walk_cost_refusal(sweep: Sweep) -> tuple[int, str] | None:
     from sweep.grid import point_seed
 
     grid = sweep.grid
-    n, v, f = workload = grid.largest_workload()
+    workload = grid.largest_workload()
     prog = simulate.program(simulate.settings_of(grid), workload)
-    pages = reclaim.pages_needed(prog, point_seed(grid.seed[0], n, v, f, grid.scenario))
+    if grid.trace:
+        seed = point_seed(grid.seed[0], 0, 0, 0.0, grid.scenario)
+    else:
+        n, v, f = workload
+        seed = point_seed(grid.seed[0], n, v, f, grid.scenario)
+    pages = reclaim.pages_needed(prog, seed)
     swap = reclaim.swap_for(pages, live.zram)
     if isinstance(swap, str):
         key = "live.zram" if live.zram is not None else "live.walk_cost"
-        return 2, (f"{key}: the largest point (processes={n}, pages_per_vma={v}, "
-                   f"cow_fraction={f:g}): {swap}")
+        return 2, f"{key}: the largest point ({grid.label(workload)}): {swap}"
     return None
 
 
 def check_memory(grid: Grid, estimate: int, available: int, where: str) -> None:
     """Refuse a grid whose largest point needs more memory than ``available`` bytes."""
     if estimate > available:
-        n, v, f = grid.largest_workload()
+        lower = ("record a smaller trace" if grid.trace
+                 else "lower grid.processes or grid.pages_per_vma")
         raise ConfigError(
-            f"grid: the largest point (processes={n}, pages_per_vma={v}, cow_fraction={f:g}) "
+            f"grid: the largest point ({grid.label(grid.largest_workload())}) "
             f"needs an estimated {_gib(estimate)} of memory; {where} has {_gib(available)}; "
-            "lower grid.processes or grid.pages_per_vma, or run on a bigger machine"
+            f"{lower}, or run on a bigger machine"
         )
 
 
@@ -412,7 +428,6 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
                  models)
     alone = sum(1 for t in tasks if t.memory is not None or t.live)
     big = sum(1 for t in tasks if t.memory is not None and 2 * t.memory > ray_memory)
-    n, v, f = largest
     node_gib = math.ceil(largest_bytes / RAY_MEMORY_FRACTION / 2**30)
     lines = [
         f"plan of an {grid.scenario} sweep (dry run: nothing started, nothing written)",
@@ -422,8 +437,7 @@ def describe(sweep: Sweep, sims: Sequence[Sim], bytes_of: Callable[[tuple[int, i
         f"packed for {machine.cpus} CPUs)",
         f"  core time    {_seconds(core_seconds)} estimated ({_hours(core_seconds)}); the longest "
         f"simulation {_seconds(max(costs, default=0.0))}",
-        f"  largest      processes={n}, pages_per_vma={v}, cow_fraction={f:g}: "
-        f"{_size(largest_bytes)} estimated",
+        f"  largest      {grid.label(largest)}: {_size(largest_bytes)} estimated",
         f"  a cluster    fits nodes with >= {node_gib} GiB (Ray gives tasks "
         f"{RAY_MEMORY_FRACTION:.0%} of a node's memory); {_hours(core_seconds)} in all, the "
         "wall no shorter than the longest simulation",

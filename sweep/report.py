@@ -44,6 +44,8 @@ def write_report(store_path: str | os.PathLike, jobs: int = 1) -> Path:
 
     store = Path(store_path).resolve()
     ds = results.open_results(store).load()  # a sweep's dataset is small: one read
+    if results.is_trace(ds):
+        return _write_trace_report(ds, store)
     simulated = live_compare.simulated(ds)  # the live kernel has no walks to fit or draw
     fits = scaling.fit_scaling(simulated)
     checked = claims.check_claims(simulated)
@@ -61,14 +63,33 @@ def write_report(store_path: str | os.PathLike, jobs: int = 1) -> Path:
     return out / "report.md"
 
 
+def _write_trace_report(ds, store: Path) -> Path:
+    """report.md of a trace dataset: its header and a section per trace (sweep.trace_report);
+    no fits, claims or figures, which are over a synthetic grid's processes axis."""
+    from sweep import trace_report
+
+    out = store.parent
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        (tmp / "report.md").write_text(trace_report.render(ds, store, markdown_table),
+                                       encoding="utf-8")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("report written to %s", out / "report.md")
+    return out / "report.md"
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     # Old artefacts go into the temporary directory (deleted with it), new ones take their
     # place: renames within one directory, so each artefact is either old or new, never partial.
+    # One this report does not make (a trace report's figures) goes with the old ones.
     for name in ARTEFACTS:
         target = out / name
         if target.exists():
             target.rename(tmp / f"old-{name}")
-        (tmp / name).rename(target)
+        if (tmp / name).exists():
+            (tmp / name).rename(target)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -221,10 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except results.ResultsError as exc:
         print(f"sweep.report: error: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
+    ds = None if args.quiet else results.open_results(args.store).load()
+    if ds is not None and not results.is_trace(ds):
         from sweep import live_compare
 
-        ds = results.open_results(args.store).load()
         rows = claim_rows(claims.check_claims(live_compare.simulated(ds)))
         print(text_table([{k: r[k] for k in ("#", "measured", "verdict")} for r in rows],
                          {"measured": 70}))

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from core import generation
-from sweep.dims import AXES
+from sweep import dims
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +46,28 @@ def open_results(path: str | Path) -> xr.Dataset:
         ds = xr.open_zarr(p, consolidated=False)
     except Exception as exc:  # zarr and xarray raise many types for a damaged store
         raise ResultsError(f"{p}: cannot be read as an xarray dataset ({exc})") from exc
-    missing_dims = [d for d in AXES if d not in ds.dims]
+    axes = dims.of(ds.dims)  # a trace dataset's, or a synthetic one's
+    missing_dims = [d for d in axes if d not in ds.dims]
     if missing_dims:
         raise ResultsError(
             f"{p}: not a results store: missing dimension(s) {', '.join(missing_dims)} "
-            f"(a results store has {', '.join(AXES)})"
+            f"(a results store has {', '.join(dims.AXES)}, or {', '.join(dims.TRACE_AXES)} "
+            "for traces)"
         )
     missing = [v for v in REQUIRED if v not in ds.data_vars]
     if missing:
         raise ResultsError(f"{p}: results store lacks variable(s) {', '.join(missing)}")
-    bad = [v for v in REQUIRED if ds[v].dims != AXES]
+    bad = [v for v in REQUIRED if ds[v].dims != axes]
     if bad:
         raise ResultsError(
-            f"{p}: variable(s) {', '.join(bad)} not over ({', '.join(AXES)})"
+            f"{p}: variable(s) {', '.join(bad)} not over ({', '.join(axes)})"
         )
     return ds
+
+
+def is_trace(ds: xr.Dataset) -> bool:
+    """Whether the dataset is of recorded traces (dimension ``trace``: docs/dataset.md)."""
+    return dims.TRACE in ds.dims
 
 
 def kernels(ds: xr.Dataset) -> list[str]:

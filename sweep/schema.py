@@ -10,7 +10,7 @@ key (``grid.foo=1``) while composing, before anything starts. Values are checked
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
-from typing import List, Optional  # noqa: UP035 - OmegaConf's type parser wants typing forms
+from typing import Any, List, Optional  # noqa: UP035 - OmegaConf's type parser wants typing forms
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -52,8 +52,10 @@ class _GridAxes:
     """One grid: six axes (lists) and the settings shared by every point.
 
     Axes are MISSING in the schema except ``cpus`` and ``seed``, so a grid file must say what
-    it sweeps. Then one key per scenario parameter (``GRID_PARAMS``: ``recycles`` of prefork,
-    ``pieces`` of mprotect, defaults and bounds their builders'), then ``timing``.
+    it sweeps. ``scenario: trace`` sweeps recorded traces instead: ``trace`` (one path or a
+    list, the trace axis) replaces ``processes``, ``pages_per_vma`` and ``cow_fraction``, which
+    it must leave unset. Then one key per scenario parameter (``GRID_PARAMS``: ``recycles`` of
+    prefork, ``pieces`` of mprotect, defaults and bounds their builders'), then ``timing``.
     """
 
     scenario: str = "aim7"
@@ -68,6 +70,11 @@ class _GridAxes:
     # contention model on every cpus value (README "CPU contention").
     cpus: List[int] = field(default_factory=lambda: [1])  # noqa: UP006
     seed: List[int] = field(default_factory=lambda: [0])  # noqa: UP006
+    # scenario trace: a trace store (python -m sweep.record) or a list of them, the trace axis;
+    # Any, so that both grid.trace=t.zarr and grid.trace=[a.zarr,b.zarr] compose
+    trace: Any = None
+    # scenario trace: sweep a trace whose recording lost events (its program is wrong there)
+    accept_lost: bool = False
 
 
 GridConf = make_dataclass(

@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 from core.contention import METRICS, Timing
 from core.program import PARAMS, SCENARIOS, SIZES, ProgramSize, program_size
-from sweep import live_walk
+from sweep import live_walk, trace_scenario
 from sweep.executor import Outcome
+from sweep.trace_scenario import TRACE, TraceWorkload
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Settings:
     params: tuple[tuple[str, int], ...] = ()
     #: the sweep's live.* options, for kernel live (sweep.live_walk.with_options)
     live: live_walk.LiveSettings = live_walk.LiveSettings()
+    #: scenario trace: convert traces that lost events (grid.accept_lost)
+    accept_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +106,26 @@ class PointSpec:
     pages_per_vma: int
     cow_fraction: float
     seed: int  # the core's seed (sweep.grid.point_seed)
+    trace: str = ""  # scenario trace: the trace (absolute path), whose program the point runs
 
     @property
-    def workload(self) -> Workload:
+    def workload(self) -> Workload | TraceWorkload:
+        if self.trace:
+            return TraceWorkload(self.trace)
         return Workload(self.processes, self.pages_per_vma, self.cow_fraction)
 
     def __reduce__(self) -> tuple:
-        # the class and the values, a batch's specs pickled with no field names
-        return PointSpec, (self.sim_id, self.kernel, self.processes, self.pages_per_vma,
-                           self.cow_fraction, self.seed)
+        # the class and the values, a batch's specs pickled with no field names (a trace's
+        # path only when there is one)
+        values = (self.sim_id, self.kernel, self.processes, self.pages_per_vma,
+                  self.cow_fraction, self.seed)
+        return PointSpec, (*values, self.trace) if self.trace else values
 
 
 def settings_of(grid) -> Settings:
     """What every point of ``grid`` (a ``sweep.config.Grid``) shares."""
     return Settings(grid.scenario, grid.cow_model, grid.sample, tuple(grid.cpus), grid.timing,
-                    grid.params)
+                    grid.params, accept_lost=grid.accept_lost)
 
 
 def builder_args(settings: Settings, workload: tuple[int, int, float]) -> dict:
@@ -130,8 +138,12 @@ def builder_args(settings: Settings, workload: tuple[int, int, float]) -> dict:
                    for name, value in settings.params})
 
 
-def program(settings: Settings, workload: tuple[int, int, float]):
-    """The workload program of a point (the scenario is validated by sweep.config)."""
+def program(settings: Settings, workload: tuple):
+    """The workload program of a point (the scenario is validated by sweep.config); a trace's
+    is its conversion (sweep.trace_scenario), with the grid's sample in its scans."""
+    if settings.scenario == TRACE:
+        return trace_scenario.with_sample(
+            trace_scenario.program(workload.trace, settings.accept_lost), settings.sample)
     return SCENARIOS[settings.scenario](**builder_args(settings, workload))
 
 
@@ -204,6 +216,8 @@ def estimate_bytes(settings: Settings, workload: tuple[int, int, float]) -> int:
 def checked_size(settings: Settings, workload: tuple[int, int, float]) -> ProgramSize:
     """The size of a point's program by its scenario's formula, or a ValueError naming the
     grid keys that lengthen it (``core.program.SIZES``' scales) and the limit it is over."""
+    if settings.scenario == TRACE:
+        return trace_scenario.size(workload.trace, settings.accept_lost, settings.sample)
     args = builder_args(settings, workload)
     scales = {f"grid.{k}": args[k] for k in SIZES[settings.scenario].scales}
     return program_size(settings.scenario, **args).check(settings.scenario, scales)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sweep.config import Grid
-from sweep.dims import AXES
+from sweep.dims import AXES, TRACE, axes
 from sweep.grid import Sim
 from sweep.lock import LockHeld, StoreLock
 from sweep.simulate import VARIABLES
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 #: Points per chunk the chunk shape aims at: 4096 float64 = 32 KiB per chunk file.
 CHUNK_POINTS = 4096
+#: Position of ``cpus`` in a synthetic grid's dimensions (a trace grid's: ``axes(...)``).
 CPUS_AXIS = AXES.index("cpus")
 
 
@@ -98,6 +99,20 @@ def chunk_shape(shape: tuple[int, ...], target: int = CHUNK_POINTS) -> tuple[int
 
 
 def _coords(grid: Grid) -> dict[str, np.ndarray]:
+    """The dimension coordinates of the grid's dataset, then a trace grid's ``trace_*``
+    coordinates (along ``trace``: ``_coord_dims``)."""
+    if grid.scenario == TRACE:
+        t = grid.traces
+        return {
+            "kernel": np.array(grid.kernel, dtype=object),
+            "trace": np.array(grid.trace, dtype=object),
+            "cpus": np.array(grid.cpus, dtype=np.int64),
+            "seed": np.array(grid.seed, dtype=np.int64),
+            "trace_command": np.array([x.command for x in t], dtype=object),
+            "trace_release": np.array([x.release for x in t], dtype=object),
+            **{name: np.array([getter(x) for x in t], dtype=np.int64)
+               for name, getter in _TRACE_COUNTS.items()},
+        }
     return {
         # Object dtype: zarr 3 warns about fixed-width unicode; reads back as StringDType.
         "kernel": np.array(grid.kernel, dtype=object),
@@ -109,6 +124,24 @@ def _coords(grid: Grid) -> dict[str, np.ndarray]:
     }
 
 
+#: A trace grid's integer coordinates along ``trace``: what each trace is (sweep.trace_scenario).
+_TRACE_COUNTS = {
+    "trace_events": lambda t: t.events,
+    "trace_lost_events": lambda t: t.lost_events,
+    "trace_processes": lambda t: t.processes,
+    "trace_vmas": lambda t: t.vmas,
+    "trace_writes": lambda t: t.writes,
+    "trace_unsupported": lambda t: sum(n for _, n in t.unsupported),
+    "trace_live_anon_vmas": lambda t: t.live_end[0],
+    "trace_live_avcs": lambda t: t.live_end[1],
+    "trace_live_vmas": lambda t: t.live_end[2],
+}
+
+
+def _coord_dims(name: str) -> list[str]:
+    return ["trace"] if name.startswith("trace_") else [name]
+
+
 COORD_ATTRS = {
     "kernel": ("generation", "kernel generation (core.GENERATIONS)"),
     "processes": ("processes", "children forked by the aim7 parent"),
@@ -116,6 +149,26 @@ COORD_ATTRS = {
     "cow_fraction": ("1", "fraction of the VMA each child writes (COW)"),
     "cpus": ("CPUs", "CPUs reclaiming at once in the contention model"),
     "seed": ("1", "base seed; the core's seed is sweep.grid.point_seed of it and the point"),
+}
+#: The attributes of a trace grid's own coordinates (``trace`` and ``trace_*``).
+TRACE_COORD_ATTRS = {
+    "trace": ("path", "trace store replayed (python -m sweep.record); its processes, pages and "
+                      "COWs are its own (the trace_* coordinates)"),
+    "trace_command": ("1", "the recorded command line"),
+    "trace_release": ("1", "the kernel release the trace was recorded on"),
+    "trace_events": ("events", "rows of the trace's events table"),
+    "trace_lost_events": ("events", "events the recording lost (tracefs overruns)"),
+    "trace_processes": ("processes", "processes the trace's program creates (new_mm, fork)"),
+    "trace_vmas": ("VMAs", "VMAs the trace's program maps (private anonymous mmaps)"),
+    "trace_writes": ("faults", "write faults the trace's program replays"),
+    "trace_unsupported": ("calls", "calls the converter could not express (the traces "
+                                   "attribute lists them by name)"),
+    "trace_live_anon_vmas": ("anon_vmas", "live anon_vmas of the tree at the root's exit, "
+                                          "counted while recording"),
+    "trace_live_avcs": ("anon_vma_chains", "live anon_vma_chains of the tree at the root's "
+                                           "exit, counted while recording"),
+    "trace_live_vmas": ("VMAs", "live VMAs of the tree at the root's exit, counted while "
+                                "recording"),
 }
 
 
@@ -140,6 +193,7 @@ class Store:
         self.done = done
         self.errors = errors
         self.chunks = chunk_shape(grid.shape)
+        self._cpus_axis = axes(grid.scenario).index("cpus")
         self._dirty: set[tuple[int, ...]] = set()
         self._errors_dirty = False
         self._last_flush = time.monotonic()
@@ -366,15 +420,16 @@ class Store:
         self._errors_dirty = True
 
     def _index(self, sim: Sim) -> tuple:
-        k, p, v, c, s = sim.index
-        return (k, p, v, c, slice(None), s)
+        at = self._cpus_axis
+        return (*sim.index[:at], slice(None), *sim.index[at:])
 
     def _mark(self, sim: Sim) -> None:
-        k, p, v, c, s = sim.index
-        ch = self.chunks
-        ncpus_chunks = math.ceil(self.grid.shape[CPUS_AXIS] / ch[CPUS_AXIS])
+        at, ch = self._cpus_axis, self.chunks
+        ncpus_chunks = math.ceil(self.grid.shape[at] / ch[at])
+        chunk = [i // c for i, c in zip(self._index(sim), ch, strict=True)
+                 if not isinstance(i, slice)]
         for u in range(ncpus_chunks):
-            self._dirty.add((k // ch[0], p // ch[1], v // ch[2], c // ch[3], u, s // ch[5]))
+            self._dirty.add((*chunk[:at], u, *chunk[at:]))
 
     # -- writing ------------------------------------------------------------------------------
     def due(self, flush_seconds: float) -> bool:
@@ -485,10 +540,17 @@ def write_template(path: str, grid: Grid, attrs: dict[str, Any],
     """
     import zarr
 
+    if grid.scenario == TRACE:
+        attrs = {**attrs, "traces": [t.summary() for t in grid.traces]}
+    dims = list(axes(grid.scenario))
+    coords = _coords(grid)
+    # non-dimension coordinates, named by every variable as xarray records them
+    extra = {"coordinates": " ".join(n for n in coords if n not in dims)} if len(coords) > len(
+        dims) else {}
     group = zarr.open_group(path, mode="w-", zarr_format=3,
                             attributes={**attrs, "errors": {}})
-    for name, values in _coords(grid).items():
-        units, long_name = COORD_ATTRS[name]
+    for name, values in coords.items():
+        units, long_name = {**COORD_ATTRS, **TRACE_COORD_ATTRS}[name]
         meta = {"units": units, "long_name": long_name}
         if values.dtype == object:
             dtype, fill = str, ""
@@ -498,17 +560,18 @@ def write_template(path: str, grid: Grid, attrs: dict[str, Any],
         else:
             dtype, fill = values.dtype, 0
         arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=dtype,
-                                 fill_value=fill, dimension_names=[name], attributes=meta,
-                                 compressors=compressors())
+                                 fill_value=fill, dimension_names=_coord_dims(name),
+                                 attributes=meta, compressors=compressors())
         arr[...] = values
     for name, (units, long_name) in VARIABLES.items():
         group.create_array(name, shape=grid.shape, chunks=chunks, dtype=np.float64,
-                           fill_value=np.nan, dimension_names=AXES, compressors=compressors(),
+                           fill_value=np.nan, dimension_names=dims, compressors=compressors(),
                            attributes={"units": units, "long_name": long_name,
-                                       "_FillValue": _NAN_FILL})
+                                       "_FillValue": _NAN_FILL, **extra})
     group.create_array("done", shape=grid.shape, chunks=chunks, dtype=bool, fill_value=False,
-                       dimension_names=AXES, compressors=compressors(),
-                       attributes={"units": "1", "long_name": "point finished and written"})
+                       dimension_names=dims, compressors=compressors(),
+                       attributes={"units": "1", "long_name": "point finished and written",
+                                   **extra})
     return group
 
 
@@ -560,7 +623,8 @@ def _verify(path: str, group: Any, grid: Grid
     again (a variable missing or with unreadable metadata, another shape).
     """
     arrays = {}
-    for name in [*_coords(grid), *VARIABLES, "done"]:
+    coords = _coords(grid)
+    for name in [*coords, *VARIABLES, "done"]:
         try:
             arr = group[name]
         except KeyError:
@@ -571,7 +635,7 @@ def _verify(path: str, group: Any, grid: Grid
             raise ResumeError(f"resume: {path} is damaged: {name}/zarr.json is unreadable "
                               f"({_first_line(exc)}); it cannot be repaired, run the sweep "
                               "again into a new hydra.run.dir") from exc
-        want = grid.shape if name in VARIABLES or name == "done" else (len(getattr(grid, name)),)
+        want = grid.shape if name in VARIABLES or name == "done" else coords[name].shape
         if tuple(arr.shape) != tuple(want):
             raise ResumeError(f"resume: {path} is damaged: {name} has shape {tuple(arr.shape)}, "
                               f"the grid's is {tuple(want)}")

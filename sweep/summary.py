@@ -25,6 +25,8 @@ def headline(store: Store) -> str:
     CPU count. A kernel whose points there are not done shows ``-``.
     """
     grid = store.grid
+    if grid.trace:
+        return trace_headline(store)
     p = int(np.argmax(grid.processes))
     v = int(np.argmax(grid.pages_per_vma))
     c = int(np.argmax(grid.cow_fraction))
@@ -48,4 +50,32 @@ def headline(store: Store) -> str:
             row += f"{'-':>15}" if np.isnan(x) else f"{x:>15.6g}"
         row += f"{f'{int(done.sum())}/{done.size}':>8}"
         lines.append(row)
+    return "\n".join(lines)
+
+
+def trace_headline(store: Store) -> str:
+    """A trace grid's headline: per trace and kernel, the counts at the trace's scan, entries
+    per walk and the speedup at the largest CPU count (means over seeds), and the live counts
+    the recording stored."""
+    grid = store.grid
+    u = int(np.argmax(grid.cpus))
+    cols = ("anon_vmas", "avcs", "vmas", "pages", "entries_mean", "speedup")
+    names = {"speedup": f"speedup@{grid.cpus[u]}cpu"}
+    lines = []
+    for t, info in enumerate(grid.traces):
+        a, c, v = info.live_end
+        lines += [f"trace {info.path} ({info.command}): {info.processes} processes; recorded "
+                  f"live at the end: anon_vmas {a}, avcs {c}, vmas {v} (mean over seeds):",
+                  f"{'kernel':<10}" + "".join(f"{names.get(x, x):>15}" for x in cols)
+                  + f"{'done':>8}"]
+        for k, kernel in enumerate(grid.kernel):
+            done = store.done[k, t]
+            row = f"{kernel:<10}"
+            for col in cols:
+                values = store.data[col][k, t, u if col == "speedup" else 0]
+                with warnings.catch_warnings():  # all-NaN slices: not run yet
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    x = np.nanmean(values)
+                row += f"{'-':>15}" if np.isnan(x) else f"{x:>15.6g}"
+            lines.append(row + f"{f'{int(done.sum())}/{done.size}':>8}")
     return "\n".join(lines)
