@@ -27,7 +27,7 @@ from core import live
 from core.contention import Timing
 from sweep import calibrate, calibrate_fit, config, walk_compare
 from sweep.calibrate_fit import FitError, Observation
-from tests.live_state import assert_nothing_left, run_processes, running_swaps
+from tests.live_state import assert_nothing_left, run_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 ZRAM = "64M"
@@ -242,8 +242,8 @@ def test_a_small_calibration_end_to_end_leaves_nothing(tmp_path):
 @needs_walk
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_writes_nothing_and_leaves_nothing(sig, tmp_path):
-    """Signalled while a run of the ladder has its zram device swapped on: exit 128 + the
-    signal, no config, no process, cgroup or device left."""
+    """Signalled while a run of the ladder is going (after one run finished, its next run's
+    processes exist): exit 128 + the signal, no config, no process, cgroup or device left."""
     assert_nothing_left()
     out = tmp_path / "never.yaml"
     proc = subprocess.Popen(
@@ -251,10 +251,12 @@ def test_a_signal_mid_run_writes_nothing_and_leaves_nothing(sig, tmp_path):
          "--repeat", "50", "--zram", "256M", "--output", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        first = proc.stderr.readline()
+        assert first.startswith("sweep.calibrate: shared N=1 seed 0: "), first
         end = time.monotonic() + 300
-        while not (running_swaps() and run_processes()):
+        while not run_processes():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < end, "no run started"
+            assert time.monotonic() < end, "no second run started"
             time.sleep(0.01)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=300)
