@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the config's name: +timing=NAME (default: this host's name)")
     ap.add_argument("--ladder", default=",".join(map(str, DEFAULT_LADDER)),
                     help="mappings per page of the rungs")
-    ap.add_argument("--pages", default="32", help="pages of the parent per run (P)")
-    ap.add_argument("--repeat", default="3", help="runs per rung and kind (seeds 0..R-1)")
+    ap.add_argument("--pages", default="256", help="pages of the parent per run (P)")
+    ap.add_argument("--repeat", default="5", help="runs per rung and kind (seeds 0..R-1)")
     ap.add_argument("--zram", default=None,
                     help="consent to a temporary zram swap device this big per run when the "
                          "machine has no swap (512M), as live.zram")
@@ -145,8 +145,9 @@ def _int(text: str, opt: str, lo: int, hi: int) -> int:
 
 
 def observe(kind: str, mappings: int, pages: int, seed: int, zram: str | None,
-            generation: str) -> Observation:
-    """One live run of the rung, and the simulator's work per walk of the same program."""
+            generation: str) -> Observation | None:
+    """One live run of the rung, and the simulator's work per walk of the same program; None
+    when no page of the run was timed (each of its batches held a page reclaim kept)."""
     from core import live
 
     if kind == "cowed":
@@ -163,6 +164,8 @@ def observe(kind: str, mappings: int, pages: int, seed: int, zram: str | None,
     print(f"{PROG}: {kind} N={mappings} seed {seed}: {res['walk_timed_pages']:,} of "
           f"{res['walk_pages']:,} pages timed, {res['walk_mean_ns']:,.0f} ns/page",
           file=sys.stderr, flush=True)
+    if not res["walk_timed_pages"]:
+        return None
     return Observation(mappings, kind, float(sim["entries_mean"]), float(sim["calls_mean"]),
                        float(sim["hits_mean"]), float(res["walk_mean_ns"]),
                        int(res["walk_timed_pages"]))
@@ -289,9 +292,18 @@ def calibrate(args: argparse.Namespace) -> int:
     generation = live.matching_generation()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load0 = os.getloadavg()[0]
-    obs = [observe(kind, n, args.pages, seed, args.zram, generation)
-           for n in args.ladder for kind in KINDS if kind == "shared" or n > 1
-           for seed in range(args.repeat)]
+    try:
+        runs = [observe(kind, n, args.pages, seed, args.zram, generation)
+                for n in args.ladder for kind in KINDS if kind == "shared" or n > 1
+                for seed in range(args.repeat)]
+    except (live.LiveError, core.ProgramError, RuntimeError) as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{PROG}: a run failed: {line}; nothing written", file=sys.stderr)
+        return 1
+    obs = [o for o in runs if o is not None]
+    if len(obs) < len(runs):
+        print(f"{PROG}: {len(runs) - len(obs)} of {len(runs)} runs had no timed page and are "
+              "left out of the fit", file=sys.stderr)
     try:
         f = calibrate_fit.fit(obs, Timing().entry_ns)
     except FitError as exc:

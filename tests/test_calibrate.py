@@ -222,7 +222,7 @@ def test_no_swap_and_no_consent_is_refused_in_one_line(tmp_path):
 def test_a_small_calibration_end_to_end_leaves_nothing(tmp_path):
     assert_nothing_left()
     out = tmp_path / "small.yaml"
-    proc = run_calibrate("--ladder", "1,2,4", "--pages", "4", "--repeat", "2", "--zram", ZRAM,
+    proc = run_calibrate("--ladder", "1,2,4", "--pages", "8", "--repeat", "2", "--zram", ZRAM,
                          "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out)
@@ -232,9 +232,11 @@ def test_a_small_calibration_end_to_end_leaves_nothing(tmp_path):
     t = Timing(**node)
     assert all(math.isfinite(getattr(t, k)) for k in node)
     assert f"# kernel: Linux {live.release()}" in text
-    # every rung of the ladder is in the printed fit, with its residual
+    # every rung of the ladder is in the printed fit, with its residual (a run whose batches
+    # all held a page reclaim kept has no timed page and is left out: "runs" may be 1)
     for kind, n in (("shared", 1), ("shared", 2), ("shared", 4), ("cowed", 2), ("cowed", 4)):
-        assert any(line.startswith(f"| {kind} | {n} | 2 |") for line in proc.stdout.splitlines())
+        assert any(line.startswith(f"| {kind} | {n} | ") and line.endswith(" |")
+                   for line in proc.stdout.splitlines()), proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["small.yaml"]
     assert_nothing_left()
 
