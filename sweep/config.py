@@ -174,6 +174,7 @@ def no_grid_message() -> str:
 
 
 _RESUME_SHORTHAND = re.compile(r"^(~|\+\+|\+)?resume=(.*)$")
+_TIMING_OVERRIDE = re.compile(r"^(\+\+|\+)?timing=(.*)$")
 
 
 def normalize_overrides(args: list[str]) -> list[str]:
@@ -186,7 +187,10 @@ def normalize_overrides(args: list[str]) -> list[str]:
     for arg in args:
         m = _RESUME_SHORTHAND.match(arg)
         out.append(f"resume.path={m.group(2)}" if m and m.group(1) is None else arg)
-    return out
+    # A timing config (conf/timing, @package grid.timing) must merge after the grid, whose
+    # schema carries Timing's defaults and would overwrite it: +timing goes after +grid.
+    timings = [a for a in out if _TIMING_OVERRIDE.match(a)]
+    return [a for a in out if not _TIMING_OVERRIDE.match(a)] + timings
 
 
 def _bool_keys(node: type = schema.SweepConf, prefix: str = "") -> set[str]:
@@ -222,6 +226,23 @@ def check_grid_override(overrides: list[str]) -> None:
             raise ConfigError(
                 f"grid: unknown grid {m.group(2)!r}; available grids: {', '.join(grids)}"
             )
+
+
+def available_timings() -> list[str]:
+    """Names of the timing configs in conf/timing (``sweep.calibrate`` writes them)."""
+    root = resources.files("sweep.conf.timing")
+    return sorted(entry.name[: -len(".yaml")] for entry in root.iterdir()
+                  if entry.name.endswith(".yaml") and not entry.name.startswith("_"))
+
+
+def check_timing_override(overrides: list[str]) -> None:
+    """Refuse ``+timing=NAME`` for a NAME that conf/timing lacks, listing those it has."""
+    for arg in overrides:
+        m = _TIMING_OVERRIDE.match(arg)
+        if m and m.group(2) not in available_timings():
+            raise ConfigError(
+                f"timing: unknown timing {m.group(2)!r}; available timings (conf/timing, "
+                f"written by python -m sweep.calibrate): {', '.join(available_timings())}")
 
 
 def _field_type(f: dataclasses.Field) -> Any:
@@ -263,6 +284,7 @@ def compose(overrides: list[str]) -> DictConfig:
     schema.register()
     overrides = normalize_overrides(overrides)
     check_grid_override(overrides)
+    check_timing_override(overrides)
     check_bool_overrides(overrides)
     check_override_keys(overrides)
     try:

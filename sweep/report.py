@@ -135,7 +135,7 @@ def claim_rows(checked) -> list[dict[str, str]]:
 
 def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
     """The text of report.md."""
-    from sweep import results, scaling, trylock
+    from sweep import results, scaling, trylock, walk_compare
 
     grid = results.grid_attr(ds)
     done, total = results.done_fraction(ds)
@@ -151,8 +151,10 @@ def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
         f"- kernels: {', '.join(results.kernels(ds))}",
         f"- axes: {sizes}",
         f"- points done: {done} of {total}",
+        *walk_compare.timing_lines(ds),
         "",
         *live_section(ds),
+        *walk_compare.section(ds, markdown_table),
         *trylock.section(ds, markdown_table),
         "## The 2010 claims, checked",
         "",
