@@ -213,8 +213,10 @@ def live_section(ds) -> list[str]:
         f"**{expected or 'none known'}** (docs/core.md's table). For each live point: its "
         "anon_vmas, avcs, vmas and pages; the generations whose four counts equal them; and, "
         "in bold, each count that differs, with the generation's value and the live one. "
-        "The walk and contention variables are not measured live: the live kernel is left "
-        "out of the claims, fits and figures below.",
+        "The simulated walk and contention variables are not measured live (with "
+        "`live.walk_cost=true` the kernel's own walk cost per page is, in \"Walk cost: this "
+        "kernel against the model\"); the live kernel is left out of the claims, fits and "
+        "figures.",
         "",
         live_compare.verdict(compared),
         "",

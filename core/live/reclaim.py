@@ -4,8 +4,9 @@ Job: the policy around the executor's walk mode (``reclaim.c``, docs/live.md "Wa
 whether this machine can measure it (a memory cgroup controller, root, swap or consent to a
 temporary zram device; refused in one line before anything starts), what to ask the executor
 for, what its ``walk ...`` records mean, and the fit of a fixed cost per page and a cost per
-mapping over mapcount classes — of one run, or of several (a ladder of programs: what
-``sweep.calibrate`` fits).
+mapping over mapcount classes, of one run or of several (``benchmarks/bench_walk.py``'s
+ladder). ``sweep.calibrate`` fits the contention model's constants instead, against the
+simulator's entries, calls and hits per walk (``sweep.calibrate_fit``).
 
 Times are in ns the reclaiming thread spent on its CPU (interrupts it took included): the time
 between one page's ``mm_vmscan_write_folio`` event and the previous event of its batch (both
