@@ -20,6 +20,7 @@ from typing import Any
 from core.runner import physical_memory
 from sweep import grid, interrupts, live_point, live_walk, plan, report_job, simulate, summary
 from sweep.config import ConfigError, Sweep
+from sweep.dims import LIVE
 from sweep.executor import Executor
 from sweep.store import Store, now
 
@@ -174,7 +175,7 @@ def _run(sweep: Sweep, run_dir: str, resume_command: str,
     try:
         estimated.result()
         node_memory = runner.largest_node_memory()
-        if live_point.LIVE in sweep.grid.kernel:
+        if LIVE in sweep.grid.kernel:
             runner.check_live()
         if not runner.local:
             largest = estimates(sweep.grid.largest_workload())
@@ -336,7 +337,7 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int],
         return cluster
     # live points take as long on either runner (one at a time): only the simulations count
     seconds = sum(plan.estimate_seconds(sweep.grid, sims[i], models) for i in todo
-                  if sims[i].kernel != live_point.LIVE)
+                  if sims[i].kernel != LIVE)
     if seconds >= sweep.ray.inline_below_seconds:
         return cluster
     from sweep.inline import Inline
@@ -361,7 +362,7 @@ def _create_store(sweep: Sweep, path: str) -> Store:
         "grid": sweep.grid.fingerprint(),
         "options": result_options(sweep),
         **provenance(),
-        **(live_point.machine() if live_point.LIVE in sweep.grid.kernel
+        **(live_point.machine() if LIVE in sweep.grid.kernel
            and sweep.ray.live_node is None else {}),
         "start_time": now(),
         "seed_rule": ("core seed = sweep.grid.point_seed(seed, 0, 0, 0.0, 'trace'): "

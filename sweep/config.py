@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from core import program
 from core.contention import Timing
 from sweep import dims, schema, trace_scenario
-from sweep.dims import AXES, TRACE  # noqa: F401 - AXES: the synthetic grids' axes, as before
+from sweep.dims import AXES, LIVE, TRACE  # noqa: F401 - AXES: the synthetic grids' axes
 from sweep.live_walk import LiveSettings
 from sweep.trace_scenario import TraceError, TraceInfo, TraceWorkload
 
@@ -34,8 +34,6 @@ _OWN = {"processes": "processes", "pages_per_vma": "pages", "cow_fraction": "COW
 PROGRESS_MODES = ("auto", "bar", "log")
 # Seeds are stored as int64 coordinates; the derived per-point seed is a separate uint64.
 SEED_LIMIT = 2**63
-#: The kernel coordinate of this machine's real kernel (sweep.live_point); never in ``[all]``.
-LIVE = "live"
 
 
 class ConfigError(ValueError):

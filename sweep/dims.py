@@ -42,3 +42,6 @@ def of(dims) -> tuple[str, ...]:
     """The layout of a dataset with dimensions ``dims``: ``TRACE_AXES`` if it has a trace
     dimension, else ``AXES``."""
     return TRACE_AXES if TRACE in dims else AXES
+#: The ``kernel`` coordinate of points run on this machine's real kernel (sweep.live_point),
+#: beside the simulated generations' names.
+LIVE = "live"

@@ -18,8 +18,6 @@ import numpy as np
 
 from sweep import dims as layout
 
-#: The kernel coordinate of live points (sweep.live_point.LIVE).
-LIVE = "live"
 #: The counts compared: what the live executor measures exactly (docs/live.md).
 COUNTS = ("anon_vmas", "avcs", "vmas", "pages")
 
@@ -45,9 +43,9 @@ def simulated(ds):
     """``ds`` without its live points (their walks are not measured), unless they are all it
     has."""
     kernels = [str(k) for k in ds["kernel"].values.tolist()]
-    if LIVE not in kernels or kernels == [LIVE]:
+    if layout.LIVE not in kernels or kernels == [layout.LIVE]:
         return ds
-    return ds.isel(kernel=[i for i, k in enumerate(kernels) if k != LIVE])
+    return ds.isel(kernel=[i for i, k in enumerate(kernels) if k != layout.LIVE])
 
 
 def release_key(release: str) -> tuple[int, int, int]:
@@ -72,9 +70,9 @@ def expected_generation(release: str, generations: Iterable[str]) -> str | None:
 def compare(ds) -> list[Comparison]:
     """Every finished live point of ``ds`` against the simulated generations in it."""
     kernels = [str(k) for k in ds["kernel"].values.tolist()]
-    if LIVE not in kernels:
+    if layout.LIVE not in kernels:
         return []
-    simulated = [k for k in kernels if k != LIVE]
+    simulated = [k for k in kernels if k != layout.LIVE]
     recorded = [str(r["name"]) for r in ds.attrs.get("generations") or []
                 if isinstance(r, dict) and "name" in r] or simulated
     release = str(ds.attrs.get("live_release", ""))
@@ -83,7 +81,7 @@ def compare(ds) -> list[Comparison]:
     done = np.asarray(first["done"].values, dtype=bool)
     counts = {name: np.asarray(first[name].values, dtype=float) for name in COUNTS}
     dims = list(first["done"].dims)
-    k_live = kernels.index(LIVE)
+    k_live = kernels.index(layout.LIVE)
     out = []
     for index in np.ndindex(*done.shape[1:]):
         at = (k_live, *index)

@@ -12,8 +12,6 @@ import math
 import platform
 from typing import Any
 
-#: The ``kernel`` coordinate of points run on this machine's kernel (never part of ``[all]``).
-LIVE = "live"
 #: The Ray resource a node offers once (``--resources='{"anonvma_live": 1}'``): live points ask
 #: for it, so one node runs one live point at a time (two would count each other's
 #: allocations as noise in timings and crowd the machine's pids and memory, never the counts).

@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: The kernel coordinate of points run on this machine's kernel (sweep.live_point.LIVE).
-LIVE = "live"
+from sweep.dims import LIVE
 
 #: Dataset variables of the live walk cost, with (units, long_name).
 VARIABLES: dict[str, tuple[str, str]] = {

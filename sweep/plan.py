@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from core import generation
 from core.program import ProgramSize
 from sweep.address import ray_address
-from sweep.config import LIVE, BatchSettings, ConfigError, Grid, Sweep
+from sweep.config import BatchSettings, ConfigError, Grid, Sweep
+from sweep.dims import LIVE
 from sweep.grid import Sim
 from sweep.trace_scenario import TraceWorkload
 
@@ -236,7 +237,7 @@ def live_refusal(grid: Grid) -> tuple[int, str] | None:
     """
     from sweep import live_point, simulate
 
-    if live_point.LIVE not in grid.kernel:
+    if LIVE not in grid.kernel:
         return None
     reason = live_point.environment()
     if reason:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.dims import AXES
+from sweep.dims import AXES, LIVE
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def live_section(ds) -> list[str]:
     """Lines of the "simulator vs this kernel" section; none without live points."""
     from sweep import live_compare
 
-    if live_compare.LIVE not in [str(k) for k in ds["kernel"].values.tolist()]:
+    if LIVE not in [str(k) for k in ds["kernel"].values.tolist()]:
         return []
     compared = live_compare.compare(ds)
     release = ds.attrs.get("live_release", "?")

@@ -15,13 +15,12 @@ from typing import NamedTuple
 from core.contention import METRICS, Timing
 from core.program import PARAMS, SCENARIOS, SIZES, ProgramSize, program_size
 from sweep import live_walk, trace_scenario
+from sweep.dims import LIVE
 from sweep.executor import Outcome
 from sweep.trace_scenario import TRACE, TraceWorkload
 
 logger = logging.getLogger(__name__)
 
-#: The kernel coordinate of points run on this machine's kernel (sweep.live_point.LIVE).
-LIVE = "live"
 
 #: The dataset's data variables taken from ``core.run``'s results, with (units, long_name).
 VARIABLES: dict[str, tuple[str, str]] = {

@@ -20,7 +20,7 @@ import xarray as xr
 
 from core.contention import Timing
 from sweep import live_compare, results
-from sweep.dims import POINT_AXES
+from sweep.dims import LIVE, POINT_AXES
 
 #: The live variable measured per page (sweep.live_walk.VARIABLES).
 MEASURED = "live_walk_mean_ns"
@@ -93,7 +93,7 @@ def table_rows(ds: xr.Dataset, t: Timing, generation: str | None) -> list[dict[s
     """One row per finished live point with a measured walk cost."""
     kernels = results.kernels(ds)
     first = ds.isel(cpus=0) if "cpus" in ds.dims else ds
-    k_live = kernels.index(live_compare.LIVE)
+    k_live = kernels.index(LIVE)
     k_sim = kernels.index(generation) if generation in kernels else None
     measured = np.asarray(first[MEASURED].values, dtype=float)
     done = np.asarray(first["done"].values, dtype=bool)
@@ -128,7 +128,7 @@ def table_rows(ds: xr.Dataset, t: Timing, generation: str | None) -> list[dict[s
 
 def section(ds: xr.Dataset, markdown_table: Callable[[list[dict[str, str]]], str]) -> list[str]:
     """Lines of the walk-cost section (none without a live point whose reclaim was timed)."""
-    if live_compare.LIVE not in results.kernels(ds) or MEASURED not in ds.data_vars:
+    if LIVE not in results.kernels(ds) or MEASURED not in ds.data_vars:
         return []
     t = store_timing(ds) or Timing()
     compared = live_compare.compare(ds)
