@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: The recorder's source, installed with core.live (package data "*.c").
 #: Format of the trace store; a reader refuses another.
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2
 
 
 class RecordError(RuntimeError):
@@ -59,6 +59,7 @@ class Recording:
     unpaired_syscalls: int
     unparsed_lines: int
     files: list[str]  # exec'd file names, indexed by an EXEC row's b
+    paths: list[str]  # the snapshots' mapped paths, indexed by a VMA row's f
     live_end: dict[str, int]  # the tree's anon_vmas, avcs, vmas before the root's exit
     thp: str  # "disabled" (command: PR_SET_THP_DISABLE) or "as the process has it" (pid mode)
     seconds: float  # wall time of the recording
@@ -128,8 +129,8 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
     exe = live.recorder()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="anonvma-record-") as tmp:
-        ev, obj, st = (os.path.join(tmp, n) for n in ("ev", "obj", "stats"))
-        argv = [str(exe), ev, obj, st, str(int(deadline))]
+        ev, obj, st, sn = (os.path.join(tmp, n) for n in ("ev", "obj", "stats", "snaps"))
+        argv = [str(exe), ev, obj, st, sn, str(int(deadline))]
         argv += ["cmd", *command] if command is not None else ["pid", str(pid)]
         # a command's stdout stays the user's; in pid mode the recorder says "recording"
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE,
@@ -149,7 +150,8 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
             raise RecordError(msg)
         stats = _stats(Path(st).read_text())
         parsed = parse(Path(ev).read_text(errors="replace"),
-                       Path(obj).read_text(errors="replace"))
+                       Path(obj).read_text(errors="replace"),
+                       Path(sn).read_text(errors="replace"))
     seconds = time.monotonic() - t0
     root = stats.get("root", pid or 0)
     events = parsed.events
@@ -160,7 +162,7 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
         root=int(root), status=int(stats.get("status", -1)), killed=int(stats.get("killed", 0)),
         release=platform.release(), lost_events=int(sum(stats["lost"].values())),
         lost_by_cpu=stats["lost"], unpaired_syscalls=parsed.unpaired,
-        unparsed_lines=parsed.unparsed, files=parsed.files,
+        unparsed_lines=parsed.unparsed, files=parsed.files, paths=parsed.paths,
         live_end=dict(anon_vmas=int(counts[0]), avcs=int(counts[1]), vmas=int(counts[2])),
         thp="disabled" if command is not None else "as the process has it",
         seconds=seconds)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.program import VM_EXEC
+
 #: The first VMA of every process starts at this page number (docs/core.md, mmap).
 FIRST_VMA_START = 16
 
@@ -63,6 +65,11 @@ class Vma:
     #: them equal; find_mergeable_anon_vma compares them without the access bits (VM_ACCESS).
     flags: int = 0
     alive: bool = True
+
+    @property
+    def exec(self) -> bool:
+        """VM_EXEC, the bit the mprotect op toggles."""
+        return bool(self.flags & VM_EXEC)
 
 
 @dataclass(eq=False)
