@@ -18,7 +18,8 @@ import numpy as np
 
 from core.errors import ProgramError
 
-__all__ = ["PROGRAM_DTYPE", "Op", "VM_EXEC", "VM_WRITE", "VM_READ", "VM_ACCESS", "Program", "aim7", "chain", "prefork", "mprotect", "heap",
+__all__ = ["PROGRAM_DTYPE", "Op", "VM_EXEC", "VM_WRITE", "VM_READ", "VM_ACCESS", "Program",
+           "aim7", "chain", "prefork", "mprotect", "heap",
            "COW_MODELS", "SCENARIOS", "SIZES", "PARAMS", "Param", "ProgramSize", "program_size",
            "MAX_OPS", "INT32_MAX", "ARENA_MAX"]
 

@@ -63,6 +63,9 @@ class Recording:
     live_end: dict[str, int]  # the tree's anon_vmas, avcs, vmas before the root's exit
     thp: str  # "disabled" (command: PR_SET_THP_DISABLE) or "as the process has it" (pid mode)
     seconds: float  # wall time of the recording
+    #: what the program of the trace cannot express, by name (sweep.trace_program): every
+    #: difference between its replay and live_end is explained by one of these
+    unsupported: dict[str, int]
 
 
 def check() -> str | None:
@@ -158,6 +161,7 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
     end = _root_exit(events, root)
     counts = live_counts(events, root, np.array([end]))[0]
     rec = Recording(
+        unsupported=_unsupported(events, int(root), parsed.paths, pid is not None),
         trace_format=TRACE_FORMAT, command=list(command or []), pid=int(pid or 0),
         root=int(root), status=int(stats.get("status", -1)), killed=int(stats.get("killed", 0)),
         release=platform.release(), lost_events=int(sum(stats["lost"].values())),
@@ -168,6 +172,21 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
         seconds=seconds)
     write_store(out, parsed, rec)
     return rec
+
+
+def _unsupported(events: np.ndarray, root: int, paths: list[str], attached: bool) -> dict:
+    """The calls the trace's program cannot express (sweep.trace_program), for the store."""
+    from sweep.trace_program import convert
+
+    try:
+        conv = convert(events, root, accept_lost=True, paths=paths)
+    except ValueError as exc:  # a layout the core cannot hold
+        return {f"not convertible: {exc}": 1}
+    out = dict(conv.unsupported)
+    if attached:
+        out["attached to a running tree (live_end counts only what was allocated while "
+            "recording; the program maps the whole image)"] = 1
+    return out
 
 
 def _root_exit(events: np.ndarray, root: int) -> int:

@@ -126,7 +126,7 @@ def _ranges(events: np.ndarray) -> list[tuple[int, int]]:
     out = []
     kinds = events["kind"]
     for k, a, b, c, ret in zip(kinds.tolist(), events["a"].tolist(), events["b"].tolist(),
-                               events["c"].tolist(), events["ret"].tolist()):
+                               events["c"].tolist(), events["ret"].tolist(), strict=True):
         if k == Kind.VMA and a // PAGE < USER_END:
             out.append((a // PAGE, -(-b // PAGE)))
         elif k == Kind.MMAP and ret > 0:
@@ -213,6 +213,11 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
         return p
 
     new_process(root, None)
+    # an attach's snapshot rows come before every event: the root's is its image
+    snap = (events["kind"] == Kind.VMA) | (events["kind"] == Kind.PAGE)
+    first_event = int(np.argmin(snap)) if len(events) and snap[0] else 0
+    if len(events) and snap.all():
+        first_event = len(events)
     end = np.flatnonzero((events["kind"] == Kind.EXIT) & (events["pid"] == root))
     end = int(end[-1]) if len(end) else len(events)
     for i, e in enumerate(events.tolist()):
@@ -233,6 +238,10 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
             new_process(a, parent)
             continue
         p = procs.get(tgid)
+        if p is None and kind == Kind.VMA and i < first_event:
+            # a process already running at --pid's attach: its image, no fork relation
+            skipped["process running before the attach (replayed as new_mm, not fork)"] += 1
+            p = new_process(tgid, None)
         if p is None:
             continue
         if kind == Kind.EXECVE:
