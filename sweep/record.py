@@ -30,7 +30,7 @@ import numpy as np
 
 from sweep.trace_events import EVENT_DTYPE, Kind, Parsed, live_counts, parse
 
-__all__ = ["RecordError", "Recording", "check", "record", "main"]
+__all__ = ["RecordError", "Recording", "check", "convert_trace", "open_trace", "record", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,16 @@ def open_trace(path: Path | str) -> tuple[np.ndarray, Recording]:
     for name in EVENT_DTYPE.names:
         ev[name] = ds[name].values
     return ev, Recording(**attrs)
+
+
+def convert_trace(path: Path | str, *, accept_lost: bool = False):
+    """The ``sweep.trace_program.Conversion`` of a trace store (its program, its unsupported
+    calls); RecordError for a path that is not a trace, LostEventsError for a trace that lost
+    events unless ``accept_lost``."""
+    from sweep.trace_program import convert
+
+    ev, rec = open_trace(path)
+    return convert(ev, rec.root, rec.lost_events, accept_lost=accept_lost, paths=rec.paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,8 +84,8 @@ int main(void)
 
 def replayed(out) -> tuple[dict, dict, record.Recording]:
     """(live_end, the replay's counts under the recording kernel's generation, recording)."""
-    ev, rec = record.open_trace(out)
-    conv = convert(ev, rec.root, rec.lost_events, paths=rec.paths)
+    _, rec = record.open_trace(out)
+    conv = record.convert_trace(out)
     got = core.run(conv.program, live.matching_generation(rec.release), 0, check=True)
     return rec.live_end, {k: got[k] for k in COUNTS}, rec
 
