@@ -416,6 +416,10 @@ static void init_main(struct rec *r, char **argv) __attribute__((noreturn));
 static void init_main(struct rec *r, char **argv)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);   /* outer gone: init dies, and the namespace with it */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);   /* taken by sigtimedwait; the command unblocks it */
 	int go[2], info[2];
 	if (pipe2(go, O_CLOEXEC) || pipe2(info, O_CLOEXEC))
 		die(1, "pipe: %s", strerror(errno));
@@ -426,6 +430,7 @@ static void init_main(struct rec *r, char **argv)
 		int hp = host_pid_of_self(), e;
 		char c;
 		signal(SIGPIPE, SIG_DFL);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
 		/* No transparent huge pages for the tree (inherited by fork, kept across exec): a
 		 * 2 MiB fault would stand for 512 pages that no event names one by one. */
 		if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
@@ -480,8 +485,10 @@ static void init_main(struct rec *r, char **argv)
 				status = st;
 		if (status != -1)
 			break;
+		/* idle: wait for the trace or a tracee's stop, whichever comes first (a stopped
+		 * tracee waits for this loop: its SIGCHLD ends the wait at once) */
 		if (!drain(r->s, 2))
-			usleep(2000);
+			sigtimedwait(&chld, NULL, &(struct timespec){0, 2000000});
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec > r->deadline)
