@@ -363,6 +363,13 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
             flags = p.segs[j][2] if j >= 0 else F_ACCOUNT | VM_READ | VM_WRITE
             if new_lo == old_lo and new_hi <= old_hi:
                 munmap(p, new_hi, old_hi)
+            elif new_lo == old_lo and flags >> FILE_SHIFT == 0:
+                # growth in place: the kernel only moves vm_end (vma_merge_extend from 6.1);
+                # an mmap_fixed of the growth merges into the VMA where the merge rule lets a
+                # new range join it (not a forked VMA from 3.0)
+                skipped["mremap growth in place (replayed as mmap_fixed of the growth: it "
+                        "stays a separate VMA where a merge would refuse it)"] += 1
+                mmap(p, old_hi, new_hi, flags, None)
             else:
                 skipped["mremap that grows or moves (replayed as munmap and mmap: the pages "
                         "and their anon_vma are not carried)"] += 1
