@@ -4,7 +4,9 @@
 text: the tree's own events (``ev``) and the kernel-object events of everyone (``obj``). Both
 are stamped by trace_clock "counter", one counter for every CPU and instance, so sorting by it
 gives the one order in which the kernel did things. Syscalls become one row at their exit
-(their arguments from the enter, their result from the exit). docs/record.md lists the kinds.
+(their arguments from the enter, their result from the exit). The recorder's snapshots of each
+exec'd image (``/proc/PID/maps`` and its anonymous pages) become VMA and PAGE rows right after
+the EXEC row they follow. docs/record.md lists the kinds.
 """
 
 from __future__ import annotations
