@@ -18,7 +18,8 @@ import numpy as np
 
 from core.errors import ProgramError
 
-__all__ = ["PROGRAM_DTYPE", "Op", "Program", "aim7", "chain", "prefork", "mprotect", "heap",
+__all__ = ["PROGRAM_DTYPE", "Op", "VM_EXEC", "VM_WRITE", "VM_READ", "VM_ACCESS", "Program",
+           "aim7", "chain", "prefork", "mprotect", "heap",
            "COW_MODELS", "SCENARIOS", "SIZES", "PARAMS", "Param", "ProgramSize", "program_size",
            "MAX_OPS", "INT32_MAX", "ARENA_MAX"]
 
@@ -52,6 +53,16 @@ class Op(enum.IntEnum):
     MREMAP_AFTER = 18  # (a=process, b=vma, c=offset, d=len, x=w): move the range after VMA w
     MREMAP_BEFORE = 19  # (a=process, b=vma, c=offset, d=len, x=w): move it before VMA w
     MREMAP_GROW = 20  # (a=process, b=vma, c=npages): grow VMA b in place by npages
+    MMAP_FIXED = 21  # (a=process, b=first page, c=npages, d=flags, x=pgoff): map at page b
+    FAULT_AT = 22  # (a=process, b=page): one write fault on the page, in whatever VMA holds it
+    MUNMAP_AT = 23  # (a=process, b=first page, c=npages): unmap the range, across VMAs
+    MPROTECT_AT = 24  # (a=process, b=first page, c=npages, d=flags): set the range's flags
+
+
+#: vm_flags bits the core knows by name (docs/core.md "Flags"): the access bits, which
+#: anon_vma_compatible ignores; every other bit of a VMA's flags is the program's own identity.
+VM_EXEC, VM_WRITE, VM_READ = 0x1, 0x2, 0x4
+VM_ACCESS = VM_EXEC | VM_WRITE | VM_READ
 
 
 #: COW models of the grids, each the name of the builder's write pattern.
@@ -208,6 +219,41 @@ class Program:
         _check_vma("mremap_grow", "v", v)
         _check_count("mremap_grow", "npages", npages)
         self._emit(Op.MREMAP_GROW, p, v, npages)
+
+    def mmap_fixed(self, p: int, start: int, npages: int, flags: int = 0,
+                   pgoff: int | None = None) -> None:
+        """Map ``npages`` pages at page ``start`` (MAP_FIXED_NOREPLACE: they must be free)
+        with ``flags`` (docs/core.md "mmap_fixed") and vm_pgoff ``pgoff`` (default: the
+        address, as for every anonymous mapping); a neighbour with the same flags may take
+        them. The ops that name addresses leave VMA positions to the caller."""
+        _check_count("mmap_fixed", "start", start)
+        _check_count("mmap_fixed", "npages", npages)
+        _check_flags("mmap_fixed", flags)
+        pgoff = start if pgoff is None else pgoff
+        if isinstance(pgoff, bool) or not isinstance(pgoff, int) or pgoff < 0:
+            raise ProgramError(f"mmap_fixed: pgoff must be an integer >= 0, got {pgoff!r}")
+        self._emit(Op.MMAP_FIXED, p, start, npages, float(pgoff), d=flags)
+        self._uncertain.add(p)
+
+    def fault_at(self, p: int, page: int) -> None:
+        """One write fault on page ``page`` of process p, in the VMA that holds it."""
+        _check_count("fault_at", "page", page)
+        self._emit(Op.FAULT_AT, p, page)
+
+    def munmap_at(self, p: int, start: int, npages: int) -> None:
+        """Unmap pages start..start+npages-1 of process p, whatever VMAs hold them."""
+        _check_count("munmap_at", "start", start)
+        _check_count("munmap_at", "npages", npages)
+        self._emit(Op.MUNMAP_AT, p, start, npages)
+        self._uncertain.add(p)
+
+    def mprotect_at(self, p: int, start: int, npages: int, flags: int) -> None:
+        """Give pages start..start+npages-1 of process p the flags ``flags``."""
+        _check_count("mprotect_at", "start", start)
+        _check_count("mprotect_at", "npages", npages)
+        _check_flags("mprotect_at", flags)
+        self._emit(Op.MPROTECT_AT, p, start, npages, d=flags)
+        self._uncertain.add(p)
 
     def fork(self, p: int) -> int:
         return self.fork_many(p, 1)[0]
@@ -387,6 +433,11 @@ def mprotect(
 def _check_count(op: str, name: str, n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ProgramError(f"{op}: {name} must be an integer >= 1, got {n!r}")
+
+
+def _check_flags(op: str, flags: int) -> None:
+    if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags <= INT32_MAX:
+        raise ProgramError(f"{op}: flags must be an integer in 0..{INT32_MAX}, got {flags!r}")
 
 
 def _check_vma(op: str, name: str, v: int) -> None:

@@ -30,13 +30,13 @@ import numpy as np
 
 from sweep.trace_events import EVENT_DTYPE, Kind, Parsed, live_counts, parse
 
-__all__ = ["RecordError", "Recording", "check", "record", "main"]
+__all__ = ["RecordError", "Recording", "check", "convert_trace", "open_trace", "record", "main"]
 
 log = logging.getLogger(__name__)
 
 #: The recorder's source, installed with core.live (package data "*.c").
 #: Format of the trace store; a reader refuses another.
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2
 
 
 class RecordError(RuntimeError):
@@ -59,9 +59,13 @@ class Recording:
     unpaired_syscalls: int
     unparsed_lines: int
     files: list[str]  # exec'd file names, indexed by an EXEC row's b
+    paths: list[str]  # the snapshots' mapped paths, indexed by a VMA row's f
     live_end: dict[str, int]  # the tree's anon_vmas, avcs, vmas before the root's exit
     thp: str  # "disabled" (command: PR_SET_THP_DISABLE) or "as the process has it" (pid mode)
     seconds: float  # wall time of the recording
+    #: what the program of the trace cannot express, by name (sweep.trace_program): every
+    #: difference between its replay and live_end is explained by one of these
+    unsupported: dict[str, int]
 
 
 def check() -> str | None:
@@ -128,8 +132,8 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
     exe = live.recorder()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="anonvma-record-") as tmp:
-        ev, obj, st = (os.path.join(tmp, n) for n in ("ev", "obj", "stats"))
-        argv = [str(exe), ev, obj, st, str(int(deadline))]
+        ev, obj, st, sn = (os.path.join(tmp, n) for n in ("ev", "obj", "stats", "snaps"))
+        argv = [str(exe), ev, obj, st, sn, str(int(deadline))]
         argv += ["cmd", *command] if command is not None else ["pid", str(pid)]
         # a command's stdout stays the user's; in pid mode the recorder says "recording"
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE,
@@ -149,23 +153,40 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
             raise RecordError(msg)
         stats = _stats(Path(st).read_text())
         parsed = parse(Path(ev).read_text(errors="replace"),
-                       Path(obj).read_text(errors="replace"))
+                       Path(obj).read_text(errors="replace"),
+                       Path(sn).read_text(errors="replace"))
     seconds = time.monotonic() - t0
     root = stats.get("root", pid or 0)
     events = parsed.events
     end = _root_exit(events, root)
     counts = live_counts(events, root, np.array([end]))[0]
     rec = Recording(
+        unsupported=_unsupported(events, int(root), parsed.paths, pid is not None),
         trace_format=TRACE_FORMAT, command=list(command or []), pid=int(pid or 0),
         root=int(root), status=int(stats.get("status", -1)), killed=int(stats.get("killed", 0)),
         release=platform.release(), lost_events=int(sum(stats["lost"].values())),
         lost_by_cpu=stats["lost"], unpaired_syscalls=parsed.unpaired,
-        unparsed_lines=parsed.unparsed, files=parsed.files,
+        unparsed_lines=parsed.unparsed, files=parsed.files, paths=parsed.paths,
         live_end=dict(anon_vmas=int(counts[0]), avcs=int(counts[1]), vmas=int(counts[2])),
         thp="disabled" if command is not None else "as the process has it",
         seconds=seconds)
     write_store(out, parsed, rec)
     return rec
+
+
+def _unsupported(events: np.ndarray, root: int, paths: list[str], attached: bool) -> dict:
+    """The calls the trace's program cannot express (sweep.trace_program), for the store."""
+    from sweep.trace_program import convert
+
+    try:
+        conv = convert(events, root, accept_lost=True, paths=paths)
+    except ValueError as exc:  # a layout the core cannot hold
+        return {f"not convertible: {exc}": 1}
+    out = dict(conv.unsupported)
+    if attached:
+        out["attached to a running tree (live_end counts only what was allocated while "
+            "recording; the program maps the whole image)"] = 1
+    return out
 
 
 def _root_exit(events: np.ndarray, root: int) -> int:
@@ -236,6 +257,16 @@ def open_trace(path: Path | str) -> tuple[np.ndarray, Recording]:
     for name in EVENT_DTYPE.names:
         ev[name] = ds[name].values
     return ev, Recording(**attrs)
+
+
+def convert_trace(path: Path | str, *, accept_lost: bool = False):
+    """The ``sweep.trace_program.Conversion`` of a trace store (its program, its unsupported
+    calls); RecordError for a path that is not a trace, LostEventsError for a trace that lost
+    events unless ``accept_lost``."""
+    from sweep.trace_program import convert
+
+    ev, rec = open_trace(path)
+    return convert(ev, rec.root, rec.lost_events, accept_lost=accept_lost, paths=rec.paths)
 
 
 def main(argv: list[str] | None = None) -> int:

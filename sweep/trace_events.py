@@ -4,7 +4,9 @@
 text: the tree's own events (``ev``) and the kernel-object events of everyone (``obj``). Both
 are stamped by trace_clock "counter", one counter for every CPU and instance, so sorting by it
 gives the one order in which the kernel did things. Syscalls become one row at their exit
-(their arguments from the enter, their result from the exit). docs/record.md lists the kinds.
+(their arguments from the enter, their result from the exit). The recorder's snapshots of each
+exec'd image (``/proc/PID/maps`` and its anonymous pages) become VMA and PAGE rows right after
+the EXEC row they follow. docs/record.md lists the kinds.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ class Kind(enum.IntEnum):
     FAULT = 12  # a=address, b=error code, c=1 user mode / 0 kernel mode (copy_to_user)
     ALLOC = 13  # a=object, b=0 anon_vma / 1 anon_vma_chain / 2 vm_area_struct
     FREE = 14  # a=object
+    EXECVE = 15  # execve or execveat entered (the exec's own faults follow, then EXEC)
+    VMA = 16  # snapshot: a=start, b=end, c=perm bits (PERM_*), d=inode, e=offset, f=path
+    PAGE = 17  # snapshot: a=address of a page holding an anonymous page
+
+
+#: A snapshot VMA's permission bits (c of a VMA row): /proc/PID/maps "rwxp" / "rwxs".
+PERM_READ, PERM_WRITE, PERM_EXEC, PERM_SHARED = 1, 2, 4, 8
 
 
 EVENT_DTYPE = np.dtype([("ts", "<i8"), ("pid", "<i4"), ("tgid", "<i4"), ("kind", "<i1"),
@@ -60,6 +69,7 @@ class Parsed:
 
     events: np.ndarray
     files: list[str] = field(default_factory=list)  # exec'd file names, by EXEC row's b
+    paths: list[str] = field(default_factory=list)  # snapshot VMAs' paths, by VMA row's f
     unpaired: int = 0  # syscall enters without an exit (the task died inside the call)
     unparsed: int = 0  # lines that are not events of a known kind
 
@@ -68,7 +78,37 @@ def _int(v: str) -> int:
     return int(v, 0) if not v.startswith("-") else int(v)
 
 
-def parse(ev_text: str, obj_text: str) -> Parsed:
+def _perm(perms: str) -> int:
+    return ((perms[0] == "r") * PERM_READ | (perms[1] == "w") * PERM_WRITE
+            | (perms[2] == "x") * PERM_EXEC | (perms[3] == "s") * PERM_SHARED)
+
+
+def parse_snapshots(text: str, paths: list[str]) -> list[tuple[str, int, list[tuple]]]:
+    """The recorder's snapshots: (``"exec"`` or ``"attach"``, pid, rows) in the order taken,
+    each row (kind, a, b, c, d, e, f) of a VMA or PAGE row; ``paths`` collects the paths."""
+    out: list[tuple[str, int, list[tuple]]] = []
+    rows: list[tuple] = []
+    start = 0
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("exec", "attach"):
+            rows = []
+            out.append((word, int(rest), rows))
+        elif word == "vma" and out:
+            f = rest.split(None, 5)
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            path = f[5].strip() if len(f) > 5 else ""
+            if path not in paths:
+                paths.append(path)
+            start = lo
+            rows.append((Kind.VMA, lo, hi, _perm(f[1]), int(f[4]), int(f[2], 16),
+                         paths.index(path)))
+        elif word == "anon" and out:
+            rows.extend((Kind.PAGE, start + int(k) * 4096, 0, 0, 0, 0, 0) for k in rest.split())
+    return out
+
+
+def parse(ev_text: str, obj_text: str, snaps_text: str = "") -> Parsed:
     rows: list[tuple] = []
     files: list[str] = []
     pending: dict[int, tuple] = {}
@@ -81,6 +121,9 @@ def parse(ev_text: str, obj_text: str) -> Parsed:
             continue
         pid, tgid, ts, body = int(m[1]), m[2], int(m[3]), m[4]
         tgid = int(tgid) if tgid and tgid.lstrip("-").isdigit() and int(tgid) > 0 else pid
+        if body.startswith(("sys_execve(", "sys_execveat(")):
+            rows.append((ts, pid, tgid, Kind.EXECVE, 0, 0, 0, 0, 0, 0, 0))
+            continue
         if body.startswith("sys_"):
             name, _, rest = body[4:].partition("(")
             if " -> " in body:  # "sys_mmap -> 0x7f..."
@@ -137,7 +180,37 @@ def parse(ev_text: str, obj_text: str) -> Parsed:
             unparsed += 1
     arr = np.array([tuple(r) for r in rows], dtype=EVENT_DTYPE)
     arr = arr[np.argsort(arr["ts"], kind="stable")]
-    return Parsed(arr, files, unpaired=len(pending), unparsed=unparsed)
+    paths: list[str] = []
+    snaps = parse_snapshots(snaps_text, paths)
+    if snaps:
+        arr = _with_snapshots(arr, snaps)
+    return Parsed(arr, files, paths, unpaired=len(pending), unparsed=unparsed)
+
+
+def _with_snapshots(arr: np.ndarray, snaps: list) -> np.ndarray:
+    """The snapshot rows placed right after what they describe: an exec's after that
+    process's EXEC row (the n-th snapshot of a pid after its n-th EXEC: the stop comes right
+    after sched_process_exec), an attach's before every event."""
+    execs: dict[int, list[int]] = {}
+    for i in np.flatnonzero(arr["kind"] == Kind.EXEC):
+        execs.setdefault(int(arr["pid"][i]), []).append(int(i))
+    first = int(arr["ts"][0]) if len(arr) else 0
+    extra, where = [], []
+    for word, pid, rows in snaps:
+        if word == "exec":
+            if not execs.get(pid):
+                continue
+            i = execs[pid].pop(0)
+            ts, at = int(arr["ts"][i]), i + 1
+        else:
+            ts, at = first, 0
+        for r in rows:
+            extra.append((ts, pid, pid, *r, 0))
+            where.append(at)
+    if not extra:
+        return arr
+    ex = np.array(extra, dtype=EVENT_DTYPE)
+    return np.insert(arr, np.array(where), ex)
 
 
 def tree_tids(events: np.ndarray, root: int) -> set[int]:

@@ -1,17 +1,21 @@
-"""A recorded trace as a ``core.Program`` (the first slice: docs/record.md "Convert").
+"""A recorded trace as a ``core.Program`` that replays its real address layout
+(docs/record.md "Convert").
 
-What is converted: processes (the root as ``new_mm``, every new process as ``fork`` of its
-parent in the kernel's order, threads folded into their process, an exec as the old image's
-``exit`` and a ``new_mm``), private anonymous mmaps (``mmap``), munmap of a range inside one of
-them (``munmap``), every write fault in a converted VMA (``fault``: the kernel faults only
-on a missing or write-protected page, so each is a first touch, a COW or a reuse), exits,
-and one ``scan`` right before the root's exit.
+Every mapping is placed where the kernel placed it, with the core's ops that name pages by
+address (``mmap_fixed``, ``fault_at``, ``munmap_at``, ``mprotect_at``), so neighbours merge
+and lend anon_vmas as they did: the exec image from the recorder's snapshot at each exec (its
+VMAs and the pages exec itself wrote), then mmap, munmap, mprotect, brk and the write faults as
+the process made them. Real page numbers are compacted (gaps above ``GAP`` pages shrink to
+``GAP``), which keeps every adjacency.
 
-Everything else is counted by name in ``Conversion.unsupported``, never silently dropped:
-file-backed and shared mappings, brk, mprotect, mremap, madvise, shmat, failed mmaps, vfork,
-and write faults outside a converted VMA (the exec image, the stack, file mappings).
-Converted VMAs are never adjacent (each mmap leaves the core's guard page),
-so no merge happens in any generation and every VMA position is the same under every kernel.
+A VMA's flags are a word (core/program.py VM_*): the access bits of its prot, then the
+vm_flags the kernel compares when it merges or lends an anon_vma -- VM_ACCOUNT, VM_NORESERVE,
+VM_GROWSDOWN, VM_NOHUGEPAGE (MAP_STACK), VM_SHARED, VM_DONTDUMP, VM_HUGEPAGE -- and the file
+(an inode from a snapshot, an fd for an mmap). A private file mapping's vm_pgoff is its file
+offset; an anonymous one's its (compacted) address.
+
+What the core cannot express is counted by name in ``Conversion.unsupported`` (and listed in
+the report), never dropped silently; each entry says what it changes.
 """
 
 from __future__ import annotations
@@ -22,47 +26,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.program import PROGRAM_DTYPE, Op
-from sweep.trace_events import Kind
+from core.program import PROGRAM_DTYPE, VM_ACCESS, VM_EXEC, VM_READ, VM_WRITE, Op
+from sweep.trace_events import PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, Kind
 
 __all__ = ["Conversion", "LostEventsError", "convert"]
 
 PAGE = 4096
+USER_END = 0x800000000000 // PAGE  # [vsyscall] above it is no VMA of the mm
+GAP = 256  # pages kept of a gap between mapped ranges (more than any stack growth step)
 CLONE_VM = 0x100
 CLONE_THREAD = 0x10000
-MAP_SHARED = 0x01
-MAP_ANONYMOUS = 0x20
-PROT_WRITE = 0x2
+MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, MAP_ANONYMOUS = 0x01, 0x03, 0x0f, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_STACK = 0x100, 0x4000, 0x20000
+PROT_READ, PROT_WRITE, PROT_EXEC = 0x1, 0x2, 0x4
 FAULT_WRITE = 0x2
+MADV_DONTFORK, MADV_DOFORK, MADV_DONTDUMP, MADV_DODUMP = 10, 11, 16, 17
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
+MADV_PAGES = {4: "dontneed", 8: "free", 9: "remove", 20: "cold", 21: "pageout"}
+
+# vm_flags bits above the access bits (the core compares them all; docs/record.md)
+F_ACCOUNT, F_NORESERVE, F_GROWSDOWN, F_NOHUGEPAGE = 0x08, 0x10, 0x20, 0x40
+F_SHARED, F_DONTDUMP, F_HUGEPAGE = 0x80, 0x100, 0x200
+FILE_SHIFT = 12  # the file's identity: bits 12..30
 
 
 class LostEventsError(ValueError):
     """The trace lost events and the user did not accept it."""
-
-
-@dataclass
-class _Vma:
-    real: int  # first real page
-    npages: int
-    core: int  # first core page
-
-
-@dataclass
-class _Proc:
-    number: int
-    vmas: list[_Vma] = field(default_factory=list)  # by real page, never adjacent in the core
-    next_free: int = 16
-
-    def find(self, page: int) -> int:
-        i = bisect.bisect_right([v.real for v in self.vmas], page) - 1
-        if i >= 0 and page < self.vmas[i].real + self.vmas[i].npages:
-            return i
-        return -1
-
-    def position(self, i: int) -> int:
-        """The core's name of vmas[i]: its position in the core's address order."""
-        core = self.vmas[i].core
-        return sum(v.core < core for v in self.vmas)
 
 
 @dataclass
@@ -73,19 +62,143 @@ class Conversion:
     scans: int
 
 
+@dataclass
+class _Proc:
+    number: int
+    segs: list[list[int]] = field(default_factory=list)  # [lo, hi, flags], real pages, sorted
+    brk: int | None = None  # the break (page), once known
+
+    def find(self, page: int) -> int:
+        i = bisect.bisect_right(self.segs, page, key=lambda s: s[0]) - 1
+        return i if i >= 0 and page < self.segs[i][1] else -1
+
+    def cut(self, lo: int, hi: int) -> list[list[int]]:
+        """Removes [lo, hi) from the segments; returns the removed pieces."""
+        out, keep = [], []
+        for s in self.segs:
+            if s[1] <= lo or s[0] >= hi:
+                keep.append(s)
+                continue
+            if s[0] < lo:
+                keep.append([s[0], lo, s[2]])
+            if s[1] > hi:
+                keep.append([hi, s[1], s[2]])
+            out.append([max(s[0], lo), min(s[1], hi), s[2]])
+        self.segs = sorted(keep)
+        return out
+
+    def add(self, lo: int, hi: int, flags: int) -> None:
+        self.cut(lo, hi)
+        bisect.insort(self.segs, [lo, hi, flags])
+
+
+class _Layout:
+    """Real page -> core page: mapped ranges keep their sizes and adjacency, the gaps between
+    them shrink to at most GAP pages."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for lo, hi in sorted(ranges):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.lo = [m[0] for m in merged]
+        self.hi = [m[1] for m in merged]
+        self.base = []
+        at = 16
+        for lo, hi in merged:
+            self.base.append(at)
+            at += hi - lo + GAP
+        if at >= 2**31 - 1:
+            raise ValueError(f"the trace maps {at} pages after compaction, more than the "
+                             "core's 2**31 - 2")
+
+    def __call__(self, page: int) -> int:
+        i = bisect.bisect_right(self.lo, page) - 1
+        if i < 0:
+            return max(1, 16 - (self.lo[0] - page)) if self.lo else 16
+        return self.base[i] + min(page - self.lo[i], self.hi[i] - self.lo[i] + GAP - 1)
+
+
+def _ranges(events: np.ndarray) -> list[tuple[int, int]]:
+    """Every real page range the trace maps or touches (for the layout)."""
+    out = []
+    kinds = events["kind"]
+    for k, a, b, c, ret in zip(kinds.tolist(), events["a"].tolist(), events["b"].tolist(),
+                               events["c"].tolist(), events["ret"].tolist(), strict=True):
+        if k == Kind.VMA and a // PAGE < USER_END:
+            out.append((a // PAGE, -(-b // PAGE)))
+        elif k == Kind.MMAP and ret > 0:
+            out.append((ret // PAGE, ret // PAGE + -(-b // PAGE)))
+        elif k == Kind.MREMAP and ret > 0:
+            out.append((ret // PAGE, ret // PAGE + -(-c // PAGE)))
+        elif k == Kind.FAULT and a // PAGE < USER_END:
+            out.append((a // PAGE, a // PAGE + 1))
+        elif k == Kind.BRK and ret > 0:
+            out.append((ret // PAGE, -(-ret // PAGE) + 1))
+    # a process's brk range: from its first break to its highest
+    brk = events[kinds == Kind.BRK]
+    for tgid in np.unique(brk["tgid"]):
+        r = brk["ret"][brk["tgid"] == tgid]
+        r = r[r > 0]
+        if len(r):
+            out.append((int(r.min()) // PAGE, -(-int(r.max()) // PAGE)))
+    return out
+
+
+def _access(prot: int) -> int:
+    return ((prot & PROT_READ and VM_READ) | (prot & PROT_WRITE and VM_WRITE)
+            | (prot & PROT_EXEC and VM_EXEC))
+
+
 def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
-            accept_lost: bool = False) -> Conversion:
+            accept_lost: bool = False, paths: list[str] | None = None) -> Conversion:
+    """The program of a recorded trace (``sweep.record.open_trace``'s events and root; the
+    recording's ``paths`` name the snapshots' special mappings). Refuses a trace that lost
+    events unless ``accept_lost``."""
     if lost_events and not accept_lost:
         raise LostEventsError(f"the trace lost {lost_events} events; its program would be "
                               "wrong where they were (accept it with accept_lost / "
                               "--accept-lost)")
+    paths = paths or []
+    layout = _Layout(_ranges(events))
     rows: list[tuple] = []
     skipped: Counter = Counter()
-    procs: dict[int, _Proc] = {}  # by real tgid
+    procs: dict[int, _Proc] = {}  # by real tgid (a vfork child: its parent's until exec)
+    files: dict[tuple, int] = {}
     count = 0
+    in_exec: set[int] = set()
 
     def emit(op, a=0, b=0, c=0, d=0, x=0.0):
         rows.append((int(op), a, b, c, d, x))
+
+    def file_id(key: tuple) -> int:
+        return files.setdefault(key, len(files) + 1) << FILE_SHIFT
+
+    def mmap(p: _Proc, lo: int, hi: int, flags: int, pgoff: int | None) -> None:
+        """MAP_FIXED semantics: whatever was there goes first."""
+        if any(s[0] < hi and lo < s[1] for s in p.segs):
+            munmap(p, lo, hi)
+        start = layout(lo)
+        emit(Op.MMAP_FIXED, p.number, start, layout(hi - 1) + 1 - start, flags,
+             float(start if pgoff is None else pgoff))
+        p.add(lo, hi, flags)
+
+    def munmap(p: _Proc, lo: int, hi: int) -> None:
+        if p.cut(lo, hi):
+            start = layout(lo)
+            emit(Op.MUNMAP_AT, p.number, start, layout(hi - 1) + 1 - start)
+
+    def protect(p: _Proc, lo: int, hi: int, change) -> None:
+        """Each run of equal flags in [lo, hi) takes change(flags), lowest first."""
+        for s in [s for s in p.segs if s[0] < hi and lo < s[1]]:
+            a, b = max(s[0], lo), min(s[1], hi)
+            new = change(s[2])
+            if new != s[2]:
+                start = layout(a)
+                emit(Op.MPROTECT_AT, p.number, start, layout(b - 1) + 1 - start, new)
+                p.add(a, b, new)
 
     def new_process(tgid: int, parent: _Proc | None) -> _Proc:
         nonlocal count
@@ -94,88 +207,202 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
             p = _Proc(count)
         else:
             emit(Op.FORK, parent.number)
-            p = _Proc(count, [_Vma(v.real, v.npages, v.core) for v in parent.vmas],
-                      parent.next_free)
+            p = _Proc(count, [list(s) for s in parent.segs], parent.brk)
         count += 1
         procs[tgid] = p
         return p
 
     new_process(root, None)
+    # an attach's snapshot rows come before every event: the root's is its image
+    snap = (events["kind"] == Kind.VMA) | (events["kind"] == Kind.PAGE)
+    first_event = int(np.argmin(snap)) if len(events) and snap[0] else 0
+    if len(events) and snap.all():
+        first_event = len(events)
     end = np.flatnonzero((events["kind"] == Kind.EXIT) & (events["pid"] == root))
     end = int(end[-1]) if len(end) else len(events)
     for i, e in enumerate(events.tolist()):
-        ts, pid, tgid, kind, a, b, c, d, _e, _f, ret = e
+        ts, pid, tgid, kind, a, b, c, d, e5, f6, ret = e
         if i == end:
             emit(Op.SCAN, 0)
+        if kind in (Kind.ALLOC, Kind.FREE, Kind.FORK):
+            continue
         if kind == Kind.NEWTASK:
-            if b & CLONE_THREAD:
-                continue  # a thread: folded into its process
             parent = procs.get(tgid)
             if parent is None:
-                skipped["fork of an unknown process"] += 1
                 continue
+            if b & CLONE_THREAD:
+                continue  # a thread: folded into its process
             if b & CLONE_VM:
-                skipped["clone with CLONE_VM, not a thread (vfork)"] += 1
+                procs[a] = parent  # vfork: the parent's mm until the child's exec
+                continue
             new_process(a, parent)
             continue
         p = procs.get(tgid)
+        if p is None and kind == Kind.VMA and i < first_event:
+            # a process already running at --pid's attach: its image, no fork relation
+            skipped["process running before the attach (replayed as new_mm, not fork)"] += 1
+            p = new_process(tgid, None)
         if p is None:
             continue
-        if kind == Kind.EXEC:
-            emit(Op.EXIT, p.number)
+        if kind == Kind.EXECVE:
+            in_exec.add(pid)
+        elif kind == Kind.EXEC:
+            in_exec.discard(pid)
+            if procs.get(tgid) is not None and all(q is not p for t, q in procs.items()
+                                                   if t != tgid):
+                emit(Op.EXIT, p.number)
             del procs[tgid]
             new_process(tgid, None)
-        elif kind == Kind.EXIT:
-            if a and pid == tgid:  # the group's end
-                emit(Op.EXIT, p.number)
-                del procs[tgid]
-        elif kind == Kind.MMAP:
-            if ret < 0:
-                skipped["failed mmap"] += 1
-            elif d & MAP_SHARED:
-                skipped["shared mmap"] += 1
-            elif not d & MAP_ANONYMOUS:
-                skipped["private file mmap"] += 1
+        elif kind == Kind.VMA:
+            lo, hi = a // PAGE, -(-b // PAGE)
+            if lo >= USER_END:
+                continue
+            name = paths[f6] if f6 < len(paths) else ""
+            flags = _access((c & PERM_READ and PROT_READ) | (c & PERM_WRITE and PROT_WRITE)
+                            | (c & PERM_EXEC and PROT_EXEC))
+            shared = bool(c & PERM_SHARED)
+            if shared:
+                flags |= F_SHARED
+            elif c & PERM_WRITE:
+                flags |= F_ACCOUNT
+            if name == "[stack]":
+                flags |= F_GROWSDOWN
+            if d:  # a file: its inode
+                flags |= file_id(("inode", d))
+                pgoff = e5 // PAGE
+            elif name.startswith("["):  # vdso, vvar: the kernel's own mappings
+                flags |= file_id(("special", name))
+                pgoff = None
             else:
-                n = -(-b // PAGE)
-                start = ret // PAGE
-                if any(p.find(q) >= 0 for q in (start, start + n - 1)):
-                    skipped["mmap over a mapped range (MAP_FIXED)"] += 1
-                    continue
-                emit(Op.MMAP, p.number, n)
-                v = _Vma(start, n, p.next_free)
-                p.next_free += n + 1
-                bisect.insort(p.vmas, v, key=lambda x: x.real)
+                pgoff = None
+            mmap(p, lo, hi, flags, pgoff)
+        elif kind == Kind.PAGE:
+            emit(Op.FAULT_AT, p.number, layout(a // PAGE))
+        elif kind == Kind.EXIT:
+            if a:  # the group's end
+                if all(q is not p for t, q in procs.items() if t != tgid):
+                    emit(Op.EXIT, p.number)
+                del procs[tgid]
+            elif pid != tgid and pid in procs and procs[pid] is p:
+                del procs[pid]
+        elif kind == Kind.MMAP:
+            if ret < 0 or ret % PAGE:
+                continue
+            lo, hi = ret // PAGE, ret // PAGE + -(-b // PAGE)
+            flags = _access(c)
+            if d & MAP_TYPE in (MAP_SHARED, MAP_SHARED_VALIDATE):
+                flags |= F_SHARED
+            if d & MAP_NORESERVE:
+                flags |= F_NORESERVE
+            elif not flags & F_SHARED and c & PROT_WRITE:
+                flags |= F_ACCOUNT
+            if d & MAP_STACK:
+                flags |= F_NOHUGEPAGE
+            if d & MAP_GROWSDOWN:
+                flags |= F_GROWSDOWN
+            pgoff = None
+            if not d & MAP_ANONYMOUS:
+                flags |= file_id(("fd", e5))
+                pgoff = f6 // PAGE
+            elif flags & F_SHARED:  # shared anonymous: its own shmem file
+                flags |= file_id(("shmem", i))
+                pgoff = 0
+            mmap(p, lo, hi, flags, pgoff)
         elif kind == Kind.MUNMAP:
-            if ret < 0:
+            if ret == 0:
+                munmap(p, a // PAGE, -(-(a + b) // PAGE))
+        elif kind == Kind.MPROTECT:
+            if ret == 0:
+                def change(old, prot=c):
+                    new = (old & ~VM_ACCESS) | _access(prot)
+                    if (new & VM_WRITE and not old & (F_ACCOUNT | VM_WRITE | F_SHARED
+                                                       | F_NORESERVE)):
+                        new |= F_ACCOUNT  # mprotect_fixup charges a private writable range
+                    return new
+                protect(p, a // PAGE, -(-(a + b) // PAGE), change)
+        elif kind == Kind.BRK:
+            if ret <= 0:
                 continue
-            start, n = a // PAGE, -(-b // PAGE)
-            j = p.find(start)
-            if j < 0 or start + n > p.vmas[j].real + p.vmas[j].npages:
-                if any(p.find(q) >= 0 for q in range(start, start + n, 1)):
-                    skipped["munmap across or beside a converted VMA"] += 1
+            new = -(-ret // PAGE)
+            if p.brk is None:
+                p.brk = new
                 continue
-            v = p.vmas[j]
-            off = start - v.real
-            emit(Op.MUNMAP, p.number, p.position(j), off, n)
-            pieces = []
-            if off:
-                pieces.append(_Vma(v.real, off, v.core))
-            if off + n < v.npages:
-                pieces.append(_Vma(start + n, v.npages - off - n, v.core + off + n))
-            p.vmas[j:j + 1] = pieces
+            heap = F_ACCOUNT | VM_READ | VM_WRITE
+            if new > p.brk:
+                mmap(p, p.brk, new, heap, None)
+            elif new < p.brk:
+                munmap(p, new, p.brk)
+            p.brk = new
+        elif kind == Kind.MADVISE:
+            if ret != 0:
+                continue
+            lo, hi = a // PAGE, -(-(a + b) // PAGE)
+            bit = {MADV_DONTDUMP: (F_DONTDUMP, True), MADV_DODUMP: (F_DONTDUMP, False),
+                   MADV_HUGEPAGE: (F_HUGEPAGE, True), MADV_NOHUGEPAGE: (F_NOHUGEPAGE, True)}
+            if c in bit:
+                flag, on = bit[c]
+                if c == MADV_HUGEPAGE:
+                    protect(p, lo, hi, lambda o: (o | F_HUGEPAGE) & ~F_NOHUGEPAGE)
+                elif c == MADV_NOHUGEPAGE:
+                    protect(p, lo, hi, lambda o: (o | F_NOHUGEPAGE) & ~F_HUGEPAGE)
+                else:
+                    protect(p, lo, hi, lambda o, f=flag, on=on: o | f if on else o & ~f)
+            elif c in (MADV_DONTFORK, MADV_DOFORK):
+                skipped["madvise DONTFORK/DOFORK (fork copies every VMA in the core)"] += 1
+            elif c in MADV_PAGES:
+                skipped[f"madvise {MADV_PAGES[c].upper()} (pages dropped: changes page "
+                        "counts only)"] += 1
+            else:
+                skipped[f"madvise advice {c}"] += 1
+        elif kind == Kind.MREMAP:
+            if ret <= 0 or ret % PAGE:
+                continue
+            old_lo, old_hi = a // PAGE, -(-(a + b) // PAGE)
+            new_lo, new_hi = ret // PAGE, ret // PAGE + -(-c // PAGE)
+            j = p.find(old_lo)
+            flags = p.segs[j][2] if j >= 0 else F_ACCOUNT | VM_READ | VM_WRITE
+            if new_lo == old_lo and new_hi <= old_hi:
+                munmap(p, new_hi, old_hi)
+            elif new_lo == old_lo and flags >> FILE_SHIFT == 0:
+                # growth in place: the kernel only moves vm_end (vma_merge_extend from 6.1);
+                # an mmap_fixed of the growth merges into the VMA where the merge rule lets a
+                # new range join it (not a forked VMA from 3.0)
+                skipped["mremap growth in place (replayed as mmap_fixed of the growth: it "
+                        "stays a separate VMA where a merge would refuse it)"] += 1
+                mmap(p, old_hi, new_hi, flags, None)
+            else:
+                skipped["mremap that grows or moves (replayed as munmap and mmap: the pages "
+                        "and their anon_vma are not carried)"] += 1
+                munmap(p, old_lo, old_hi)
+                mmap(p, new_lo, new_hi, flags, None)
+        elif kind == Kind.SHMAT:
+            if ret >= 0:
+                skipped["shmat (a shared mapping: no anonymous page)"] += 1
         elif kind == Kind.FAULT:
-            if not b & FAULT_WRITE:
-                continue  # a read maps the zero page (or a file page): nothing anonymous
+            if pid in in_exec:
+                continue  # the exec's own writes: the snapshot after EXEC has them
             page = a // PAGE
+            if page >= USER_END:
+                continue
             j = p.find(page)
             if j < 0:
-                skipped["write fault outside a converted VMA"] += 1
-                continue
-            emit(Op.FAULT, p.number, p.position(j), page - p.vmas[j].real)
-        elif kind in (Kind.BRK, Kind.MPROTECT, Kind.MREMAP, Kind.MADVISE, Kind.SHMAT):
-            if ret >= 0 or kind == Kind.BRK:
-                skipped[Kind(kind).name.lower()] += 1
+                # below a stack: the kernel grows it (expand_stack), read or write
+                k = bisect.bisect_right(p.segs, page, key=lambda s: s[0])
+                if k < len(p.segs) and p.segs[k][2] & F_GROWSDOWN and p.segs[k][0] - page < GAP:
+                    skipped["stack growth (replayed as an mmap below the stack; a forked "
+                            "stack keeps it a separate VMA)"] += 1
+                    mmap(p, page, p.segs[k][0], p.segs[k][2], None)
+                    j = p.find(page)
+                elif b & FAULT_WRITE:
+                    skipped["write fault outside a known mapping"] += 1
+                    continue
+                else:
+                    continue
+            if not b & FAULT_WRITE:
+                continue  # a read maps the zero page (or a file page): nothing anonymous
+            if p.segs[j][2] & F_SHARED:
+                continue  # a shared mapping's pages are never anonymous
+            emit(Op.FAULT_AT, p.number, layout(page))
     if end == len(events):
         emit(Op.SCAN, 0)
     prog = np.array(rows, dtype=PROGRAM_DTYPE)

@@ -162,7 +162,7 @@ def _converted(path: str, accept_lost: bool):
     events, rec = _load(path)
     try:
         conversion = trace_program.convert(events, rec.root, rec.lost_events,
-                                           accept_lost=accept_lost)
+                                           accept_lost=accept_lost, paths=rec.paths)
     except trace_program.LostEventsError as exc:
         raise TraceError(f"grid.trace: {path}: {exc}") from None
     conversion.program.flags.writeable = False  # shared by the cache's callers

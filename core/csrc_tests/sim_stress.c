@@ -164,6 +164,40 @@ static void grow_op(struct builder *b, int p, int v)
 		nr_expansions++;
 }
 
+/* The ops that name pages by address, around VMA v: a mapping in the free pages after it
+ * (flags from a few identities), a fault in it, an munmap or mprotect of a range that may
+ * cross VMAs and holes. */
+static void address_op(struct builder *b, int p, int v)
+{
+	static const int32_t flags[] = { 0, VMA_EXEC, VMA_READ | VMA_WRITE, 0x10, 0x10 | VMA_EXEC };
+	const struct mm *mm = mm_at(&b->live, (idx_t)p);
+	const struct vma *x = vma_at(&b->live, mm->vmas[v]);
+	int32_t end = (int32_t)(x->start + x->npages);
+	int32_t gap = v + 1 < (int)mm->nr_vmas ?
+		(int32_t)vma_at(&b->live, mm->vmas[v + 1])->start - end : 8;
+	switch (below(4)) {
+	case 0:
+		if (gap < 1)
+			return;
+		emit(b, OP_MMAP_FIXED, p, end + below(gap), 1, 0);
+		b->ops[b->n].c = 1 + below(gap - (b->ops[b->n].b - end));
+		b->ops[b->n].d = flags[below(5)];
+		b->ops[b->n].x = below(2) ? b->ops[b->n].b : below(100);
+		break;
+	case 1:
+		emit(b, OP_FAULT_AT, p, (int32_t)x->start + below((int)x->npages), 0, 0);
+		break;
+	case 2:
+		emit(b, OP_MUNMAP_AT, p, (int32_t)x->start + below((int)x->npages), 1 + below(12), 0);
+		break;
+	default:
+		emit(b, OP_MPROTECT_AT, p, (int32_t)x->start + below((int)x->npages), 1 + below(12), 0);
+		b->ops[b->n].d = flags[below(5)];
+		break;
+	}
+	commit(b);
+}
+
 static int pick_alive(struct builder *b)
 {
 	int live[MAX_PROCS], n = 0;
@@ -209,7 +243,10 @@ static void build(struct builder *b, const struct generation *g, uint64_t seed)
 			while (p + run < b->nr_procs && b->alive[p + run] && nr_vmas(b, p + run) > v &&
 			       npages(b, p + run, v) == npages(b, p, v))
 				run++;
-			switch (below(7)) {
+			switch (below(8)) {
+			case 7:
+				address_op(b, p, v);
+				continue;
 			case 6:
 				grow_op(b, p, v);
 				continue;

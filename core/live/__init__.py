@@ -181,7 +181,8 @@ def _peak_pages(arr: np.ndarray) -> int:
         elif op == Op.EXIT and alive:
             total -= procs[a]
             procs[a] = None
-        elif op in (Op.MMAP_AFTER, Op.MMAP_BEFORE, Op.BRK, Op.MREMAP_GROW) and alive:
+        elif op in (Op.MMAP_AFTER, Op.MMAP_BEFORE, Op.BRK, Op.MREMAP_GROW,
+                    Op.MMAP_FIXED) and alive:
             procs[a] += max(_c, 0)
             total += max(_c, 0)
         elif op == Op.MUNMAP and alive:

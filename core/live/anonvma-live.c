@@ -64,7 +64,9 @@
 /* Opcodes: core/program.py Op, docs/core.md. */
 enum { OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST, OP_FORK,
        OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR, OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
-       OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW };
+       OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW,
+       OP_MMAP_FIXED, OP_FAULT_AT, OP_MUNMAP_AT, OP_MPROTECT_AT };
+#define VMA_EXEC 0x1   /* the one flag bit a live mapping can carry: PROT_EXEC */
 
 struct prog_op { int32_t op, a, b, c, d; double x; };
 
@@ -243,8 +245,9 @@ static void worker_loop(int me)
 		seen = now;
 		s->err = 0;
 		switch (s->cmd) {
-		case C_MMAP:
-			if (mmap((void *)s->a, s->b * PAGE, PROT_READ | PROT_WRITE,
+		case C_MMAP:      /* prot c, read-write when 0 */
+			if (mmap((void *)s->a, s->b * PAGE,
+				 s->c ? (int)s->c : PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == MAP_FAILED)
 				s->err = errno;
 			break;
@@ -945,6 +948,53 @@ static void move_next_to(struct ctl *c, size_t i)
 	reload_vmas(pr);
 }
 
+/*
+ * mmap_fixed, fault_at, munmap_at, mprotect_at (docs/core.md): the ops that name pages by
+ * address, run at those pages of the workload region. A live mapping is private, anonymous and
+ * read-write, so of the flags only VMA_EXEC (PROT_EXEC) can be carried out, and vm_pgoff is the
+ * address; anything else is refused before it runs.
+ */
+static void address_op(struct ctl *c, size_t i)
+{
+	const struct prog_op *op = &c->ops[i];
+	struct proc *pr = live_proc(c, i, op->a);
+	if (op->b < 1)
+		refuse(i, "page %d is outside the address space", (int)op->b);
+	if (op->op == OP_FAULT_AT) {
+		for (uint32_t k = 0; k < pr->nvmas; k++)
+			if (pr->vmas[k].start <= (uint64_t)op->b &&
+			    (uint64_t)op->b < pr->vmas[k].start + pr->vmas[k].npages) {
+				one(op->a, C_WRITE, addr_of((uint64_t)op->b), 1, 0, 0, 0, i);
+				return;
+			}
+		refuse(i, "no VMA of process %d holds page %d", (int)op->a, (int)op->b);
+	}
+	if (op->c < 1)
+		refuse(i, "npages must be >= 1, got %d", (int)op->c);
+	if (op->op != OP_MUNMAP_AT && (op->d & ~VMA_EXEC))
+		refuse(i, "flags %#x cannot be run live (a live mapping is anonymous and "
+		       "read-write: flags 0 or VM_EXEC %#x)", (unsigned)op->d, VMA_EXEC);
+	uint64_t n = (uint64_t)op->c, at = addr_of((uint64_t)op->b);
+	int prot = PROT_READ | PROT_WRITE | (op->d & VMA_EXEC ? PROT_EXEC : 0);
+	switch (op->op) {
+	case OP_MMAP_FIXED:
+		if (op->x != (double)op->b)
+			refuse(i, "pgoff %g cannot be run live (an anonymous mapping's is its page, "
+			       "%d)", op->x, (int)op->b);
+		need_free(pr, i, op->a, op->b, n);
+		one(op->a, C_MMAP, at, n, (uint64_t)prot, 0, 0, i);
+		note_end(pr, (uint64_t)op->b + n);
+		break;
+	case OP_MUNMAP_AT:
+		one(op->a, C_MUNMAP, at, n, 0, 0, 0, i);
+		break;
+	case OP_MPROTECT_AT:      /* mprotect(2) fails on a hole: refused by check_err */
+		one(op->a, C_MPROTECT, at, n, (uint64_t)prot, 0, 0, i);
+		break;
+	}
+	reload_vmas(pr);
+}
+
 static size_t run_op(struct ctl *c, size_t i)
 {
 	const struct prog_op *op = &c->ops[i];
@@ -1040,8 +1090,14 @@ static size_t run_op(struct ctl *c, size_t i)
 	case OP_MREMAP_BEFORE:
 		move_next_to(c, i);
 		return 1;
+	case OP_MMAP_FIXED:
+	case OP_FAULT_AT:
+	case OP_MUNMAP_AT:
+	case OP_MPROTECT_AT:
+		address_op(c, i);
+		return 1;
 	}
-	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_MREMAP_GROW);
+	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_MPROTECT_AT);
 }
 
 static void kill_all(struct ctl *c)

@@ -14,15 +14,17 @@
  * Both use trace_clock "counter", one atomic counter shared by every CPU and instance: the
  * two streams merge into one total order.
  *
- * Usage: anonvma-record EV_OUT OBJ_OUT STATS_OUT DEADLINE_S cmd ARGV...
- *        anonvma-record EV_OUT OBJ_OUT STATS_OUT DEADLINE_S pid PID
+ * Usage: anonvma-record EV_OUT OBJ_OUT STATS_OUT SNAPS_OUT DEADLINE_S cmd ARGV...
+ *        anonvma-record EV_OUT OBJ_OUT STATS_OUT SNAPS_OUT DEADLINE_S pid PID
  *        anonvma-record probe
  * Command mode runs ARGV in a new pid namespace under an init that is this recorder: when
  * the command's first process exits, whatever it left running is killed (and counted), the
  * trace is drained and the namespace dies with init. Pid mode traces PID, its threads and its
  * descendants until PID exits, the deadline passes, or SIGINT/SIGTERM ends the recording
  * (a normal end in this mode). STATS_OUT gets "key value" lines: root host pid, exit status,
- * processes killed at the end, lost events per CPU and instance.
+ * processes killed at the end, lost events per CPU and instance. SNAPS_OUT gets the images
+ * at each exec (command mode: every process is ptraced, stopped only at its execs) and, in pid
+ * mode, at the attach: "exec PID" or "attach PID", "vma LINE-OF-MAPS", "anon PAGE...", "end".
  * Exit status: 0 recorded, 3 the command could not be started, 1 the environment.
  */
 #define _GNU_SOURCE
@@ -37,8 +39,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -102,6 +106,9 @@ static const char *const EV_EVENTS[] = {
 	"syscalls/sys_enter_madvise", "syscalls/sys_exit_madvise",
 	"syscalls/sys_enter_shmat", "syscalls/sys_exit_shmat",
 	"exceptions/page_fault_user", "exceptions/page_fault_kernel",
+	/* the exec's own faults (the bss's padzero, the stack's auxv) come between these and
+	 * sched_process_exec, in the new image the snapshot describes */
+	"syscalls/sys_enter_execve", "syscalls/sys_enter_execveat",
 	NULL,
 };
 
@@ -154,6 +161,118 @@ static void teardown(const char *dir)
 	 * machine): retry while the kernel says busy, bounded by a minute */
 	for (int k = 0; k < 6000 && rmdir(dir) && errno == EBUSY; k++)
 		usleep(10000);
+}
+
+/* ---------------------------------------------------------------- snapshots */
+
+/*
+ * The image exec makes (the ELF segments of the program and its interpreter, the bss, the
+ * stack, vdso) is built in the kernel without a system call, and exec itself writes the stack
+ * (get_user_pages: no fault event). So at each exec the tracee is stopped (PTRACE_EVENT_EXEC,
+ * right after sched_process_exec) and its /proc/PID/maps is copied with, per VMA, the pages
+ * that hold an anonymous page (pagemap: present, not a file page, not the zero page), then it
+ * goes on. Pid mode takes the same snapshot of every process of the tree when it attaches.
+ */
+static uint64_t zero_pfn = UINT64_MAX;
+
+static void find_zero_pfn(void)
+{
+	volatile char *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	(void)p[0];               /* a read of an anonymous page maps the zero page */
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t e;
+	if (fd >= 0 && pread(fd, &e, sizeof e, (off_t)((uintptr_t)p / 4096 * 8)) == sizeof e &&
+	    (e >> 63) & 1)
+		zero_pfn = e & ((1ULL << 55) - 1);
+	if (fd >= 0)
+		close(fd);
+	munmap((void *)p, 4096);
+}
+
+static void snapshot(FILE *out, const char *what, int pid)
+{
+	char path[64], line[4096];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	FILE *maps = fopen(path, "r");
+	snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+	int pm = open(path, O_RDONLY);
+	fprintf(out, "%s %d\n", what, pid);
+	while (maps && fgets(line, sizeof line, maps)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		fprintf(out, "vma %s", line);
+		if (pm < 0 || hi - lo > (1UL << 30))
+			continue;
+		static uint64_t ent[512];
+		bool any = false;
+		for (unsigned long a = lo; a < hi; a += 512 * 4096UL) {
+			size_t n = (hi - a) / 4096 < 512 ? (hi - a) / 4096 : 512;
+			ssize_t got = pread(pm, ent, n * 8, (off_t)(a / 4096 * 8));
+			for (ssize_t k = 0; k < got / 8; k++) {
+				uint64_t e = ent[k];
+				bool present = (e >> 63) & 1, swapped = (e >> 62) & 1;
+				bool file = (e >> 61) & 1;
+				if ((present && !file && (e & ((1ULL << 55) - 1)) != zero_pfn) ||
+				    swapped) {
+					fprintf(out, any ? " %lu" : "anon %lu",
+						(a - lo) / 4096 + (unsigned long)k);
+					any = true;
+				}
+			}
+		}
+		if (any)
+			fputc('\n', out);
+	}
+	fprintf(out, "end\n");
+	fflush(out);
+	if (maps)
+		fclose(maps);
+	if (pm >= 0)
+		close(pm);
+}
+
+/* The host pid of a process of this pid namespace: /proc is the host's, and a pidfd's
+ * fdinfo names its process in the pid namespace of that /proc. 0 if it is gone. */
+static int host_pid(pid_t nspid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, nspid, 0), pid = 0;
+	if (fd < 0)
+		return 0;
+	char path[64], line[128];
+	snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "Pid: %d", &pid) == 1)
+			break;
+	if (f)
+		fclose(f);
+	close(fd);
+	return pid;
+}
+
+/* A ptrace stop of a tracee: take the snapshot at an exec, pass signals on, let it go. */
+static void tracee_stopped(FILE *snaps, pid_t p, int st)
+{
+	int event = st >> 16, sig = WSTOPSIG(st);
+	if (event == PTRACE_EVENT_EXEC) {
+		int hp = host_pid(p);
+		if (hp > 0)
+			snapshot(snaps, "exec", hp);
+		ptrace(PTRACE_CONT, p, 0, 0);
+	} else if (event == PTRACE_EVENT_STOP) {
+		/* a group stop stays a stop (PTRACE_LISTEN); a new tracee's first stop goes on */
+		if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+			ptrace(PTRACE_LISTEN, p, 0, 0);
+		else
+			ptrace(PTRACE_CONT, p, 0, 0);
+	} else if (event) {       /* fork, vfork, clone: the child is traced from its start */
+		ptrace(PTRACE_CONT, p, 0, 0);
+	} else {                  /* a signal for the tracee: delivered as it would be */
+		ptrace(PTRACE_CONT, p, 0, (void *)(long)sig);
+	}
 }
 
 /* ---------------------------------------------------------------- the reader */
@@ -219,7 +338,7 @@ static void on_stop(int sig)
 struct rec {
 	char ev_dir[300], obj_dir[300];
 	struct stream s[2];
-	FILE *stats;
+	FILE *stats, *snaps;
 	long deadline;
 };
 
@@ -252,6 +371,7 @@ static void finish(struct rec *r)
 	lost_events(r->stats, r->ev_dir, "ev");
 	lost_events(r->stats, r->obj_dir, "obj");
 	fclose(r->stats);
+	fclose(r->snaps);
 }
 
 static int host_pid_of_self(void)
@@ -260,6 +380,31 @@ static int host_pid_of_self(void)
 	ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
 	buf[n > 0 ? n : 0] = 0;
 	return atoi(buf);         /* /proc is the host's: its "self" is the host pid */
+}
+
+/* Processes of this pid namespace but its init (the host's /proc lists processes, not
+ * threads; each names its pid namespace). Counted before the kill: waitpid would also report
+ * every traced thread. */
+static int namespace_processes(void)
+{
+	char mine[64] = "", other[64], path[300];
+	ssize_t n = readlink("/proc/self/ns/pid_for_children", mine, sizeof mine - 1);
+	mine[n > 0 ? n : 0] = 0;
+	int self = host_pid_of_self(), count = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		int pid = atoi(e->d_name);
+		if (pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/ns/pid", pid);
+		n = readlink(path, other, sizeof other - 1);
+		other[n > 0 ? n : 0] = 0;
+		count += n > 0 && !strcmp(mine, other);
+	}
+	if (d)
+		closedir(d);
+	return count;
 }
 
 /*
@@ -271,6 +416,10 @@ static void init_main(struct rec *r, char **argv) __attribute__((noreturn));
 static void init_main(struct rec *r, char **argv)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);   /* outer gone: init dies, and the namespace with it */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);   /* taken by sigtimedwait; the command unblocks it */
 	int go[2], info[2];
 	if (pipe2(go, O_CLOEXEC) || pipe2(info, O_CLOEXEC))
 		die(1, "pipe: %s", strerror(errno));
@@ -281,6 +430,7 @@ static void init_main(struct rec *r, char **argv)
 		int hp = host_pid_of_self(), e;
 		char c;
 		signal(SIGPIPE, SIG_DFL);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
 		/* No transparent huge pages for the tree (inherited by fork, kept across exec): a
 		 * 2 MiB fault would stand for 512 pages that no event names one by one. */
 		if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
@@ -298,6 +448,11 @@ static void init_main(struct rec *r, char **argv)
 	int hp = 0, e = 0;
 	if (read(info[0], &hp, sizeof hp) != sizeof hp)
 		die(1, "the command's process did not start");
+	/* every process of the tree stops at its execs for the snapshot; the options follow
+	 * every fork and clone, and the tree dies with this tracer (EXITKILL) */
+	if (ptrace(PTRACE_SEIZE, child, 0, (void *)(long)(PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK |
+			PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)))
+		die(1, "ptrace: %s", strerror(errno));
 	char pidbuf[32];
 	snprintf(pidbuf, sizeof pidbuf, "%d", hp);
 	if (write_file(r->ev_dir, "set_event_pid", pidbuf))
@@ -311,9 +466,10 @@ static void init_main(struct rec *r, char **argv)
 	ssize_t got = read(info[0], &e, sizeof e);
 	close(info[0]);
 	if (got == sizeof e) {
-		waitpid(child, NULL, 0);
+		waitpid(child, NULL, __WALL);
 		fprintf(stderr, "anonvma-record: %s: %s\n", argv[0], strerror(e));
 		fclose(r->stats);
+		fclose(r->snaps);
 		exit(3);
 	}
 	int status = -1;
@@ -322,13 +478,17 @@ static void init_main(struct rec *r, char **argv)
 	for (;;) {
 		int st;
 		pid_t p;
-		while ((p = waitpid(-1, &st, WNOHANG)) > 0)
-			if (p == child)
+		while ((p = waitpid(-1, &st, WNOHANG | __WALL)) > 0)
+			if (WIFSTOPPED(st))
+				tracee_stopped(r->snaps, p, st);
+			else if (p == child)
 				status = st;
 		if (status != -1)
 			break;
+		/* idle: wait for the trace or a tracee's stop, whichever comes first (a stopped
+		 * tracee waits for this loop: its SIGCHLD ends the wait at once) */
 		if (!drain(r->s, 2))
-			usleep(2000);
+			sigtimedwait(&chld, NULL, &(struct timespec){0, 2000000});
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec > r->deadline)
@@ -337,10 +497,10 @@ static void init_main(struct rec *r, char **argv)
 	/* what the command left running is not the recorded tree's any more: killed, counted */
 	int left = 0;
 	if (kill(-1, 0) == 0) {   /* in a pid namespace: every process of it but init */
+		left = namespace_processes();
 		kill(-1, SIGKILL);
-		pid_t p;
-		while ((p = waitpid(-1, NULL, 0)) > 0 || errno == EINTR)
-			left += p > 0;
+		while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+			;
 	}
 	fprintf(r->stats, "killed %d\n", left);
 	fprintf(r->stats, "status %d\n", WIFEXITED(status) ? WEXITSTATUS(status)
@@ -387,6 +547,8 @@ static int record_pid(struct rec *r, int pid)
 		die(1, "set_event_pid: %s", strerror(errno));
 	open_streams(r);
 	start_tracing(r);
+	for (int qi = 0; qi < qn; qi++)   /* the images the tree has now (racy: it runs on) */
+		snapshot(r->snaps, "attach", queue[qi]);
 	fprintf(r->stats, "root %d\n", pid);
 	fprintf(r->stats, "attached %d\n", qn);
 	puts("recording");        /* pid mode only: the caller's sign that events are traced */
@@ -412,16 +574,16 @@ static int record_pid(struct rec *r, int pid)
 int main(int argc, char **argv)
 {
 	bool probe = argc == 2 && !strcmp(argv[1], "probe");
-	bool cmd = argc >= 7 && !strcmp(argv[5], "cmd");
-	bool pidmode = argc == 7 && !strcmp(argv[5], "pid");
+	bool cmd = argc >= 8 && !strcmp(argv[6], "cmd");
+	bool pidmode = argc == 8 && !strcmp(argv[6], "pid");
 	if (!probe && !cmd && !pidmode)
-		die(2, "usage: anonvma-record EV OBJ STATS DEADLINE_S (cmd ARGV... | pid PID) | "
-		    "anonvma-record probe");
+		die(2, "usage: anonvma-record EV OBJ STATS SNAPS DEADLINE_S (cmd ARGV... | pid PID) "
+		    "| anonvma-record probe");
 	prctl(PR_SET_PDEATHSIG, SIGTERM);   /* dies with the driver, still removing instances */
 	signal(SIGPIPE, SIG_IGN);
 	struct rec r = {0};
 	if (!probe) {
-		r.deadline = atol(argv[4]);
+		r.deadline = atol(argv[5]);
 		for (int i = 0; i < 2; i++) {
 			r.s[i].name = i ? "obj" : "ev";
 			r.s[i].out = open(argv[1 + i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -431,10 +593,14 @@ int main(int argc, char **argv)
 		r.stats = fopen(argv[3], "w");
 		if (!r.stats)
 			die(1, "%s: %s", argv[3], strerror(errno));
+		r.snaps = fopen(argv[4], "w");
+		if (!r.snaps)
+			die(1, "%s: %s", argv[4], strerror(errno));
+		find_zero_pfn();
 	}
-	int target = pidmode ? atoi(argv[6]) : 0;
+	int target = pidmode ? atoi(argv[7]) : 0;
 	if (pidmode && (target <= 0 || (kill(target, 0) && errno == ESRCH)))
-		die(1, "pid %s: no such process", argv[6]);
+		die(1, "pid %s: no such process", argv[7]);
 	if (unshare(CLONE_NEWNS | (cmd ? CLONE_NEWPID : 0)))
 		die(1, "unshare: %s (recording needs root: CAP_SYS_ADMIN to mount tracefs)",
 		    strerror(errno));
@@ -487,7 +653,7 @@ int main(int argc, char **argv)
 				if (sig != SIGKILL && sig != SIGSTOP)
 					sigaction(sig, &sa, NULL);
 			sigprocmask(SIG_SETMASK, &old, NULL);
-			init_main(&r, argv + 6);
+			init_main(&r, argv + 7);
 		}
 		init_pid = init;
 		sigprocmask(SIG_SETMASK, &old, NULL);

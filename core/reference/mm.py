@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from core.program import VM_ACCESS, VM_EXEC
 from core.reference.objects import AnonVma, Mm, Pte, Vma
 
 
@@ -142,7 +143,7 @@ class MmOps:
                 npages=pv.npages,
                 pgoff=pv.pgoff,
                 ptes=[None] * pv.npages,
-                exec=pv.exec,
+                flags=pv.flags,
             )
             child.vmas.append(cv)
             if self.chain:
@@ -224,7 +225,7 @@ class MmOps:
         if self.alloc_fails():  # vm_area_dup of the new VMA
             return None
         if new_below:
-            new = Vma(mm, vma.start, k, vma.pgoff, vma.ptes[:k], vma.anon_vma, exec=vma.exec)
+            new = Vma(mm, vma.start, k, vma.pgoff, vma.ptes[:k], vma.anon_vma, flags=vma.flags)
             rest = (vma.start + k, vma.npages - k, vma.pgoff + k, vma.ptes[k:])
         else:
             new = Vma(
@@ -234,7 +235,7 @@ class MmOps:
                 vma.pgoff + k,
                 vma.ptes[k:],
                 vma.anon_vma,
-                exec=vma.exec,
+                flags=vma.flags,
             )
             rest = (vma.start, k, vma.pgoff, vma.ptes[:k])
         # 1. link the new VMA while the old one still has its old interval.
@@ -259,17 +260,21 @@ class MmOps:
         range (new_below), then the part above (not new_below); the old VMA, now exactly the
         range, toggles VM_EXEC."""
         vma = self.range_vma(p, v, off, length)
-        if self.vma_merge(vma, off, length):
-            return
-        # mprotect_fixup returns a split's -ENOMEM before the flags change: a first split that
-        # succeeded stays, and no piece is toggled.
+        if not self.mprotect_fixup(vma, off, length, vma.flags ^ VM_EXEC):
+            self.counters["ops_failed"] += 1
+
+    def mprotect_fixup(self, vma: Vma, off: int, length: int, flags: int) -> bool:
+        """Pages off..off+length-1 of vma take ``flags``; False on a split's -ENOMEM, which
+        mprotect_fixup returns before the flags change: a first split that succeeded stays,
+        and no piece changes."""
+        if self.vma_merge(vma, off, length, flags):
+            return True
         if off > 0 and self.split_vma(vma, off, new_below=True) is None:
-            self.counters["ops_failed"] += 1
-            return
+            return False
         if length < vma.npages and self.split_vma(vma, length, new_below=False) is None:
-            self.counters["ops_failed"] += 1
-            return
-        vma.exec = not vma.exec
+            return False
+        vma.flags = flags
+        return True
 
     # find_mergeable_anon_vma is anon_vma_prepare's helper but lives in mm/mmap.c (mm/vma.c
     # from 6.12) beside vma_merge, whose adjacency tests it shares.
@@ -278,9 +283,12 @@ class MmOps:
         """reusable_anon_vma / the 2.6.33 test inside find_mergeable_anon_vma for one neighbour:
         adjacent, vm_pgoff contiguous, has an anon_vma, and from 2.6.34 list_is_singular on its
         chain (a forked VMA, linked to its parent's anon_vmas too, never lends). Flags are
-        compared ignoring VM_READ/WRITE/EXEC, so ``exec`` does not matter."""
+        compared ignoring VM_READ/WRITE/EXEC (anon_vma_compatible; the program's other flag
+        bits stand for the file and the rest of vm_flags, which must be equal)."""
         lo, hi = (vma, near) if near_is_next else (near, vma)
         if lo.start + lo.npages != hi.start or lo.pgoff + lo.npages != hi.pgoff:
+            return None
+        if (vma.flags ^ near.flags) & ~VM_ACCESS:
             return None
         if near.anon_vma is None:
             return None
@@ -327,26 +335,26 @@ class MmOps:
         return a1 is a2
 
     def can_vma_merge_after(
-        self, prev: Vma, flag: bool, a: AnonVma | None, src: Vma | None, start: int, pgoff: int,
+        self, prev: Vma, flag: int, a: AnonVma | None, src: Vma | None, start: int, pgoff: int,
     ) -> bool:
         """mm/mmap.c can_vma_merge_after (with vma_merge's adjacency test): may a range at page
         ``start`` with flags ``flag``, vm_pgoff ``pgoff`` and anon_vma ``a`` (the pages of
         ``src``, None for a new range) extend ``prev``?"""
         return (
             prev.start + prev.npages == start
-            and prev.exec == flag
+            and prev.flags == flag
             and prev.pgoff + prev.npages == pgoff
             and self.is_mergeable_anon_vma(a, prev.anon_vma, prev, src)
         )
 
     def can_vma_merge_before(
-        self, nxt: Vma, flag: bool, a: AnonVma | None, src: Vma | None, end: int, end_pgoff: int,
+        self, nxt: Vma, flag: int, a: AnonVma | None, src: Vma | None, end: int, end_pgoff: int,
     ) -> bool:
         """mm/mmap.c can_vma_merge_before: may a range ending at page ``end`` (exclusive), whose
         vm_pgoff continues to ``end_pgoff``, be prepended to ``nxt``?"""
         return (
             nxt.start == end
-            and nxt.exec == flag
+            and nxt.flags == flag
             and nxt.pgoff == end_pgoff
             and self.is_mergeable_anon_vma(a, nxt.anon_vma, nxt, src)
         )
@@ -360,12 +368,11 @@ class MmOps:
         vma.ptes = []
         vma.mm.vmas.remove(vma)
 
-    def vma_merge(self, vma: Vma, off: int, length: int) -> bool:
+    def vma_merge(self, vma: Vma, off: int, length: int, flag: int) -> bool:
         """mm/mmap.c vma_merge as mprotect_fixup calls it, with the range's new flags: a
         neighbour whose flags, address and vm_pgoff continue the range (and whose anon_vma is
         mergeable) absorbs it (kernel cases 1-8). Returns whether it merged."""
         mm = vma.mm
-        flag = not vma.exec
         a = vma.anon_vma
         s = vma.start + off
         g = vma.pgoff + off
@@ -490,7 +497,7 @@ class MmOps:
             self.copy_vma_pgoff(vma, off, start),
             [None] * length,
             vma.anon_vma,
-            exec=vma.exec,
+            flags=vma.flags,
         )
         if self.chain:
             # ->anon_vma already set: no reuse, one more VMA. A failed clone frees the copy
@@ -527,7 +534,7 @@ class MmOps:
         mm.next_free = max(mm.next_free, end + 1)
 
     def vma_merge_new_range(
-        self, mm: Mm, at: int, start: int, n: int, pgoff: int, flag: bool,
+        self, mm: Mm, at: int, start: int, n: int, pgoff: int, flag: int,
         a: AnonVma | None, src: Vma | None, ptes: list[Pte | None], just_expand: bool,
     ) -> Vma | None | bool:
         """vma_merge_new_range: may the neighbours of the free pages start..start+n-1 (a new
@@ -577,11 +584,93 @@ class MmOps:
             self.rekey(nxt)
         return importer
 
-    def new_region(self, mm: Mm, at: int, start: int, n: int) -> Vma:
+    def new_region(self, mm: Mm, at: int, start: int, n: int, flags: int = 0,
+                   pgoff: int | None = None) -> Vma:
         """mmap's own new VMA (never injected), the ``at``-th of the list."""
-        vma = Vma(mm=mm, start=start, npages=n, pgoff=start, ptes=[None] * n)
+        vma = Vma(mm=mm, start=start, npages=n, pgoff=start if pgoff is None else pgoff,
+                  ptes=[None] * n, flags=flags)
         mm.vmas.insert(at, vma)
         return vma
+
+    # ---- ops that name addresses (docs/core.md "mmap_fixed") ----------------------------------
+
+    @staticmethod
+    def pos_from(mm: Mm, page: int) -> int:
+        """The position of the first VMA that ends above ``page``."""
+        return next((i for i, v in enumerate(mm.vmas) if v.start + v.npages > page),
+                    len(mm.vmas))
+
+    def _pages(self, start: int, n: int) -> None:
+        if start < 1:
+            self._raise(f"page {start} is outside the address space (1..{2**31 - 1})")
+        self._count(n)
+        if start + n > 2**31 - 1:
+            self._raise(f"pages {start}..{start + n - 1} are outside the address space")
+
+    def _flags(self, flags: int) -> None:
+        if flags < 0:
+            self._raise(f"flags must be >= 0, got {flags}")
+
+    def op_mmap_fixed(self, p: int, start: int, n: int, flags: int, pgoff: float) -> None:
+        """mmap with MAP_FIXED_NOREPLACE at page ``start``: a neighbour with the same flags
+        takes the pages if it may, else a new VMA with those flags and vm_pgoff."""
+        mm = self.process(p)
+        self._pages(start, n)
+        self._flags(flags)
+        if not (pgoff >= 0 and pgoff == math.floor(pgoff) and pgoff + n <= 2**32 - 1):
+            self._raise(f"pgoff must be an integer in 0..{2**32 - 1 - n}, got {pgoff}")
+        at = self.pos_from(mm, start)
+        self.check_free(mm, at, start, n)
+        took = self.vma_merge_new_range(
+            mm, at, start, n, int(pgoff), flags, None, None, [None] * n, False
+        )
+        if took is None or took is False:
+            self.new_region(mm, at, start, n, flags, int(pgoff))
+        self.note_end(mm, start + n)
+
+    def op_fault_at(self, p: int, page: int) -> None:
+        mm = self.process(p)
+        if page < 1:
+            self._raise(f"page {page} is outside the address space (1..{2**31 - 1})")
+        at = self.pos_from(mm, page)
+        if at == len(mm.vmas) or mm.vmas[at].start > page:
+            self._raise(f"no VMA of process {p} holds page {page}")
+        vma = mm.vmas[at]
+        self.handle_mm_fault(vma, page - vma.start)
+
+    def _pieces(self, mm: Mm, start: int, end: int):
+        """The VMAs the range meets, lowest first, each with its part of the range, found
+        again after each step (a step splits and merges)."""
+        while start < end:
+            at = self.pos_from(mm, start)
+            if at == len(mm.vmas) or mm.vmas[at].start >= end:
+                return
+            vma = mm.vmas[at]
+            lo = max(start, vma.start)
+            hi = min(end, vma.start + vma.npages)
+            yield vma, lo - vma.start, hi - lo
+            start = hi
+
+    def op_munmap_at(self, p: int, start: int, n: int) -> None:
+        """munmap by address: every VMA the range meets, lowest first, loses its part; the
+        first -ENOMEM stops the op."""
+        mm = self.process(p)
+        self._pages(start, n)
+        for vma, off, length in self._pieces(mm, start, start + n):
+            if not self.do_munmap(vma, off, length):
+                self.counters["ops_failed"] += 1
+                return
+
+    def op_mprotect_at(self, p: int, start: int, n: int, flags: int) -> None:
+        """mprotect by address: every VMA the range meets whose flags differ, lowest first,
+        goes through mprotect_fixup with its part; the first -ENOMEM stops the op."""
+        mm = self.process(p)
+        self._pages(start, n)
+        self._flags(flags)
+        for vma, off, length in self._pieces(mm, start, start + n):
+            if vma.flags != flags and not self.mprotect_fixup(vma, off, length, flags):
+                self.counters["ops_failed"] += 1
+                return
 
     def _count(self, n: int) -> None:
         if n < 1:
@@ -597,7 +686,7 @@ class MmOps:
         at = v if before else v + 1
         self.check_free(mm, at, start, n)
         took = self.vma_merge_new_range(
-            mm, at, start, n, start, False, None, None, [None] * n, False
+            mm, at, start, n, start, 0, None, None, [None] * n, False
         )
         if took is None or took is False:
             self.new_region(mm, at, start, n)
@@ -623,7 +712,7 @@ class MmOps:
             self._raise(f"the page above the new break (page {start + n}) is mapped: brk "
                         "keeps it free")
         took = self.vma_merge_new_range(
-            mm, last + 1, start, n, start, False, None, None, [None] * n, True
+            mm, last + 1, start, n, start, 0, None, None, [None] * n, True
         )
         if took is None:
             took, first = self.new_region(mm, last + 1, start, n), 0
@@ -646,7 +735,7 @@ class MmOps:
         self.check_free(vma.mm, v + 1, start, n)
         if self.gen.vma_merge_extend:
             took = self.vma_merge_new_range(
-                vma.mm, v + 1, start, n, vma.pgoff + vma.npages, vma.exec, vma.anon_vma, None,
+                vma.mm, v + 1, start, n, vma.pgoff + vma.npages, vma.flags, vma.anon_vma, None,
                 [None] * n, False,
             )
             assert took is not None  # prev, v itself, always fits
@@ -675,7 +764,7 @@ class MmOps:
         old_start = vma.start + off
         moved = vma.ptes[off : off + length]
         took = self.vma_merge_new_range(
-            mm, at, start, length, pgoff, vma.exec, vma.anon_vma, vma, moved, False
+            mm, at, start, length, pgoff, vma.flags, vma.anon_vma, vma, moved, False
         )
         if took is False:
             self.counters["ops_failed"] += 1  # copy_vma returned NULL: nothing moved
@@ -684,7 +773,7 @@ class MmOps:
             if self.alloc_fails():  # copy_vma's vm_area_dup
                 self.counters["ops_failed"] += 1
                 return
-            new = Vma(mm, start, length, pgoff, list(moved), vma.anon_vma, exec=vma.exec)
+            new = Vma(mm, start, length, pgoff, list(moved), vma.anon_vma, flags=vma.flags)
             if self.chain:
                 if not self.anon_vma_clone(new, vma):
                     self.counters["ops_failed"] += 1

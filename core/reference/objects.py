@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.program import VM_EXEC
+
 #: The first VMA of every process starts at this page number (docs/core.md, mmap).
 FIRST_VMA_START = 16
 
@@ -58,10 +60,16 @@ class Vma:
     anon_vma: AnonVma | None = None
     #: chain only: the VMA's anon_vma_chain, head (index 0) = newest, tail = oldest (root last).
     chain: list[Avc] = field(default_factory=list)
-    #: VM_EXEC: clear at mmap, copied by fork, split and mremap, toggled by mprotect. Only
-    #: vma_merge reads it (equal vm_flags); find_mergeable_anon_vma ignores VM_READ/WRITE/EXEC.
-    exec: bool = False
+    #: vm_flags as the program names them: 0 at mmap (mmap_fixed gives its own), copied by
+    #: fork, split and mremap; mprotect toggles VM_EXEC, mprotect_at sets them. vma_merge needs
+    #: them equal; find_mergeable_anon_vma compares them without the access bits (VM_ACCESS).
+    flags: int = 0
     alive: bool = True
+
+    @property
+    def exec(self) -> bool:
+        """VM_EXEC, the bit the mprotect op toggles."""
+        return bool(self.flags & VM_EXEC)
 
 
 @dataclass(eq=False)

@@ -187,6 +187,14 @@ def _execute(sim: _Sim, op: Op, a: int, b: int, c: int, d: int, x: float) -> Non
         sim.op_mremap_grow(a, b, c)
     elif op is Op.MREMAP_AFTER or op is Op.MREMAP_BEFORE:
         sim.op_mremap_to(a, b, c, d, x, before=op is Op.MREMAP_BEFORE)
+    elif op is Op.MMAP_FIXED:
+        sim.op_mmap_fixed(a, b, c, d, x)
+    elif op is Op.FAULT_AT:
+        sim.op_fault_at(a, b)
+    elif op is Op.MUNMAP_AT:
+        sim.op_munmap_at(a, b, c)
+    elif op is Op.MPROTECT_AT:
+        sim.op_mprotect_at(a, b, c, d)
 
 
 def allocations(program, kernel: str, seed: int = 0, *, inject: Injection | None = None) -> int:

@@ -211,7 +211,7 @@ int dup_mmap(struct sim *s, idx_t parent, idx_t *out)
 			vma_free(s, cv);
 			goto fail;
 		}
-		vma_at(s, cv)->exec = vma_at(s, pv)->exec;
+		vma_at(s, cv)->flags = vma_at(s, pv)->flags;
 		if (s->gen->structure == RMAP_SHARED_LIST) {
 			vma_at(s, cv)->anon_vma = vma_at(s, pv)->anon_vma;
 			err = anon_vma_link(s, cv);
@@ -318,7 +318,7 @@ int split_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t k, bool new_belo
 	int err = vma_alloc(s, mm_i, start, npages, pgoff, true, &nv);
 	if (err)
 		return err;
-	vma_at(s, nv)->exec = o.exec;
+	vma_at(s, nv)->flags = o.flags;
 	vma_at(s, nv)->anon_vma = o.anon_vma;
 	/* Linked before the old VMA changes, as in __split_vma: a failed anon_vma_clone (-ENOMEM)
 	 * leaves the old VMA as it was. */
@@ -347,10 +347,12 @@ static uint32_t mm_vma_position(struct sim *s, idx_t mm_i, idx_t vma_i)
 
 /*
  * find_mergeable_anon_vma - an adjacent VMA's anon_vma that this VMA could share, next first,
- * then prev: adjacent, vm_pgoff contiguous, flags equal ignoring VM_READ|WRITE|EXEC (every
- * anonymous VMA here qualifies), and from 2.6.34 the neighbour's chain singular
+ * then prev: adjacent, vm_pgoff contiguous, flags equal ignoring VM_READ|WRITE|EXEC, and from 2.6.34 the neighbour's chain singular
  * (reusable_anon_vma: a forked VMA never lends its anon_vma, so VMAs sharing ->anon_vma keep
  * identical chains). NIL when there is none.
+ *
+ * anon_vma_compatible also asks for the same file and the same flags but the access bits
+ * (VMA_ACCESS): the program's flags stand for both (every plain mmap's are 0).
  *
  * anon_vma_prepare's helper, here as in the kernel (mm/mmap.c, mm/vma.c from 6.12) beside
  * vma_merge: both ask whether a neighbour is adjacent with contiguous vm_pgoff.
@@ -365,12 +367,14 @@ idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma_i)
 	if (pos + 1 < mm->nr_vmas) {
 		const struct vma *next = vma_at(s, mm->vmas[pos + 1]);
 		if (vma->start + vma->npages == next->start && vma->pgoff + vma->npages == next->pgoff &&
+		    !((vma->flags ^ next->flags) & ~VMA_ACCESS) &&
 		    next->anon_vma != NIL && (!chain || next->nr_chain == 1))
 			return next->anon_vma;
 	}
 	if (pos > 0) {
 		const struct vma *prev = vma_at(s, mm->vmas[pos - 1]);
 		if (prev->start + prev->npages == vma->start && prev->pgoff + prev->npages == vma->pgoff &&
+		    !((vma->flags ^ prev->flags) & ~VMA_ACCESS) &&
 		    prev->anon_vma != NIL && (!chain || prev->nr_chain == 1))
 			return prev->anon_vma;
 	}
@@ -403,22 +407,22 @@ static bool is_mergeable_anon_vma(struct sim *s, idx_t a1, idx_t src, idx_t a2, 
 	return a1 == a2;
 }
 
-/* May the range (flags `exec`, the anon_vma `av` of VMA `src`, pages [start, end), vm_pgoff
+/* May the range (flags `flags`, the anon_vma `av` of VMA `src`, pages [start, end), vm_pgoff
  * `pgoff`) extend `prev` (can_vma_merge_after) or be prepended to `next`
  * (can_vma_merge_before)? */
-static bool can_vma_merge_after(struct sim *s, idx_t prev, bool exec, idx_t av, idx_t src,
+static bool can_vma_merge_after(struct sim *s, idx_t prev, uint32_t flags, idx_t av, idx_t src,
 				uint32_t start, uint32_t pgoff)
 {
 	const struct vma *p = vma_at(s, prev);
-	return p->start + p->npages == start && p->exec == exec && p->pgoff + p->npages == pgoff &&
+	return p->start + p->npages == start && p->flags == flags && p->pgoff + p->npages == pgoff &&
 	       is_mergeable_anon_vma(s, av, src, p->anon_vma, prev);
 }
 
-static bool can_vma_merge_before(struct sim *s, idx_t next, bool exec, idx_t av, idx_t src,
+static bool can_vma_merge_before(struct sim *s, idx_t next, uint32_t flags, idx_t av, idx_t src,
 				 uint32_t end, uint32_t end_pgoff)
 {
 	const struct vma *n = vma_at(s, next);
-	return n->start == end && n->exec == exec && n->pgoff == end_pgoff &&
+	return n->start == end && n->flags == flags && n->pgoff == end_pgoff &&
 	       is_mergeable_anon_vma(s, av, src, n->anon_vma, next);
 }
 
@@ -451,7 +455,7 @@ static void vma_remove(struct sim *s, idx_t mm_i, uint32_t pos)
 
 /*
  * vma_merge - mprotect's attempt to let pages off .. off+len-1 of the VMA at `pos`, about to
- * take flags `exec`, join the neighbour with those flags instead of splitting (mprotect_fixup
+ * take flags `flags`, join the neighbour with those flags instead of splitting (mprotect_fixup
  * calls it first). The kernel's cases, with the neighbour absorbing:
  *   whole VMA, prev and next both fit and prev's and next's anon_vmas are compatible: prev
  *     grows over the VMA and next, both removed (case 1);
@@ -464,7 +468,7 @@ static void vma_remove(struct sim *s, idx_t mm_i, uint32_t pos)
  * caller splits as the kernel does when vma_merge returns NULL).
  */
 static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
-		     bool exec)
+		     uint32_t flags)
 {
 	struct mm *mm = mm_at(s, mm_i);
 	idx_t v = mm->vmas[pos];
@@ -474,9 +478,9 @@ static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint
 	idx_t prev = off == 0 && pos > 0 ? mm->vmas[pos - 1] : NIL;
 	idx_t next = off + len == o.npages && pos + 1 < mm->nr_vmas ? mm->vmas[pos + 1] : NIL;
 	bool merge_prev = prev != NIL &&
-			  can_vma_merge_after(s, prev, exec, o.anon_vma, v, start, pgoff);
+			  can_vma_merge_after(s, prev, flags, o.anon_vma, v, start, pgoff);
 	bool merge_next = next != NIL &&
-			  can_vma_merge_before(s, next, exec, o.anon_vma, v, start + len, pgoff + len);
+			  can_vma_merge_before(s, next, flags, o.anon_vma, v, start + len, pgoff + len);
 	if (!merge_prev && !merge_next)
 		return 0;
 	if (merge_prev && merge_next &&
@@ -537,15 +541,16 @@ static int vma_merge(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint
 }
 
 /*
- * mprotect_fixup - toggle VM_EXEC on pages off .. off+len-1 of the VMA at `pos`. First
+ * mprotect_fixup - give pages off .. off+len-1 of the VMA at `pos` the flags `newflags` (the
+ * mprotect op toggles VMA_EXEC, mprotect_at names them). First
  * vma_merge with a neighbour that already has the new flags; failing that, split off the part
  * below (the new VMA below), then the part above (the new VMA above); the old VMA is left
  * holding exactly the range and changes its flags.
  */
-int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len)
+int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
+		   uint32_t newflags)
 {
-	bool exec = !vma_at(s, mm_at(s, mm_i)->vmas[pos])->exec;
-	int err = vma_merge(s, mm_i, pos, off, len, exec);
+	int err = vma_merge(s, mm_i, pos, off, len, newflags);
 	if (err == 1)
 		return SIM_OK;
 	if (err && err != SIM_EINJECTED)
@@ -558,7 +563,7 @@ int mprotect_fixup(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32
 	idx_t v = mm_at(s, mm_i)->vmas[pos];
 	if (len < vma_at(s, v)->npages && (err = split_vma(s, mm_i, pos, len, false)))
 		return err;
-	vma_at(s, v)->exec = exec;
+	vma_at(s, v)->flags = newflags;
 	return SIM_OK;
 }
 
@@ -615,7 +620,7 @@ int move_vma(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len
 			    &nv);
 	if (err)
 		return err;
-	vma_at(s, nv)->exec = vma_at(s, old)->exec;
+	vma_at(s, nv)->flags = vma_at(s, old)->flags;
 	vma_at(s, nv)->anon_vma = vma_at(s, old)->anon_vma;
 	if ((err = anon_vma_link_new(s, nv, old))) {
 		vma_free(s, nv);   /* copy_vma failed: -ENOMEM, nothing moved */
@@ -678,14 +683,14 @@ static void mm_note_end(struct sim *s, idx_t mm_i, uint32_t end)
 /*
  * The range a merge proposes (the fields of the kernel's struct vma_merge_struct modelled
  * here): pages [start, start + n), where a new VMA would enter the list at position `pos`
- * (prev = vmas[pos - 1], next = vmas[pos]), with vm_pgoff `pgoff`, flags `exec` and the
+ * (prev = vmas[pos - 1], next = vmas[pos]), with vm_pgoff `pgoff`, flags `flags` and the
  * range's anon_vma; `src` is the VMA the pages are copied from (copy_vma's copied_from; NIL
  * for new pages and for mremap's growth, whose vma_merge_extend names no middle VMA); `pt`
  * their PTEs (NULL: all empty); `just_expand` (brk): only prev is a candidate.
  */
 struct vma_merge_struct {
-	uint32_t pos, start, n, pgoff;
-	bool exec, just_expand;
+	uint32_t pos, start, n, pgoff, flags;
+	bool just_expand;
 	idx_t anon_vma, src;
 	const pte_t *pt;
 };
@@ -714,9 +719,9 @@ static int vma_merge_new_range(struct sim *s, idx_t mm_i, const struct vma_merge
 	idx_t prev = pos > 0 ? mm->vmas[pos - 1] : NIL;
 	idx_t next = !vmg->just_expand && pos < mm->nr_vmas ? mm->vmas[pos] : NIL;
 	bool merge_prev = prev != NIL &&
-			  can_vma_merge_after(s, prev, vmg->exec, av, src, vmg->start, vmg->pgoff);
+			  can_vma_merge_after(s, prev, vmg->flags, av, src, vmg->start, vmg->pgoff);
 	bool merge_next = next != NIL &&
-			  can_vma_merge_before(s, next, vmg->exec, av, src, vmg->start + n,
+			  can_vma_merge_before(s, next, vmg->flags, av, src, vmg->start + n,
 					       vmg->pgoff + n);
 	if (!merge_prev && !merge_next)
 		return 0;
@@ -763,19 +768,26 @@ static int vma_merge_new_range(struct sim *s, idx_t mm_i, const struct vma_merge
 	return 1;
 }
 
-/* A new anonymous VMA of mmap or brk at pages [start, start + n), position `pos`: like
- * do_mmap's, never injected. */
-static int mmap_region_new(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start, uint32_t n)
+/* A new VMA of mmap or brk at pages [start, start + n), position `pos`: like do_mmap's,
+ * never injected. */
+static int mmap_region_flags(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start, uint32_t n,
+			     uint32_t flags, uint32_t pgoff)
 {
 	idx_t v = NIL;
-	int err = vma_alloc(s, mm_i, start, n, start, false, &v);
+	int err = vma_alloc(s, mm_i, start, n, pgoff, false, &v);
 	if (err)
 		return err;
+	vma_at(s, v)->flags = flags;
 	if ((err = mm_insert_vma(s, mm_i, pos, v))) {
 		vma_free(s, v);
 		return err;
 	}
 	return SIM_OK;
+}
+
+static int mmap_region_new(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t start, uint32_t n)
+{
+	return mmap_region_flags(s, mm_i, pos, start, n, 0, start);
 }
 
 /*
@@ -877,7 +889,7 @@ int mremap_grow(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t n)
 	if (s->gen->vma_merge_extend) {
 		struct vma_merge_struct vmg = {
 			.pos = pos + 1, .start = start, .n = n, .pgoff = v->pgoff + v->npages,
-			.exec = v->exec, .anon_vma = v->anon_vma, .src = NIL,
+			.flags = v->flags, .anon_vma = v->anon_vma, .src = NIL,
 		};
 		idx_t into;
 		err = vma_merge_new_range(s, mm_i, &vmg, &into);   /* 1: prev, v itself, fits */
@@ -933,7 +945,7 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 	uint32_t old_start = o->start + off;
 	struct vma_merge_struct vmg = {
 		.pos = at, .start = (uint32_t)start, .n = len,
-		.pgoff = copy_vma_pgoff(o, off, (uint32_t)start), .exec = o->exec,
+		.pgoff = copy_vma_pgoff(o, off, (uint32_t)start), .flags = o->flags,
 		.anon_vma = o->anon_vma, .src = old, .pt = faulted ? o->pt + off : NULL,
 	};
 	idx_t into;
@@ -944,7 +956,7 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 		idx_t nv;
 		if ((err = vma_alloc(s, mm_i, (uint32_t)start, len, vmg.pgoff, true, &nv)))
 			return err;
-		vma_at(s, nv)->exec = vma_at(s, old)->exec;
+		vma_at(s, nv)->flags = vma_at(s, old)->flags;
 		vma_at(s, nv)->anon_vma = vma_at(s, old)->anon_vma;
 		if ((err = anon_vma_link_new(s, nv, old))) {
 			vma_free(s, nv);
@@ -963,4 +975,120 @@ int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t 
 	if (err == SIM_EINJECTED)
 		s->count.ops_failed++;   /* moved, but the old range could not be taken away */
 	return err == SIM_EINJECTED ? SIM_OK : err;
+}
+
+/* ---------------------------------------------------------------- ops that name addresses */
+
+/* The position a VMA starting at page `page` would take: the first VMA that ends above it. */
+static uint32_t vma_pos_from(struct sim *s, idx_t mm_i, uint32_t page)
+{
+	const struct mm *mm = mm_at(s, mm_i);
+	uint32_t lo = 0, hi = mm->nr_vmas;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct vma *v = vma_at(s, mm->vmas[mid]);
+		if (v->start + v->npages <= page)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* find_vma_intersection of one page: the VMA holding page `page`, or SIM_EINVAL. */
+int find_vma_at(struct sim *s, idx_t mm_i, uint32_t page, idx_t *out)
+{
+	uint32_t pos = vma_pos_from(s, mm_i, page);
+	const struct mm *mm = mm_at(s, mm_i);
+	if (pos == mm->nr_vmas || vma_at(s, mm->vmas[pos])->start > page)
+		return sim_fail(s, SIM_EINVAL, "no VMA of process %u holds page %u", mm_i, page);
+	*out = mm->vmas[pos];
+	return SIM_OK;
+}
+
+/*
+ * do_mmap_fixed - mmap with MAP_FIXED_NOREPLACE of n pages at page `start` with the given flags
+ * and vm_pgoff (an anonymous mapping's is its address; a private file mapping's its offset in
+ * the file, whose identity is one of the flags): the pages must be free. mmap_region first
+ * lets the neighbours take the range (vma_merge_new_range, no src), else maps a new VMA; a
+ * failed import is not mmap's failure (as do_mmap_near).
+ */
+int do_mmap_fixed(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t flags,
+		  uint32_t pgoff)
+{
+	uint32_t at = vma_pos_from(s, mm_i, start);
+	int err = range_free(s, mm_i, at, start, n);
+	if (err)
+		return err;
+	struct vma_merge_struct vmg = {
+		.pos = at, .start = start, .n = n, .pgoff = pgoff, .flags = flags,
+		.anon_vma = NIL, .src = NIL,
+	};
+	idx_t into;
+	err = vma_merge_new_range(s, mm_i, &vmg, &into);
+	if (err == 0 || err == SIM_EINJECTED)
+		err = mmap_region_flags(s, mm_i, at, start, n, flags, pgoff);
+	else if (err == 1)
+		err = SIM_OK;
+	if (!err)
+		mm_note_end(s, mm_i, start + n);
+	return err;
+}
+
+/*
+ * do_munmap_range - munmap of pages [start, start + n) by address: every VMA the range meets,
+ * lowest first, loses its part of it (do_munmap: the splits, then the zap and the unlink).
+ * Pages of the range that no VMA holds are skipped, as munmap(2) does.
+ */
+int do_munmap_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n)
+{
+	uint64_t end = (uint64_t)start + n;
+	for (;;) {
+		uint32_t pos = vma_pos_from(s, mm_i, start);
+		const struct mm *mm = mm_at(s, mm_i);
+		if (pos == mm->nr_vmas)
+			return SIM_OK;
+		const struct vma *v = vma_at(s, mm->vmas[pos]);
+		if (v->start >= end)
+			return SIM_OK;
+		uint32_t from = v->start > start ? v->start : start;
+		uint64_t vend = (uint64_t)v->start + v->npages;
+		uint32_t to = (uint32_t)(vend < end ? vend : end);
+		int err = do_munmap(s, mm_i, pos, from - v->start, to - from);
+		if (err)
+			return err;
+		start = to;
+	}
+}
+
+/*
+ * mprotect_range - mprotect of pages [start, start + n) to `flags` by address: every VMA the
+ * range meets, lowest first, whose flags differ goes through mprotect_fixup with its part of
+ * the range (vma_merge with the neighbours, else the splits), as the mprotect system call's
+ * loop does; a VMA that already has the flags is left alone (mprotect_fixup's newflags ==
+ * oldflags). Pages no VMA holds are skipped (the system call would fail there with -ENOMEM,
+ * having changed the VMAs below them).
+ */
+int mprotect_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t flags)
+{
+	uint64_t end = (uint64_t)start + n;
+	while (start < end) {
+		uint32_t pos = vma_pos_from(s, mm_i, start);
+		const struct mm *mm = mm_at(s, mm_i);
+		if (pos == mm->nr_vmas)
+			return SIM_OK;
+		const struct vma *v = vma_at(s, mm->vmas[pos]);
+		if (v->start >= end)
+			return SIM_OK;
+		uint32_t from = v->start > start ? v->start : start;
+		uint64_t vend = (uint64_t)v->start + v->npages;
+		uint32_t to = (uint32_t)(vend < end ? vend : end);
+		if (v->flags != flags) {
+			int err = mprotect_fixup(s, mm_i, pos, from - v->start, to - from, flags);
+			if (err)
+				return err;
+		}
+		start = to;
+	}
+	return SIM_OK;
 }

@@ -18,8 +18,23 @@ static const char *const op_names[] = {
 	[OP_MPROTECT] = "mprotect", [OP_MUNMAP] = "munmap", [OP_MREMAP] = "mremap",
 	[OP_MMAP_AFTER] = "mmap_after", [OP_MMAP_BEFORE] = "mmap_before", [OP_BRK] = "brk",
 	[OP_MREMAP_AFTER] = "mremap_after", [OP_MREMAP_BEFORE] = "mremap_before",
-	[OP_MREMAP_GROW] = "mremap_grow",
+	[OP_MREMAP_GROW] = "mremap_grow", [OP_MMAP_FIXED] = "mmap_fixed",
+	[OP_FAULT_AT] = "fault_at", [OP_MUNMAP_AT] = "munmap_at", [OP_MPROTECT_AT] = "mprotect_at",
 };
+
+/* The address ops' page range: b = the first page (>= 1), c = how many (>= 1). */
+static int check_pages(struct sim *s, const struct prog_op *op)
+{
+	if (op->b < 1)
+		return sim_fail(s, SIM_EINVAL, "page %d is outside the address space (1..%d)",
+				(int)op->b, INT32_MAX);
+	if (op->c < 1)
+		return sim_fail(s, SIM_EINVAL, "npages must be >= 1, got %d", (int)op->c);
+	if ((int64_t)op->b + op->c > INT32_MAX)
+		return sim_fail(s, SIM_EINVAL, "pages %d..%lld are outside the address space "
+				"(1..%d)", (int)op->b, (long long)op->b + op->c - 1, INT32_MAX - 1);
+	return SIM_OK;
+}
 
 static int lookup_vma(struct sim *s, int32_t p, int32_t v, idx_t *out);
 
@@ -248,7 +263,9 @@ static int run_op(struct sim *s, const struct prog_op *op)
 			return err;
 		uint32_t off = (uint32_t)op->c, len = (uint32_t)op->d;
 		if (op->op == OP_MPROTECT)
-			return mprotect_fixup(s, (idx_t)op->a, pos, off, len);
+			return mprotect_fixup(s, (idx_t)op->a, pos, off, len,
+					      vma_at(s, mm_at(s, (idx_t)op->a)->vmas[pos])->flags ^
+					      VMA_EXEC);
 		if (op->op == OP_MUNMAP)
 			return do_munmap(s, (idx_t)op->a, pos, off, len);
 		return move_vma(s, (idx_t)op->a, pos, off, len);
@@ -291,6 +308,41 @@ static int run_op(struct sim *s, const struct prog_op *op)
 		return move_vma_to(s, (idx_t)op->a, pos, (uint32_t)op->c, (uint32_t)op->d,
 				   (uint32_t)op->x, op->op == OP_MREMAP_BEFORE);
 	}
+
+	case OP_MMAP_FIXED:
+		if ((err = live_mm(s, op->a)) || (err = check_pages(s, op)))
+			return err;
+		if (op->d < 0)
+			return sim_fail(s, SIM_EINVAL, "flags must be >= 0, got %d", (int)op->d);
+		if (!(op->x >= 0.0 && op->x == floor(op->x) &&
+		      op->x + (double)op->c <= (double)UINT32_MAX))
+			return sim_fail(s, SIM_EINVAL, "pgoff must be an integer in 0..%lld, got %g",
+					(long long)UINT32_MAX - op->c, op->x);
+		return do_mmap_fixed(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c,
+				     (uint32_t)op->d, (uint32_t)op->x);
+
+	case OP_FAULT_AT:
+		if ((err = live_mm(s, op->a)))
+			return err;
+		if (op->b < 1)
+			return sim_fail(s, SIM_EINVAL, "page %d is outside the address space (1..%d)",
+					(int)op->b, INT32_MAX);
+		if ((err = find_vma_at(s, (idx_t)op->a, (uint32_t)op->b, &vma)))
+			return err;
+		return fault_page(s, vma, (uint32_t)op->b - vma_at(s, vma)->start);
+
+	case OP_MUNMAP_AT:
+		if ((err = live_mm(s, op->a)) || (err = check_pages(s, op)))
+			return err;
+		return do_munmap_range(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c);
+
+	case OP_MPROTECT_AT:
+		if ((err = live_mm(s, op->a)) || (err = check_pages(s, op)))
+			return err;
+		if (op->d < 0)
+			return sim_fail(s, SIM_EINVAL, "flags must be >= 0, got %d", (int)op->d);
+		return mprotect_range(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c,
+				      (uint32_t)op->d);
 
 	case OP_COW_RANDOM_RR:
 		return cow_interleaved(s, op, true);

@@ -181,6 +181,17 @@ static inline idx_t pte_page(pte_t pte) { return pte >> 1; }
 static inline bool pte_present(pte_t pte) { return pte != PTE_NONE; }
 static inline bool pte_write(pte_t pte) { return pte & PTE_WRITE; }
 
+/*
+ * vm_flags bits the core knows by name. The low three are the access bits, which
+ * anon_vma_compatible ignores when a neighbour lends its anon_vma; every other bit (the
+ * program's own: a file, VM_GROWSDOWN, VM_ACCOUNT, ...) must be equal for that and, like all
+ * bits, for a merge.
+ */
+#define VMA_EXEC 0x1u
+#define VMA_WRITE 0x2u
+#define VMA_READ 0x4u
+#define VMA_ACCESS (VMA_EXEC | VMA_WRITE | VMA_READ)
+
 /* A process: its VMAs by address. Processes are never reused, so a process number is its slot. */
 struct mm {
 	idx_t *vmas;
@@ -205,7 +216,8 @@ struct vma {
 	idx_t av_prev;
 	idx_t av_next;
 	pte_t *pt;            /* one entry per page offset */
-	bool exec;            /* VM_EXEC: what mprotect toggles, so pieces differ in flags */
+	uint32_t flags;       /* vm_flags as the program names them: VMA_EXEC is what mprotect
+			       * toggles; two VMAs merge only with equal flags */
 };
 
 struct anon_vma {
@@ -398,7 +410,13 @@ int dup_mmap(struct sim *s, idx_t parent, idx_t *child);
 void exit_mmap(struct sim *s, idx_t mm);
 int split_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t k, bool new_below);
 idx_t find_mergeable_anon_vma(struct sim *s, idx_t vma);       /* anon_vma_prepare's */
-int mprotect_fixup(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
+int mprotect_fixup(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len,
+		   uint32_t newflags);
+int do_mmap_fixed(struct sim *s, idx_t mm, uint32_t start, uint32_t npages, uint32_t flags,
+		  uint32_t pgoff);
+int find_vma_at(struct sim *s, idx_t mm, uint32_t page, idx_t *vma);
+int do_munmap_range(struct sim *s, idx_t mm, uint32_t start, uint32_t npages);
+int mprotect_range(struct sim *s, idx_t mm, uint32_t start, uint32_t npages, uint32_t flags);
 int do_munmap(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int move_vma(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len);
 int do_mmap_near(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages, bool before);
@@ -449,8 +467,9 @@ enum prog_opcode {
 	OP_FORK, OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR,
 	OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
 	OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW,
+	OP_MMAP_FIXED, OP_FAULT_AT, OP_MUNMAP_AT, OP_MPROTECT_AT,
 };
-#define OP_LAST OP_MREMAP_GROW
+#define OP_LAST OP_MPROTECT_AT
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
 
 #endif /* ANONVMA_SIM_H */

@@ -1,0 +1,198 @@
+"""The ops that name pages by address (mmap_fixed, fault_at, munmap_at, mprotect_at;
+docs/core.md "mmap_fixed"): the C core against the reference on random programs, every
+generation, with and without ENOMEM injection; worked cases of their merges; and the live
+kernel against the matching generation (root only, as tests/test_live.py).
+
+Which pages a process maps does not depend on the generation (only how they are cut into
+VMAs does), so a program of these ops can be drawn knowing nothing but the mapped pages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import core
+from core import Injection, Program, reference
+from core.errors import ProgramError
+from core.program import VM_EXEC, VM_READ, VM_WRITE
+from tests.test_differential import assert_same, listing
+
+#: A small address space, so that ranges meet, split and merge often.
+PAGES = 40
+KEYS = ("anon_vmas", "avcs", "vmas", "pages", "processes")
+
+
+@st.composite
+def address_programs(draw, max_ops: int = 40, live: bool = False) -> np.ndarray:
+    """Processes (new_mm, fork, exit) and the address ops over pages 1..PAGES. ``live``: only
+    what the live executor can run (flags 0 or VM_EXEC, mprotect of mapped pages only)."""
+    flag_values = [0, VM_EXEC] if live else [0, VM_EXEC, VM_READ | VM_WRITE, 0x10, 0x10 | VM_EXEC]
+    prog = Program()
+    mapped: dict[int, set[int]] = {prog.new_mm(): set()}
+    for _ in range(draw(st.integers(1, max_ops))):
+        alive = sorted(mapped)
+        if not alive:
+            break
+        p = draw(st.sampled_from(alive))
+        pages = mapped[p]
+        kinds = ["mmap", "mmap", "fork", "munmap", "mprotect"]
+        if pages:
+            kinds += ["fault"] * 4
+        if len(alive) > 1:
+            kinds.append("exit")
+        kind = draw(st.sampled_from(kinds))
+        if kind == "fork":
+            mapped[prog.fork(p)] = set(pages)
+        elif kind == "exit":
+            prog.exit(p)
+            del mapped[p]
+        elif kind == "fault":
+            prog.fault_at(p, draw(st.sampled_from(sorted(pages))))
+        elif kind == "mmap":
+            start = draw(st.integers(1, PAGES))
+            if start in pages:
+                continue
+            n = 1
+            while n < 6 and start + n <= PAGES and start + n not in pages and draw(st.booleans()):
+                n += 1
+            prog.mmap_fixed(p, start, n, draw(st.sampled_from(flag_values)))
+            pages.update(range(start, start + n))
+        else:
+            start = draw(st.integers(1, PAGES))
+            n = draw(st.integers(1, 8))
+            span = set(range(start, start + n))
+            if kind == "munmap":
+                prog.munmap_at(p, start, n)
+                pages -= span
+            elif not live or span <= pages:
+                prog.mprotect_at(p, start, n, draw(st.sampled_from(flag_values)))
+    prog.scan()
+    return prog.array
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prog=address_programs(), seed=st.integers(0, 2**64 - 1))
+def test_address_ops_match_the_reference(prog, seed):
+    for kernel in core.GENERATIONS:
+        for check in (True, False):
+            assert_same(core.run(prog, kernel, seed, check=check),
+                        reference.run(prog, kernel, seed), f"{kernel} {listing(prog)}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prog=address_programs(), at=st.integers(1, 30), p=st.sampled_from([0.0, 0.2]),
+       seed=st.integers(0, 2**64 - 1))
+def test_address_ops_under_injection_match_the_reference(prog, at, p, seed):
+    inject = Injection(probability=p, at=at, seed=seed)
+    for kernel in core.GENERATIONS:
+        assert_same(core.run(prog, kernel, 0, check=True, inject=inject),
+                    reference.run(prog, kernel, 0, inject=inject), f"{kernel} {listing(prog)}")
+
+
+def both(prog: Program, kernel: str) -> dict:
+    c = core.run(prog.array, kernel, 0, check=True)
+    assert_same(c, reference.run(prog.array, kernel, 0), kernel)
+    return c
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_adjacent_mappings_with_equal_flags_are_one_vma(kernel):
+    prog = Program()
+    a = prog.new_mm()
+    prog.mmap_fixed(a, 10, 4, 0x10)
+    prog.mmap_fixed(a, 14, 4, 0x10)  # merges: same flags, pgoff continues
+    prog.mmap_fixed(a, 18, 4, 0x20)  # another identity: its own VMA
+    prog.mmap_fixed(a, 30, 2, 0x10, pgoff=3)  # a file-like pgoff, not adjacent
+    prog.scan()
+    assert both(prog, kernel)["vmas"] == 3
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_an_anon_vma_is_lent_across_access_bits_only(kernel):
+    """anon_vma_compatible ignores VM_READ/WRITE/EXEC and nothing else: a RELRO-like split of
+    one mapping shares the anon_vma, two identities never do."""
+    prog = Program()
+    a = prog.new_mm()
+    prog.mmap_fixed(a, 10, 4, 0x10 | VM_READ)
+    prog.mmap_fixed(a, 14, 4, 0x10 | VM_READ | VM_WRITE)
+    prog.fault_at(a, 15)
+    prog.fault_at(a, 11)  # borrows from its next (singular chain, same identity)
+    prog.mmap_fixed(a, 18, 4, 0x20 | VM_READ | VM_WRITE)
+    prog.fault_at(a, 18)  # another identity: a new anon_vma
+    prog.scan()
+    r = both(prog, kernel)
+    assert r["vmas"] == 3 and r["anon_vmas"] == 2
+
+
+@pytest.mark.parametrize("kernel", core.GENERATIONS)
+def test_munmap_and_mprotect_by_address_cross_vmas(kernel):
+    prog = Program()
+    a = prog.new_mm()
+    prog.mmap_fixed(a, 10, 4, 0)
+    prog.mmap_fixed(a, 14, 4, VM_EXEC)
+    prog.mmap_fixed(a, 18, 4, 0)
+    prog.mprotect_at(a, 12, 8, VM_EXEC)  # [10,12) rw, [12,20) x, [20,22) rw
+    prog.scan()
+    assert both(prog, kernel)["vmas"] == 3
+    prog2 = Program()
+    b = prog2.new_mm()
+    prog2.mmap_fixed(b, 10, 4, 0)
+    prog2.mmap_fixed(b, 14, 4, VM_EXEC)
+    prog2.fault_at(b, 15)
+    prog2.munmap_at(b, 5, 10)  # all of the first, a page of the second, and a hole
+    prog2.scan()
+    r = both(prog2, kernel)
+    assert (r["vmas"], r["anon_vmas"], r["pages"]) == (1, 1, 1)
+
+
+def test_the_address_ops_refuse_bad_arguments_in_both():
+    cases = [
+        (lambda p: p._emit(core.Op.MMAP_FIXED, 0, 0, 1), "page 0 is outside"),
+        (lambda p: p._emit(core.Op.FAULT_AT, 0, 7), "no VMA of process 0 holds page 7"),
+        (lambda p: p._emit(core.Op.MMAP_FIXED, 0, 5, 2, 1.5), "pgoff must be an integer"),
+        (lambda p: p._emit(core.Op.MPROTECT_AT, 0, 5, 2, d=-1), "flags must be >= 0"),
+    ]
+    for emit, message in cases:
+        prog = Program()
+        prog.new_mm()
+        prog.mmap_fixed(0, 20, 2)
+        emit(prog)
+        for impl in (core, reference):
+            with pytest.raises(ProgramError, match=message):
+                impl.run(prog.array, "6.16", 0)
+    prog = Program()
+    prog.new_mm()
+    prog.mmap_fixed(0, 20, 2)
+    prog.mmap_fixed(0, 21, 2)
+    for impl in (core, reference):
+        with pytest.raises(ProgramError, match="not free"):
+            impl.run(prog.array, "6.16", 0)
+    with pytest.raises(ProgramError, match="mmap_fixed: flags"):
+        Program().mmap_fixed(0, 1, 1, -3)
+
+
+# ---- the live kernel ------------------------------------------------------------------------
+
+def _live_reason() -> str | None:
+    from core import live
+
+    return live.check()
+
+
+LIVE = _live_reason()
+
+
+@pytest.mark.skipif(LIVE is not None, reason=LIVE or "")
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(prog=address_programs(max_ops=25, live=True), seed=st.integers(0, 2**32))
+def test_address_ops_match_the_live_kernel(prog, seed):
+    from core import live
+
+    got = live.run(prog, seed)
+    want = core.run(prog, live.matching_generation(), seed)
+    diff = {k: (got[k], want[k]) for k in KEYS if got[k] != want[k]}
+    assert not diff, f"(live, sim) {diff}: {listing(prog)}"
