@@ -159,7 +159,7 @@ TRACE_COORD_ATTRS = {
     "trace_events": ("events", "rows of the trace's events table"),
     "trace_lost_events": ("events", "events the recording lost (tracefs overruns)"),
     "trace_processes": ("processes", "processes the trace's program creates (new_mm, fork)"),
-    "trace_vmas": ("VMAs", "VMAs the trace's program maps (private anonymous mmaps)"),
+    "trace_vmas": ("VMAs", "mappings the trace's program makes (mmaps and exec images)"),
     "trace_writes": ("faults", "write faults the trace's program replays"),
     "trace_unsupported": ("calls", "calls the converter could not express (the traces "
                                    "attribute lists them by name)"),

@@ -66,7 +66,7 @@ class TraceInfo:
     lost_events: int
     digest: str  # of the events table: a resume with another trace at the same path differs
     processes: int  # processes the program creates (new_mm and fork)
-    vmas: int  # VMAs it maps (mmap)
+    vmas: int  # mappings it makes (mmap, mmap_fixed: exec images' too)
     writes: int  # write faults it replays
     unsupported: tuple[tuple[str, int], ...]  # calls the converter could not express
     live_end: tuple[int, int, int]  # the tree's live anon_vmas, AVCs, VMAs at the root's exit
@@ -139,7 +139,8 @@ def describe(path: str, accept_lost: bool = False) -> TraceInfo:
         path=path, command=command, release=rec.release, events=len(events),
         lost_events=rec.lost_events, digest=hashlib.blake2b(events.tobytes(),
                                                             digest_size=8).hexdigest(),
-        processes=ops[Op.NEW_MM] + ops[Op.FORK], vmas=ops[Op.MMAP], writes=ops[Op.FAULT],
+        processes=ops[Op.NEW_MM] + ops[Op.FORK], vmas=ops[Op.MMAP] + ops[Op.MMAP_FIXED],
+        writes=ops[Op.FAULT] + ops[Op.FAULT_AT],
         unsupported=tuple(sorted(conversion.unsupported.items())),
         live_end=tuple(int(rec.live_end.get(k, 0)) for k in ("anon_vmas", "avcs", "vmas")),
         size=size, timeline=timeline(events, rec.root))

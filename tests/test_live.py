@@ -367,6 +367,29 @@ def test_unsupported_opcode_is_refused_before_anything_runs():
         live.run(prog, 0)
 
 
+@pytest.mark.parametrize(("op", "message"), [
+    ("mmap_fixed", "op 1: flags 0x1004 cannot be run live (a live mapping is anonymous and "
+                   "read-write: flags 0 or VM_EXEC 0x1)"),
+    ("mprotect_at", "op 3: flags 0x1004 cannot be run live (a live mapping is anonymous and "
+                    "read-write: flags 0 or VM_EXEC 0x1)"),
+    ("pgoff", "op 1: pgoff 7 cannot be run live (an anonymous mapping's is its page, 100)"),
+])
+def test_an_unmappable_address_op_is_refused_before_anything_runs(op, message):
+    """A replayed trace's file or kernel mapping has no live twin: refused by live.check in the
+    executor's words, before a process starts (the sweep refuses such live points up front)."""
+    p = core.Program()
+    a = p.new_mm()
+    p.mmap_fixed(a, 100, 4, flags=0x1004 if op == "mmap_fixed" else 0,
+                 pgoff=7 if op == "pgoff" else None)
+    p.fault_at(a, 101)
+    if op == "mprotect_at":
+        p.mprotect_at(a, 100, 2, 0x1004)
+    p.scan()
+    assert live.check(p.array) == message
+    with pytest.raises(live.LiveError, match="cannot be run live"):
+        live.run(p.array, 0)
+
+
 def test_too_many_processes_are_refused_before_anything_runs():
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     p = core.Program()

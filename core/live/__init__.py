@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ProgramError
-from core.program import Op, as_program
+from core.program import VM_EXEC, Op, as_program
 
 __all__ = ["LiveError", "build", "check", "executable", "matching_generation", "recorder",
            "release", "run", "slab_sizes", "walk_check"]
@@ -147,6 +147,25 @@ def slab_sizes() -> dict[str, dict[str, int]]:
     return sizes
 
 
+def _unmappable(arr: np.ndarray) -> str | None:
+    """The executor's refusal of an address op it cannot map (anonvma-live.c), found
+    before it starts: a live mapping is anonymous and read-write, so a mapping of a replayed
+    trace's file or kernel VMA (other flags, a pgoff that is not its page) has no live twin."""
+    placed = (arr["op"] == Op.MMAP_FIXED) | (arr["op"] == Op.MPROTECT_AT)
+    flags = arr["d"][placed].astype(np.int64)
+    other = flags & ~VM_EXEC
+    if other.any():
+        i = int(np.flatnonzero(placed)[np.flatnonzero(other)[0]])
+        return (f"op {i}: flags {int(arr['d'][i]):#x} cannot be run live (a live mapping is "
+                f"anonymous and read-write: flags 0 or VM_EXEC {VM_EXEC:#x})")
+    fixed = np.flatnonzero((arr["op"] == Op.MMAP_FIXED) & (arr["x"] != arr["b"]))
+    if len(fixed):
+        i = int(fixed[0])
+        return (f"op {i}: pgoff {arr['x'][i]:g} cannot be run live (an anonymous mapping's is "
+                f"its page, {int(arr['b'][i])})")
+    return None
+
+
 def _count_processes(arr: np.ndarray) -> int:
     ops = arr["op"]
     return int(np.count_nonzero((ops == Op.NEW_MM) | (ops == Op.FORK)))
@@ -226,6 +245,9 @@ def check(program=None) -> str | None:
     bad = sorted({int(o) for o in arr["op"]} - SUPPORTED_OPS)
     if bad:
         return f"opcodes {bad} cannot be run live (known: {sorted(SUPPORTED_OPS)})"
+    reason = _unmappable(arr)
+    if reason:
+        return reason
     import resource
 
     procs = _count_processes(arr)
