@@ -7,11 +7,13 @@ Then the Hydra app runs the sweep; its summary and, last, the dataset path go to
 SIGINT (Ctrl-C) and SIGTERM (batch schedulers, ``timeout``, Kubernetes, ``ray job stop``) both
 stop the sweep the same way, wherever they land (``sweep.interrupts``): what finished is saved,
 the workers stop, and the closing message, decided by what the store on disk holds, says how
-to go on; the exit code is 130 or 143.
+to go on; the exit code is 130 or 143. SIGUSR1 prints the Python stack of every thread to
+stderr and the sweep goes on (``kill -USR1 PID``: where is a sweep that seems stuck?).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import shlex
 import signal
 import sys
@@ -71,6 +73,8 @@ _VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p"})
 
 def main(argv: list[str] | None = None) -> int:
     interrupts.install()
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     try:
         return _main(argv)
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 
 import pytest
@@ -145,11 +147,28 @@ def signal_when(proc, ready, sig, timeout: float = 120.0, poll: float = 0.02):
             time.sleep(poll)
         assert proc.poll() is None, "the sweep ended before it could be signalled"
         proc.send_signal(sig)
-        return proc.communicate(timeout=timeout)
+        try:
+            return proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the sweep did not end within {timeout:g} s of {sig!r}; where it was "
+                        f"(SIGUSR1):\n{_stacks(proc)}")
     finally:  # a failed wait leaves no driver behind
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _stacks(proc) -> str:
+    """The Python stacks a driver that does not end prints on SIGUSR1 (sweep/__main__.py),
+    and the end of its stderr: what a failed wait reports."""
+    proc.send_signal(signal.SIGUSR1)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr or b""
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    return (err or "")[-6000:]
 
 
 def done_points(path) -> int:

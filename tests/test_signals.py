@@ -156,6 +156,32 @@ def test_signal_inline_saves_what_finished(tmp_path, sig):
     check_clean(None, {})
 
 
+def test_sigusr1_prints_where_the_sweep_is_and_it_goes_on(tmp_path):
+    """``kill -USR1`` of a sweep that seems stuck prints every thread's Python stack; the
+    sweep is not stopped by it (it still saves and stops on the SIGINT that follows)."""
+    run = tmp_path / "run"
+    path = run / "results.zarr"
+    proc = start(run, INLINE)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if done_points(path) >= 1:
+                    break
+            except Exception:  # noqa: BLE001 - the store is being made: not yet
+                pass
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = signal_when(proc, lambda: done_points(path) >= 2, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Thread 0x" in err and "(most recent call first)" in err, err[-3000:]
+    check_store(path, err)
+
+
 @needs_ray
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_signal_on_ray_saves_stops_ray_and_removes_its_temp_dir(tmp_path, sig):
