@@ -12,9 +12,8 @@ refusal of ``core.live.check()`` otherwise). Prints a markdown table (and writes
 from __future__ import annotations
 
 import os
-import sys
 
-from common import live_machine, parser, publish
+from common import live_machine, parser, publish, refused
 
 import core
 from core import live
@@ -37,9 +36,7 @@ def main(argv=None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--big", action="store_true", help="also N=10,000 P=100 (once, counted)")
     args = ap.parse_args(argv)
-    reason = live.check()
-    if reason:
-        print(f"bench_live: {reason}", file=sys.stderr)
+    if refused(live.check()):
         return 1
     load_before = os.getloadavg()[0]
     rows = [point(1000, 1000, True), point(1000, 1000, False)]

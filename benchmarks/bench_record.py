@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import live_machine, parser, publish  # this directory is on sys.path (a script)
+from common import live_machine, parser, publish, refused  # this directory: on sys.path
 
 from sweep import record
 
@@ -80,9 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
-    reason = record.check()
-    if reason:
-        print(f"bench_record: {reason}", file=sys.stderr)
+    if refused(record.check()):
         return 1
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp_name:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-from common import live_machine, parser, publish
+from common import live_machine, parser, publish, refused
 
 import core
 from core import live
@@ -72,9 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per rung (seeds 0..R-1)")
     args = ap.parse_args(argv)
     zram = args.zram or None
-    reason = live.walk_check(zram)
-    if reason:
-        print(f"bench_walk: {reason}", file=sys.stderr)
+    if refused(live.walk_check(zram)):
         return 1
     ladder = [int(n) for n in args.sharers.split(",")]
     load_before = os.getloadavg()[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -41,3 +42,11 @@ def publish(text: str, out: Path | None) -> int:
     if out:
         out.write_text(text)
     return 0
+
+
+def refused(reason: str | None) -> bool:
+    """Whether the machine cannot run this benchmark (``reason``, a check's one line, printed
+    to stderr with the benchmark's name); the benchmark then exits 1."""
+    if reason:
+        print(f"{Path(sys.argv[0]).stem}: {reason}", file=sys.stderr)
+    return bool(reason)

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweep.dims import AXES, LIVE
+from sweep.dims import LIVE
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,14 @@ def _write_trace_report(ds, store: Path) -> Path:
     out = store.parent
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        (tmp / "report.md").write_text(trace_report.render(ds, store, markdown_table),
+        from sweep import results
+
+        grid = results.grid_attr(ds)
+        head = header(ds, store, "scenario `trace`: recorded process trees replayed "
+                      f"(docs/record.md); sample `{grid.get('sample', '?')}`",
+                      "; each trace's processes, pages and COWs are its own (the `trace_*` "
+                      "coordinates)")
+        (tmp / "report.md").write_text(trace_report.render(ds, head, markdown_table),
                                        encoding="utf-8")
         _move_into_place(tmp, out)
     finally:
@@ -133,24 +140,34 @@ def claim_rows(checked) -> list[dict[str, str]]:
     ]
 
 
-def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
-    """The text of report.md."""
-    from sweep import results, scaling, trylock, walk_compare
+def header(ds, store: Path, scenario: str, axes_note: str = "") -> list[str]:
+    """A report's title, and what the dataset is: its scenario line, kernels, axes (in the
+    store's dimension order) and points done."""
+    from sweep import results
 
-    grid = results.grid_attr(ds)
     done, total = results.done_fraction(ds)
-    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in AXES)
-    out = [
+    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in ds["done"].dims)
+    return [
         f"# Report: {ds.attrs.get('title', store.name)}",
         "",
         f"Store `{store.name}` (open it with `xr.open_zarr(...)`; "
         "every variable is described in docs/dataset.md).",
         "",
-        f"- scenario `{results.scenario(ds)}`, cow model `{grid.get('cow_model', '?')}`, "
-        f"sample `{grid.get('sample', '?')}`",
+        f"- {scenario}",
         f"- kernels: {', '.join(results.kernels(ds))}",
-        f"- axes: {sizes}",
+        f"- axes: {sizes}{axes_note}",
         f"- points done: {done} of {total}",
+    ]
+
+
+def render_markdown(ds, store: Path, fits, checked, drawn) -> str:
+    """The text of report.md."""
+    from sweep import results, scaling, trylock, walk_compare
+
+    grid = results.grid_attr(ds)
+    out = [
+        *header(ds, store, f"scenario `{results.scenario(ds)}`, cow model "
+                f"`{grid.get('cow_model', '?')}`, sample `{grid.get('sample', '?')}`"),
         *walk_compare.timing_lines(ds),
         "",
         *live_section(ds),

@@ -26,25 +26,11 @@ TIMELINE_HEAD = {"event": "event", "processes": "processes", "vmas": "VMAs",
                  "cows": "COW faults"}
 
 
-def render(ds, store: Path, table: Callable[[Sequence[dict[str, str]]], str]) -> str:
-    """The text of a trace dataset's report.md; ``table`` formats rows (Markdown)."""
-    from sweep import results
-
-    grid = results.grid_attr(ds)
-    done, total = results.done_fraction(ds)
-    sizes = ", ".join(f"{d} {ds.sizes[d]}" for d in ds["done"].dims)
+def render(ds, header: list[str], table: Callable[[Sequence[dict[str, str]]], str]) -> str:
+    """The text of a trace dataset's report.md below ``header`` (sweep.report.header: title,
+    scenario, kernels, axes, points done); ``table`` formats rows (Markdown)."""
     out = [
-        f"# Report: {ds.attrs.get('title', store.name)}",
-        "",
-        f"Store `{store.name}` (open it with `xr.open_zarr(...)`; "
-        "every variable is described in docs/dataset.md).",
-        "",
-        f"- scenario `trace`: recorded process trees replayed (docs/record.md); sample "
-        f"`{grid.get('sample', '?')}`",
-        f"- kernels: {', '.join(results.kernels(ds))}",
-        f"- axes: {sizes}; each trace's processes, pages and COWs are its own (the `trace_*` "
-        "coordinates)",
-        f"- points done: {done} of {total}",
+        *header,
         "",
         "The fits, claims and figures of a synthetic grid are over its processes axis; a trace "
         "dataset has none, so this report is a section per trace.",

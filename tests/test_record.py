@@ -118,37 +118,6 @@ def test_a_signal_stops_the_recording_and_leaves_nothing(tmp_path, sig):
     assert_nothing_left()
 
 
-@needs_recorder
-def test_a_running_tree_is_recorded_by_pid(tmp_path):
-    go = tmp_path / "go"
-    code = textwrap.dedent(f"""
-        import os, time
-        while not os.path.exists({str(go)!r}):
-            time.sleep(0.01)
-        pid = os.fork()
-        if pid == 0:
-            b = bytearray(1 << 20)
-            os._exit(0)
-        os.waitpid(pid, 0)
-    """)
-    target = subprocess.Popen([sys.executable, "-c", code])
-    out = tmp_path / "p.zarr"
-    rec_proc = subprocess.Popen([sys.executable, "-m", "sweep.record", "-o", str(out),
-                                 "--pid", str(target.pid)], stderr=subprocess.PIPE, text=True)
-    # the CLI says so once the tree's events are traced
-    line = rec_proc.stderr.readline()
-    assert "recording pid" in line, line
-    go.touch()
-    assert target.wait(timeout=60) == 0
-    _, err = rec_proc.communicate(timeout=60)
-    assert rec_proc.returncode == 0, err
-    ev, rec = record.open_trace(out)
-    assert rec.pid == target.pid and rec.status == -1
-    assert (ev["kind"] == Kind.FORK).sum() >= 1
-    assert (ev["kind"] == Kind.EXIT).sum() >= 2
-    assert_nothing_left()
-
-
 def test_the_recorder_is_warning_clean(tmp_path):
     """-Wall -Wextra clean, as every C file of the project."""
     cc = os.environ.get("CC") or "cc"

@@ -148,7 +148,9 @@ def test_a_c_program_that_forks_replays_to_its_live_counts(tmp_path, static):
 
 
 @needs_recorder
-def test_an_attached_tree_gets_its_images_and_says_it_cannot_compare(tmp_path):
+def test_a_running_tree_is_recorded_by_pid_with_its_images(tmp_path):
+    """--pid: the tree's events from the attach, every process's image copied then, and the
+    store says its live counts cannot be compared (objects made before the attach)."""
     go = tmp_path / "go"
     code = textwrap.dedent(f"""
         import os, time
@@ -170,6 +172,8 @@ def test_an_attached_tree_gets_its_images_and_says_it_cannot_compare(tmp_path):
     _, err = rec_proc.communicate(timeout=60)
     assert rec_proc.returncode == 0, err
     ev, rec = record.open_trace(out)
+    assert rec.pid == target.pid and rec.status == -1  # not our child: no exit status
+    assert (ev["kind"] == Kind.FORK).sum() >= 1 and (ev["kind"] == Kind.EXIT).sum() >= 2
     assert ev["kind"][0] == Kind.VMA and ev["tgid"][0] == target.pid  # the attach's snapshot
     assert any(k.startswith("attached to a running tree") for k in rec.unsupported)
     conv = convert(ev, rec.root, rec.lost_events, paths=rec.paths)
