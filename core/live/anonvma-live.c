@@ -1215,18 +1215,6 @@ static void on_signal(int sig)
 		kill(init_pid, SIGKILL);
 }
 
-int write_file(const char *dir, const char *name, const char *val)
-{
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_TRUNC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 /* Instances of runs whose outer process died by SIGKILL (nothing else leaves one): removed. */
 static void sweep_stale(void)
 {
@@ -1250,11 +1238,9 @@ static const char *setup_trace(char *dir, size_t len, char *instance, size_t ile
 	if (unshare(CLONE_NEWNS | CLONE_NEWPID))
 		die(1, "unshare(CLONE_NEWNS|CLONE_NEWPID): %s (needs root: CAP_SYS_ADMIN)",
 		    strerror(errno));
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
-		die(1, "making mounts private: %s", strerror(errno));
-	if (mount("nodev", TRACEFS, "tracefs", 0, NULL))
-		die(1, "mount tracefs on " TRACEFS " (in a private mount namespace): %s",
-		    strerror(errno));
+	const char *failed = mount_private_tracefs(TRACEFS);
+	if (failed)
+		die(1, "%s (tracefs on " TRACEFS "): %s", failed, strerror(errno));
 	if (access(TRACEFS "/events/kmem/kmem_cache_alloc/filter", W_OK) ||
 	    access(TRACEFS "/events/kmem/kmem_cache_free/filter", W_OK))
 		die(1, "tracepoints kmem:kmem_cache_alloc/kmem_cache_free missing (CONFIG_TRACEPOINTS)");
@@ -1268,32 +1254,17 @@ static const char *setup_trace(char *dir, size_t len, char *instance, size_t ile
 
 static int configure(const char *dir)
 {
-	char frees[4096];
-	free_filter(frees, sizeof frees, false);
-	return write_file(dir, "options/hash-ptr", "0") ||   /* real pointers: no collisions */
-	       write_file(dir, "trace_clock", "global") ||   /* one order across CPUs */
+	return write_file(dir, "trace_clock", "global") ||   /* one order across CPUs */
 	       write_file(dir, "options/overwrite", "0") ||
 	       write_file(dir, "buffer_size_kb", "16384") ||
-	       /* the allocating call site tells an AVC from the other objects of its merged
-		* 64-byte cache (fs_struct, eventpoll_pwq ...) */
-	       write_file(dir, "events/kmem/kmem_cache_alloc/filter",
-			  "call_site.function == __anon_vma_prepare || "
-			  "call_site.function == anon_vma_clone || "
-			  "call_site.function == anon_vma_fork") ||
-	       write_file(dir, "events/kmem/kmem_cache_free/filter", frees) ||
-	       write_file(dir, "events/kmem/kmem_cache_alloc/enable", "1") ||
-	       write_file(dir, "events/kmem/kmem_cache_free/enable", "1");
+	       enable_kmem_events(dir, false);
 }
 
 static void teardown(const char *dir)
 {
 	write_file(dir, "events/kmem/kmem_cache_alloc/enable", "0");
 	write_file(dir, "events/kmem/kmem_cache_free/enable", "0");
-	/* EBUSY while a dead reader's trace_pipe is still open: exiting tasks' files are
-	 * released by the delayed-fput work, which a loaded machine runs late. Retry while the
-	 * kernel says busy (bounded by a minute), not for a fixed short time. */
-	for (int k = 0; k < 6000 && rmdir(dir) && errno == EBUSY; k++)
-		usleep(10000);
+	remove_instance(dir);
 }
 
 static struct prog_op *read_program(size_t *n)

@@ -66,18 +66,6 @@ static void die(int code, const char *fmt, ...)
 	exit(code);
 }
 
-static int write_file(const char *dir, const char *name, const char *val)
-{
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_TRUNC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 /* Instances of recordings whose outer process died by SIGKILL (nothing else leaves one). */
 static void sweep_stale(void)
 {
@@ -141,26 +129,14 @@ static int configure_ev(const char *dir)
 
 static int configure_obj(const char *dir)
 {
-	char frees[4096];
-	free_filter(frees, sizeof frees, true);
-	return common_options(dir) || write_file(dir, "options/hash-ptr", "0") ||
-	       write_file(dir, "events/kmem/kmem_cache_alloc/filter",
-			  "call_site.function == __anon_vma_prepare || "
-			  "call_site.function == anon_vma_clone || "
-			  "call_site.function == anon_vma_fork || name == \"vm_area_struct\"") ||
-	       write_file(dir, "events/kmem/kmem_cache_free/filter", frees) ||
-	       write_file(dir, "events/kmem/kmem_cache_alloc/enable", "1") ||
-	       write_file(dir, "events/kmem/kmem_cache_free/enable", "1");
+	return common_options(dir) || enable_kmem_events(dir, true);
 }
 
 static void teardown(const char *dir)
 {
 	write_file(dir, "tracing_on", "0");
 	write_file(dir, "events/enable", "0");
-	/* EBUSY while a dead reader's trace_pipe is still open (delayed fput on a loaded
-	 * machine): retry while the kernel says busy, bounded by a minute */
-	for (int k = 0; k < 6000 && rmdir(dir) && errno == EBUSY; k++)
-		usleep(10000);
+	remove_instance(dir);
 }
 
 /* ---------------------------------------------------------------- snapshots */
@@ -604,11 +580,9 @@ int main(int argc, char **argv)
 	if (unshare(CLONE_NEWNS | (cmd ? CLONE_NEWPID : 0)))
 		die(1, "unshare: %s (recording needs root: CAP_SYS_ADMIN to mount tracefs)",
 		    strerror(errno));
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
-		die(1, "making mounts private: %s", strerror(errno));
-	if (mount("nodev", TRACEFS, "tracefs", 0, NULL))
-		die(1, "mount tracefs on " TRACEFS " (in a private mount namespace): %s",
-		    strerror(errno));
+	const char *failed = mount_private_tracefs(TRACEFS);
+	if (failed)
+		die(1, "%s (tracefs on " TRACEFS "): %s", failed, strerror(errno));
 	sweep_stale();
 	snprintf(r.ev_dir, sizeof r.ev_dir, TRACEFS "/instances/" PREFIX "%d-ev", (int)getpid());
 	snprintf(r.obj_dir, sizeof r.obj_dir, TRACEFS "/instances/" PREFIX "%d-obj",

@@ -5,10 +5,12 @@
 #include "host.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 /*
@@ -60,4 +62,54 @@ unsigned long long proc_start_time(pid_t pid)
 	for (int k = 2; k < 22 && p; k++)   /* p: the space before field k + 1 */
 		p = strchr(p + 1, ' ');
 	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+int write_file(const char *dir, const char *name, const char *val)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+int enable_kmem_events(const char *dir, bool with_vma)
+{
+	char frees[4096];
+	free_filter(frees, sizeof frees, with_vma);
+	/* the allocating call site tells an AVC from the other objects of its merged 64-byte
+	 * cache (fs_struct, eventpoll_pwq ...); vm_area_struct has a cache of its own */
+	const char *allocs = with_vma ?
+		"call_site.function == __anon_vma_prepare || "
+		"call_site.function == anon_vma_clone || "
+		"call_site.function == anon_vma_fork || name == \"vm_area_struct\"" :
+		"call_site.function == __anon_vma_prepare || "
+		"call_site.function == anon_vma_clone || "
+		"call_site.function == anon_vma_fork";
+	return write_file(dir, "options/hash-ptr", "0") ||   /* real pointers: no collisions */
+	       write_file(dir, "events/kmem/kmem_cache_alloc/filter", allocs) ||
+	       write_file(dir, "events/kmem/kmem_cache_free/filter", frees) ||
+	       write_file(dir, "events/kmem/kmem_cache_alloc/enable", "1") ||
+	       write_file(dir, "events/kmem/kmem_cache_free/enable", "1");
+}
+
+void remove_instance(const char *dir)
+{
+	/* EBUSY while a dead reader's trace_pipe is still open: exiting tasks' files are
+	 * released by the delayed-fput work, which a loaded machine runs late. Retry while the
+	 * kernel says busy (bounded by a minute), not for a fixed short time. */
+	for (int k = 0; k < 6000 && rmdir(dir) && errno == EBUSY; k++)
+		usleep(10000);
+}
+
+const char *mount_private_tracefs(const char *where)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		return "making mounts private";
+	if (mount("nodev", where, "tracefs", 0, NULL))
+		return "mount tracefs (in a private mount namespace)";
+	return NULL;
 }

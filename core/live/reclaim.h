@@ -36,7 +36,6 @@ struct walk_range {
 
 /* Shared with anonvma-live.c. */
 void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-int write_file(const char *dir, const char *name, const char *val);
 
 /* The outer process, in this order. */
 void walk_stale(const char *parent);          /* what SIGKILLed runs left: removed */
