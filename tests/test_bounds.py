@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import core
-from core import program as program_mod
+from core.program import SCENARIOS, SIZES, Program, program_size
 
 #: Address space of every subprocess here: a build that escaped its bound fails inside it
 #: (MemoryError) instead of taking the shared machine into the OOM killer.
@@ -58,8 +58,8 @@ def test_formulas_count_the_built_programs_exactly():
 
     checked = 0
     for scenario, params in combos():
-        size = program_mod.program_size(scenario, **params)
-        prog = program_mod.SCENARIOS[scenario](**params)
+        size = program_size(scenario, **params)
+        prog = SCENARIOS[scenario](**params)
         assert size == measure(prog), (scenario, params)
         assert size.ops == len(prog)
         for trace, resident in itertools.product((False, True), (False, True)):
@@ -70,8 +70,8 @@ def test_formulas_count_the_built_programs_exactly():
 
 
 def test_every_scenario_has_a_formula():
-    assert set(program_mod.SIZES) == set(program_mod.SCENARIOS)
-    for name, formula in program_mod.SIZES.items():
+    assert set(SIZES) == set(SCENARIOS)
+    for name, formula in SIZES.items():
         assert formula.scales, name  # the parameters a refusal tells the user to lower
 
 
@@ -123,7 +123,7 @@ def test_absurd_builders_refuse_before_allocating(scenario, params, named):
 
 
 def test_fork_many_refuses_a_storm_longer_than_a_program():
-    prog = program_mod.Program()
+    prog = Program()
     parent = prog.new_mm()
     with pytest.raises(ValueError, match="at most 4,194,303"):
         prog.fork_many(parent, 10**12)

@@ -149,10 +149,8 @@ def test_a_missing_or_malformed_variable_is_refused_in_one_line(copy, make_sweep
 def test_a_store_without_checksums_still_resumes(make_sweep, tmp_path, monkeypatch):
     from zarr.codecs import ZstdCodec
 
-    from sweep import store as store_mod
-
     # a store as sweeps wrote them before checksums: zstd alone, empty chunks not written
-    monkeypatch.setattr(store_mod, "compressors", lambda: (ZstdCodec(level=0, checksum=False),))
+    monkeypatch.setattr("sweep.store.compressors", lambda: (ZstdCodec(level=0, checksum=False),))
     sw = make_sweep(*SMALL)
     result = app.run(sw, str(tmp_path / "old"), "{path}")
     assert result.code == 0

@@ -241,9 +241,9 @@ def test_the_dataset_equals_the_core_called_directly(traces, make_sweep, tmp_pat
     assert "no Ray" not in r.stderr
     ds = xr.open_zarr(tmp_path / "run" / "results.zarr").load()
     sw = make_sweep(*overrides)
-    from sweep import grid as grid_mod
+    from sweep.grid import sims as sims_of
 
-    sims = grid_mod.sims(sw.grid)
+    sims = sims_of(sw.grid)
     assert len(sims) == 3 * 1 * 2
     for sim in sims:
         want = core_values(sw, sim)
