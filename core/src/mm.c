@@ -1036,6 +1036,32 @@ int do_mmap_fixed(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_
 }
 
 /*
+ * range_next - the next part of [start, end) that a VMA of mm holds, lowest first, as the
+ * system calls that take an address range (munmap, mprotect) walk it: the VMA's position, the
+ * part's offset in the VMA and its pages [*from, *to). False when no VMA holds any more of it.
+ */
+static bool range_next(struct sim *s, idx_t mm_i, uint32_t start, uint64_t end, uint32_t *pos,
+		       uint32_t *from, uint32_t *to)
+{
+	*pos = vma_pos_from(s, mm_i, start);
+	const struct mm *mm = mm_at(s, mm_i);
+	if (*pos == mm->nr_vmas)
+		return false;
+	const struct vma *v = vma_at(s, mm->vmas[*pos]);
+	if (v->start >= end)
+		return false;
+	*from = v->start > start ? v->start : start;
+	uint64_t vend = (uint64_t)v->start + v->npages;
+	*to = (uint32_t)(vend < end ? vend : end);
+	return true;
+}
+
+static const struct vma *vma_of(struct sim *s, idx_t mm_i, uint32_t pos)
+{
+	return vma_at(s, mm_at(s, mm_i)->vmas[pos]);
+}
+
+/*
  * do_munmap_range - munmap of pages [start, start + n) by address: every VMA the range meets,
  * lowest first, loses its part of it (do_munmap: the splits, then the zap and the unlink).
  * Pages of the range that no VMA holds are skipped, as munmap(2) does.
@@ -1043,22 +1069,14 @@ int do_mmap_fixed(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_
 int do_munmap_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n)
 {
 	uint64_t end = (uint64_t)start + n;
-	for (;;) {
-		uint32_t pos = vma_pos_from(s, mm_i, start);
-		const struct mm *mm = mm_at(s, mm_i);
-		if (pos == mm->nr_vmas)
-			return SIM_OK;
-		const struct vma *v = vma_at(s, mm->vmas[pos]);
-		if (v->start >= end)
-			return SIM_OK;
-		uint32_t from = v->start > start ? v->start : start;
-		uint64_t vend = (uint64_t)v->start + v->npages;
-		uint32_t to = (uint32_t)(vend < end ? vend : end);
-		int err = do_munmap(s, mm_i, pos, from - v->start, to - from);
+	uint32_t pos, from, to;
+	while (range_next(s, mm_i, start, end, &pos, &from, &to)) {
+		int err = do_munmap(s, mm_i, pos, from - vma_of(s, mm_i, pos)->start, to - from);
 		if (err)
 			return err;
 		start = to;
 	}
+	return SIM_OK;
 }
 
 /*
@@ -1072,17 +1090,9 @@ int do_munmap_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n)
 int mprotect_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t flags)
 {
 	uint64_t end = (uint64_t)start + n;
-	while (start < end) {
-		uint32_t pos = vma_pos_from(s, mm_i, start);
-		const struct mm *mm = mm_at(s, mm_i);
-		if (pos == mm->nr_vmas)
-			return SIM_OK;
-		const struct vma *v = vma_at(s, mm->vmas[pos]);
-		if (v->start >= end)
-			return SIM_OK;
-		uint32_t from = v->start > start ? v->start : start;
-		uint64_t vend = (uint64_t)v->start + v->npages;
-		uint32_t to = (uint32_t)(vend < end ? vend : end);
+	uint32_t pos, from, to;
+	while (start < end && range_next(s, mm_i, start, end, &pos, &from, &to)) {
+		const struct vma *v = vma_of(s, mm_i, pos);
 		if (v->flags != flags) {
 			int err = mprotect_fixup(s, mm_i, pos, from - v->start, to - from, flags);
 			if (err)
