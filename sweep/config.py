@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import program
 from core.contention import Timing
-from sweep import dims, schema, trace_scenario
+from sweep import dims, schema, trace_program, trace_scenario
 from sweep.dims import AXES, LIVE, TRACE  # noqa: F401 - AXES: the synthetic grids' axes
 from sweep.live_walk import LiveSettings
 from sweep.trace_scenario import TraceError, TraceInfo, TraceWorkload
@@ -67,6 +67,7 @@ class Grid:
     trace: tuple[str, ...] = ()
     traces: tuple[TraceInfo, ...] = ()
     accept_lost: bool = False
+    scan_every: float | None = None
 
     def axes(self) -> dict[str, tuple]:
         """The axes in dimension order (``sweep.dims.axes`` of the scenario)."""
@@ -111,6 +112,7 @@ class Grid:
             # is another grid
             **({"accept_lost": self.accept_lost, "trace_digest": [t.digest for t in self.traces]}
                if self.scenario == TRACE else {}),
+            **({"scan_every": self.scan_every} if self.scan_every is not None else {}),
         }
 
 
@@ -432,8 +434,9 @@ def _trace_keys(g: dict) -> dict[str, Any]:
     (sweep.trace_scenario.describe) for the scenario ``trace``, whose other keys must keep
     their defaults; refused for any other scenario."""
     paths, accept = g.get("trace"), g.get("accept_lost", False)
+    every = g.get("scan_every")
     if g["scenario"] != TRACE:
-        for key, value in (("trace", paths), ("accept_lost", accept)):
+        for key, value in (("trace", paths), ("accept_lost", accept), ("scan_every", every)):
             if value not in (None, False):
                 raise ConfigError(f"grid.{key}: only with grid.scenario=trace; remove it or set "
                                   "grid.scenario=trace")
@@ -452,11 +455,19 @@ def _trace_keys(g: dict) -> dict[str, Any]:
     absolute = [os.path.abspath(v) if isinstance(v, str) and v else v
                 for v in ([paths] if isinstance(paths, str) else paths)]
     trace = _axis(absolute, "trace", str, bool, allowed)
+    if every is not None:
+        tick = trace_program.TICK_SECONDS
+        if (isinstance(every, bool) or not isinstance(every, (int, float))
+                or not tick <= every < math.inf):
+            raise ConfigError(f"grid.scan_every: {every!r} is not allowed; allowed: seconds "
+                              f"from {tick} (the recorder's clock tick), or null for one scan "
+                              "at the root's exit")
+        every = float(every)
     try:
-        traces = tuple(trace_scenario.describe(path, accept) for path in trace)
+        traces = tuple(trace_scenario.describe(path, accept, every) for path in trace)
     except TraceError as exc:
         raise ConfigError(str(exc)) from None
-    return {"trace": trace, "traces": traces, "accept_lost": accept}
+    return {"trace": trace, "traces": traces, "accept_lost": accept, "scan_every": every}
 
 
 def _param(g: dict, p: program.Param) -> int:

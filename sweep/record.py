@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +61,15 @@ class Recording:
     files: list[str]  # exec'd file names, indexed by an EXEC row's b
     paths: list[str]  # the snapshots' mapped paths, indexed by a VMA row's f
     live_end: dict[str, int]  # the tree's anon_vmas, avcs, vmas before the root's exit
-    thp: str  # "disabled" (command: PR_SET_THP_DISABLE) or "as the process has it" (pid mode)
+    #: the machine's transparent_hugepage/enabled at the recording ("never", "madvise",
+    #: "always"; "disabled" in a recording made before large folios were recorded)
+    thp: str
     seconds: float  # wall time of the recording
     #: what the program of the trace cannot express, by name (sweep.trace_program): every
     #: difference between its replay and live_end is explained by one of these
     unsupported: dict[str, int]
+    #: large anonymous folios (THP, mTHP) faults mapped, by order; each replayed as its pages
+    large_folios: dict[str, int] = field(default_factory=dict)
 
 
 def check() -> str | None:
@@ -160,33 +164,45 @@ def record(out: Path | str, command: list[str] | None = None, pid: int | None = 
     events = parsed.events
     end = _root_exit(events, root)
     counts = live_counts(events, root, np.array([end]))[0]
+    unsupported, folios = _converted(events, int(root), parsed.paths, pid is not None)
     rec = Recording(
-        unsupported=_unsupported(events, int(root), parsed.paths, pid is not None),
+        unsupported=unsupported, large_folios=folios,
         trace_format=TRACE_FORMAT, command=list(command or []), pid=int(pid or 0),
         root=int(root), status=int(stats.get("status", -1)), killed=int(stats.get("killed", 0)),
         release=platform.release(), lost_events=int(sum(stats["lost"].values())),
         lost_by_cpu=stats["lost"], unpaired_syscalls=parsed.unpaired,
         unparsed_lines=parsed.unparsed, files=parsed.files, paths=parsed.paths,
         live_end=dict(anon_vmas=int(counts[0]), avcs=int(counts[1]), vmas=int(counts[2])),
-        thp="disabled" if command is not None else "as the process has it",
+        thp=_thp_setting(),
         seconds=seconds)
     write_store(out, parsed, rec)
     return rec
 
 
-def _unsupported(events: np.ndarray, root: int, paths: list[str], attached: bool) -> dict:
-    """The calls the trace's program cannot express (sweep.trace_program), for the store."""
+def _converted(events: np.ndarray, root: int, paths: list[str], attached: bool
+               ) -> tuple[dict, dict]:
+    """What the store says of the trace's program (sweep.trace_program): the calls it cannot
+    express, and the large folios it replays as their pages, by order."""
     from sweep.trace_program import convert
 
     try:
         conv = convert(events, root, accept_lost=True, paths=paths)
     except ValueError as exc:  # a layout the core cannot hold
-        return {f"not convertible: {exc}": 1}
+        return {f"not convertible: {exc}": 1}, {}
     out = dict(conv.unsupported)
     if attached:
         out["attached to a running tree (live_end counts only what was allocated while "
             "recording; the program maps the whole image)"] = 1
-    return out
+    return out, {str(k): v for k, v in sorted(conv.folios.items())}
+
+
+def _thp_setting() -> str:
+    """The machine's THP mode, the bracketed word of transparent_hugepage/enabled."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "never"  # no THP in this kernel
+    return text.partition("[")[2].partition("]")[0] or text.strip()
 
 
 def _root_exit(events: np.ndarray, root: int) -> int:
@@ -259,14 +275,16 @@ def open_trace(path: Path | str) -> tuple[np.ndarray, Recording]:
     return ev, Recording(**attrs)
 
 
-def convert_trace(path: Path | str, *, accept_lost: bool = False):
+def convert_trace(path: Path | str, *, accept_lost: bool = False,
+                  scan_every: float | None = None):
     """The ``sweep.trace_program.Conversion`` of a trace store (its program, its unsupported
     calls); RecordError for a path that is not a trace, LostEventsError for a trace that lost
-    events unless ``accept_lost``."""
+    events unless ``accept_lost``; ``scan_every`` seconds adds scans along the recording."""
     from sweep.trace_program import convert
 
     ev, rec = open_trace(path)
-    return convert(ev, rec.root, rec.lost_events, accept_lost=accept_lost, paths=rec.paths)
+    return convert(ev, rec.root, rec.lost_events, accept_lost=accept_lost, paths=rec.paths,
+                   scan_every=scan_every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,9 @@ class _GridAxes:
     trace: Any = None
     # scenario trace: sweep a trace whose recording lost events (its program is wrong there)
     accept_lost: bool = False
+    # scenario trace: a scan every this many seconds of the recording too (None: one scan, at
+    # the root's exit)
+    scan_every: Optional[float] = None  # noqa: UP045
 
 
 GridConf = make_dataclass(

@@ -93,6 +93,8 @@ class Settings:
     live: live_walk.LiveSettings = live_walk.LiveSettings()
     #: scenario trace: convert traces that lost events (grid.accept_lost)
     accept_lost: bool = False
+    #: scenario trace: a scan every this many seconds of the recording (grid.scan_every)
+    scan_every: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,7 @@ class PointSpec:
 def settings_of(grid) -> Settings:
     """What every point of ``grid`` (a ``sweep.config.Grid``) shares."""
     return Settings(grid.scenario, grid.cow_model, grid.sample, tuple(grid.cpus), grid.timing,
-                    grid.params, accept_lost=grid.accept_lost)
+                    grid.params, accept_lost=grid.accept_lost, scan_every=grid.scan_every)
 
 
 def builder_args(settings: Settings, workload: tuple[int, int, float]) -> dict:
@@ -142,7 +144,8 @@ def program(settings: Settings, workload: tuple):
     is its conversion (sweep.trace_scenario), with the grid's sample in its scans."""
     if settings.scenario == TRACE:
         return trace_scenario.with_sample(
-            trace_scenario.program(workload.trace, settings.accept_lost), settings.sample)
+            trace_scenario.program(workload.trace, settings.accept_lost, settings.scan_every),
+            settings.sample)
     return SCENARIOS[settings.scenario](**builder_args(settings, workload))
 
 
@@ -216,7 +219,8 @@ def checked_size(settings: Settings, workload: tuple[int, int, float]) -> Progra
     """The size of a point's program by its scenario's formula, or a ValueError naming the
     grid keys that lengthen it (``core.program.SIZES``' scales) and the limit it is over."""
     if settings.scenario == TRACE:
-        return trace_scenario.size(workload.trace, settings.accept_lost, settings.sample)
+        return trace_scenario.size(workload.trace, settings.accept_lost, settings.sample,
+                                   settings.scan_every)
     args = builder_args(settings, workload)
     scales = {f"grid.{k}": args[k] for k in SIZES[settings.scenario].scales}
     return program_size(settings.scenario, **args).check(settings.scenario, scales)

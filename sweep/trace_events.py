@@ -40,6 +40,8 @@ class Kind(enum.IntEnum):
     EXECVE = 15  # execve or execveat entered (the exec's own faults follow, then EXEC)
     VMA = 16  # snapshot: a=start, b=end, c=perm bits (PERM_*), d=inode, e=offset, f=path
     PAGE = 17  # snapshot: a=address of a page holding an anonymous page
+    FOLIO = 18  # a large movable folio allocated: a=pfn, b=order, c=1 with a THP gfp mask
+    TICK = 19  # the recorder's clock: a=ns since the recording started
 
 
 #: A snapshot VMA's permission bits (c of a VMA row): /proc/PID/maps "rwxp" / "rwxs".
@@ -143,8 +145,22 @@ def parse(ev_text: str, obj_text: str, snaps_text: str = "") -> Parsed:
             pending[pid] = (name, kind, tuple(vals + [0] * (6 - len(vals))))
             continue
         event, _, rest = body.partition(": ")
+        if event == "tracing_mark_write":
+            word, _, ns = rest.strip().partition(" ")
+            if word == "tick" and ns.isdigit():
+                rows.append((ts, pid, tgid, Kind.TICK, int(ns), *zero[:5], 0))
+            else:
+                unparsed += 1
+            continue
         kv = dict(_KV.findall(rest))
-        if event in ("page_fault_user", "page_fault_kernel"):
+        if event == "mm_page_alloc":
+            pfn = int(kv.get("pfn", "0"), 16)
+            if pfn:  # pfn 0: the allocation failed (the fault falls back to a smaller order)
+                gfp = kv.get("gfp_flags", "")
+                rows.append((ts, pid, tgid, Kind.FOLIO, pfn, int(kv["order"]),
+                             int("TRANSHUGE" in gfp or "__GFP_NOMEMALLOC" in gfp),
+                             0, 0, 0, 0))
+        elif event in ("page_fault_user", "page_fault_kernel"):
             rows.append((ts, pid, tgid, Kind.FAULT, int(kv["address"], 16),
                          int(kv["error_code"], 16), int(event == "page_fault_user"), 0, 0, 0, 0))
         elif event == "task_newtask":
@@ -217,8 +233,7 @@ def tree_tids(events: np.ndarray, root: int) -> set[int]:
     """Every task of the recorded tree: the root, every task the tree created, and every task
     the tree-filtered instance saw (an attached tree's older threads)."""
     tids = {root}
-    ev = events[events["kind"] != Kind.ALLOC]
-    ev = ev[ev["kind"] != Kind.FREE]
+    ev = events[~np.isin(events["kind"], (Kind.ALLOC, Kind.FREE, Kind.TICK))]  # TICK: recorder
     tids.update(int(p) for p in np.unique(ev["pid"]))
     tids.update(int(c) for c in ev["a"][ev["kind"] == Kind.NEWTASK])
     return tids

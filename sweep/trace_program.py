@@ -29,7 +29,7 @@ import numpy as np
 from core.program import PROGRAM_DTYPE, VM_ACCESS, VM_EXEC, VM_READ, VM_WRITE, Op
 from sweep.trace_events import PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, Kind
 
-__all__ = ["Conversion", "LostEventsError", "convert"]
+__all__ = ["Conversion", "LostEventsError", "NoClockError", "TICK_SECONDS", "convert"]
 
 PAGE = 4096
 USER_END = 0x800000000000 // PAGE  # [vsyscall] above it is no VMA of the mm
@@ -50,8 +50,16 @@ F_SHARED, F_DONTDUMP, F_HUGEPAGE = 0x80, 0x100, 0x200
 FILE_SHIFT = 12  # the file's identity: bits 12..30
 
 
+#: The recorder's clock tick (core/live/anonvma-record.c TICK_NS): the finest scan interval.
+TICK_SECONDS = 0.01
+
+
 class LostEventsError(ValueError):
     """The trace lost events and the user did not accept it."""
+
+
+class NoClockError(ValueError):
+    """Scans every T seconds of a trace recorded without the recorder's clock ticks."""
 
 
 @dataclass
@@ -60,6 +68,9 @@ class Conversion:
     unsupported: Counter
     processes: int
     scans: int
+    #: large anonymous folios a fault mapped (THP, mTHP), by order: each replayed as its
+    #: 2^order pages
+    folios: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -153,14 +164,28 @@ def _access(prot: int) -> int:
 
 
 def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
-            accept_lost: bool = False, paths: list[str] | None = None) -> Conversion:
+            accept_lost: bool = False, paths: list[str] | None = None,
+            scan_every: float | None = None) -> Conversion:
     """The program of a recorded trace (``sweep.record.open_trace``'s events and root; the
     recording's ``paths`` name the snapshots' special mappings). Refuses a trace that lost
-    events unless ``accept_lost``."""
+    events unless ``accept_lost``. One scan right before the root's exit, and with
+    ``scan_every`` one more at every multiple of that many seconds of the recording before it
+    (dated by the recorder's clock ticks: NoClockError for a trace without them)."""
     if lost_events and not accept_lost:
         raise LostEventsError(f"the trace lost {lost_events} events; its program would be "
                               "wrong where they were (accept it with accept_lost / "
                               "--accept-lost)")
+    step = None
+    if scan_every is not None:
+        if not TICK_SECONDS <= scan_every < float("inf"):
+            raise ValueError(f"scan_every: {scan_every!r} is not allowed; allowed: seconds "
+                             f"from {TICK_SECONDS} (the recorder's clock tick)")
+        if not (events["kind"] == Kind.TICK).any():
+            raise NoClockError("the trace has no clock ticks (recorded before the recorder "
+                               "dated its events), so it cannot be scanned every T seconds; "
+                               "record it again or leave scan_every unset")
+        step = round(scan_every * 1e9)
+    next_scan, scans = step, 1
     paths = paths or []
     layout = _Layout(_ranges(events))
     rows: list[tuple] = []
@@ -220,10 +245,48 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
         first_event = len(events)
     end = np.flatnonzero((events["kind"] == Kind.EXIT) & (events["pid"] == root))
     end = int(end[-1]) if len(end) else len(events)
+    folios: Counter = Counter()
+    # A fault that maps a large folio allocates it right after its own event (after the
+    # anon_vma it may need): the task's last fault, until the task does anything else. The
+    # last allocation wins (a folio the memcg refused is freed and a smaller one tried).
+    faulting: dict[int, tuple[_Proc, int, bool]] = {}  # pid -> (process, page, written)
+    folio: dict[int, tuple[_Proc, int, bool, int]] = {}  # pid -> (..., order)
+
+    def map_folio(pid: int) -> None:
+        p, page, written, order = folio.pop(pid)
+        j = p.find(page)
+        if j < 0 or p.segs[j][2] & F_SHARED or p.segs[j][2] >> FILE_SHIFT:
+            return  # a page-cache or shmem folio: nothing anonymous
+        lo = max(page & ~((1 << order) - 1), p.segs[j][0])
+        hi = min((page | ((1 << order) - 1)) + 1, p.segs[j][1])
+        folios[order] += 1
+        for x in range(lo, hi):
+            if x != page or not written:
+                emit(Op.FAULT_AT, p.number, layout(x))
+
     for i, e in enumerate(events.tolist()):
         ts, pid, tgid, kind, a, b, c, d, e5, f6, ret = e
+        if kind not in (Kind.FOLIO, Kind.ALLOC, Kind.FREE, Kind.TICK):
+            faulting.pop(pid, None)
+            for t in list(folio):
+                map_folio(t)
         if i == end:
             emit(Op.SCAN, 0)
+        if kind == Kind.TICK:
+            while step and i < end and a >= next_scan:
+                emit(Op.SCAN, 0)
+                scans += 1
+                next_scan += step
+            continue
+        if kind == Kind.FOLIO:
+            if not c:
+                continue  # not a THP gfp mask: a page-cache folio
+            if pid in faulting:
+                folio[pid] = (*faulting[pid], b)
+            else:
+                skipped["large anonymous folio outside a fault (MADV_COLLAPSE: the pages it "
+                        "fills in are not replayed)"] += 1
+            continue
         if kind in (Kind.ALLOC, Kind.FREE, Kind.FORK):
             continue
         if kind == Kind.NEWTASK:
@@ -398,12 +461,16 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
                     continue
                 else:
                     continue
+            written = bool(b & FAULT_WRITE) and not p.segs[j][2] & F_SHARED
+            faulting[pid] = (p, page, written)
             if not b & FAULT_WRITE:
                 continue  # a read maps the zero page (or a file page): nothing anonymous
             if p.segs[j][2] & F_SHARED:
                 continue  # a shared mapping's pages are never anonymous
             emit(Op.FAULT_AT, p.number, layout(page))
+    for t in list(folio):
+        map_folio(t)
     if end == len(events):
         emit(Op.SCAN, 0)
     prog = np.array(rows, dtype=PROGRAM_DTYPE)
-    return Conversion(prog, skipped, count, 1)
+    return Conversion(prog, skipped, count, scans, folios)

@@ -21,7 +21,7 @@ LIVE_COUNTS = ("anon_vmas", "avcs", "vmas")
 #: Per generation: counts at the trace's scan, then walk costs (means over seeds).
 PER_KERNEL = ("anon_vmas", "avcs", "vmas", "pages", "walks", "entries_mean", "entries_max",
               "calls_mean", "rmap_bytes")
-TIMELINE_HEAD = {"event": "event", "processes": "processes", "vmas": "VMAs",
+TIMELINE_HEAD = {"event": "event", "seconds": "s", "processes": "processes", "vmas": "VMAs",
                  "anon_vmas": "anon_vmas", "avcs": "AVCs", "first_touches": "first touches",
                  "cows": "COW faults"}
 
@@ -57,20 +57,27 @@ def section(ds, path: str, info: dict, table) -> list[str]:
         f"(`{path}`)",
         f"- {info.get('events', '?')} events, {info.get('lost_events', '?')} lost; the replayed "
         f"program: {info.get('processes', '?')} processes, {info.get('vmas', '?')} VMAs mapped, "
-        f"{info.get('writes', '?')} write faults",
+        f"{info.get('writes', '?')} write faults ({info.get('large_folios', 0)} of them "
+        "mapped a large folio, THP or mTHP, replayed as its pages)",
+        f"- scans: {_scans(ds, info)}",
         f"- calls the converter could not express (not replayed): {listed}",
         "",
     ]
     timeline = info.get("timeline") or {}
     if timeline.get("rows"):
         cols = timeline["columns"]
+        dated = "seconds" in cols and timeline["rows"][0][cols.index("seconds")] is not None
+        when = ("each tenth of its seconds up to the root's exit (s: seconds since the "
+                "recording started, by the recorder's 10 ms clock ticks)" if dated else
+                "each tenth of the events up to the root's exit (a trace recorded without "
+                "clock ticks: its clock orders events, it has no seconds)")
         out += ["### The tree over its recording", "",
-                "At the end of each tenth of the events up to the root's exit (the trace's "
-                "clock orders events, it has no seconds): processes alive, and the tree's live "
+                f"At the end of {when}: processes alive, and the tree's live "
                 "VMAs, anon_vmas and AVCs as the recording counted them; write faults so far on "
                 "a missing page (first touches) and on a present one (COWs and write-protect "
                 "faults).", "",
-                table([{TIMELINE_HEAD.get(c, c): str(v) for c, v in zip(cols, row, strict=True)}
+                table([{TIMELINE_HEAD.get(c, c): "-" if v is None else str(v)
+                        for c, v in zip(cols, row, strict=True)}
                        for row in timeline["rows"]])]
     first = one.isel(cpus=0)
     cpus = [int(c) for c in ds["cpus"].values.tolist()]
@@ -88,9 +95,9 @@ def section(ds, path: str, info: dict, table) -> list[str]:
                 row[f"scan_ns@{cpus[-1]}cpu"] = _mean(scan.isel(cpus=-1).values)
         rows.append(row)
     out += ["### Per generation", "",
-            "The replay's counts at its scan (right before the root's exit) and the scan's walk "
-            "costs, means over seeds (`kernel` `live`: this machine's kernel running the "
-            "replayed program, counts only).", "", table(rows)]
+            "The replay's counts at its last scan (right before the root's exit) and the walk "
+            "costs of all its scans, means over seeds (`kernel` `live`: this machine's kernel "
+            "running the replayed program, counts only).", "", table(rows)]
     out += _against_live(ds, first, info, table)
     return out
 
@@ -124,6 +131,14 @@ def _against_live(ds, first, info: dict, table) -> list[str]:
             f"The tree's live objects at the root's exit, counted while recording (the live "
             f"executor's method), beside the replay under {newest}, the newest generation "
             "of this dataset.", "", verdict, "", table(rows)]
+
+
+def _scans(ds, info: dict) -> str:
+    every = (ds.attrs.get("grid") or {}).get("scan_every")
+    n = info.get("scans", 1)
+    if every is None:
+        return f"{n}, right before the root's exit"
+    return f"{n}: every {every:g} s of the recording and right before the root's exit"
 
 
 def _mean(values) -> str:

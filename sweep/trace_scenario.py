@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import shlex
 from collections import Counter
@@ -35,10 +36,11 @@ TRACE = "trace"
 #: exceed ``core.program.MAX_OPS`` and is refused from its metadata, before it is read.
 MAX_EVENTS = (MAX_OPS - 2) // 2
 #: Points of the report's timeline: the recording up to the root's exit in equal slices of
-#: events (the trace's counter clock orders events; it has no seconds).
+#: its seconds (the recorder's clock ticks; of its events for a trace without them).
 TIMELINE_POINTS = 10
-#: Columns of a timeline row (``TraceInfo.timeline``).
-TIMELINE = ("event", "processes", "vmas", "anon_vmas", "avcs", "first_touches", "cows")
+#: Columns of a timeline row (``TraceInfo.timeline``); seconds None for a trace without ticks.
+TIMELINE = ("event", "seconds", "processes", "vmas", "anon_vmas", "avcs", "first_touches",
+            "cows")
 
 FAULT_PRESENT = 0x1
 FAULT_WRITE = 0x2
@@ -68,6 +70,8 @@ class TraceInfo:
     processes: int  # processes the program creates (new_mm and fork)
     vmas: int  # mappings it makes (mmap, mmap_fixed: exec images' too)
     writes: int  # write faults it replays
+    scans: int  # scans of its program: one at the root's exit, more with grid.scan_every
+    large_folios: int  # faults that mapped a large folio (THP, mTHP), replayed as its pages
     unsupported: tuple[tuple[str, int], ...]  # calls the converter could not express
     live_end: tuple[int, int, int]  # the tree's live anon_vmas, AVCs, VMAs at the root's exit
     size: ProgramSize  # the program's size (core.runner.measure)
@@ -79,6 +83,7 @@ class TraceInfo:
             "path": self.path, "command": self.command, "release": self.release,
             "events": self.events, "lost_events": self.lost_events, "digest": self.digest,
             "processes": self.processes, "vmas": self.vmas, "writes": self.writes,
+            "scans": self.scans, "large_folios": self.large_folios,
             "unsupported": dict(self.unsupported),
             "live_end": dict(zip(("anon_vmas", "avcs", "vmas"), self.live_end, strict=True)),
             "timeline": {"columns": list(TIMELINE), "rows": [list(r) for r in self.timeline]},
@@ -108,12 +113,14 @@ def _metadata(path: str) -> tuple[dict, int]:
     return attrs, events
 
 
-def describe(path: str, accept_lost: bool = False) -> TraceInfo:
+def describe(path: str, accept_lost: bool = False, scan_every: float | None = None
+             ) -> TraceInfo:
     """Check and convert the trace at ``path``; what a grid records of it.
 
     Raises TraceError: the path is not there or not a trace store, the recording lost events
     (unless ``accept_lost``), the program could be longer than the core takes (from the
-    metadata, before reading it) or has more objects of a kind than an arena holds.
+    metadata, before reading it) or has more objects of a kind than an arena holds, or it has
+    no clock ticks to scan it every ``scan_every`` seconds.
     """
     path = os.path.abspath(path)
     attrs, n_events = _metadata(path)
@@ -126,11 +133,19 @@ def describe(path: str, accept_lost: bool = False) -> TraceInfo:
         raise TraceError(f"grid.trace: {path} has {n_events:,} events, a program of up to "
                          f"{2 * n_events + 2:,} operations; at most {MAX_OPS:,} are allowed "
                          f"(core.program.MAX_OPS), so at most {MAX_EVENTS:,} events")
+    if scan_every is not None:
+        # one scan per scan_every of the recording's seconds, bounded before converting
+        timed = math.ceil(float(attrs.get("seconds", 0.0)) / scan_every)
+        if 2 * n_events + 2 + timed > MAX_OPS:
+            raise TraceError(f"grid.scan_every: {scan_every:g} s makes up to {timed:,} scans "
+                             f"of {path}'s {attrs.get('seconds', 0):.1f} s, a program over "
+                             f"{MAX_OPS:,} operations (core.program.MAX_OPS); allowed: a "
+                             "longer interval")
     events, rec = _load(path)
-    conversion = _converted(path, accept_lost)
+    conversion = _converted(path, accept_lost, scan_every)
     prog = conversion.program
     try:
-        size = _size(path, accept_lost, None).check(TRACE, {"grid.trace": path})
+        size = _size(path, accept_lost, None, scan_every).check(TRACE, {"grid.trace": path})
     except ValueError as exc:
         raise TraceError(f"grid.trace: {exc}") from None
     ops = Counter(prog["op"].tolist())
@@ -140,7 +155,8 @@ def describe(path: str, accept_lost: bool = False) -> TraceInfo:
         lost_events=rec.lost_events, digest=hashlib.blake2b(events.tobytes(),
                                                             digest_size=8).hexdigest(),
         processes=ops[Op.NEW_MM] + ops[Op.FORK], vmas=ops[Op.MMAP] + ops[Op.MMAP_FIXED],
-        writes=ops[Op.FAULT] + ops[Op.FAULT_AT],
+        writes=ops[Op.FAULT] + ops[Op.FAULT_AT], scans=conversion.scans,
+        large_folios=sum(conversion.folios.values()),
         unsupported=tuple(sorted(conversion.unsupported.items())),
         live_end=tuple(int(rec.live_end.get(k, 0)) for k in ("anon_vmas", "avcs", "vmas")),
         size=size, timeline=timeline(events, rec.root))
@@ -157,23 +173,27 @@ def _load(path: str):
 
 
 @functools.lru_cache(maxsize=8)
-def _converted(path: str, accept_lost: bool):
+def _converted(path: str, accept_lost: bool, scan_every: float | None = None):
     from sweep import trace_program
 
     events, rec = _load(path)
     try:
         conversion = trace_program.convert(events, rec.root, rec.lost_events,
-                                           accept_lost=accept_lost, paths=rec.paths)
+                                           accept_lost=accept_lost, paths=rec.paths,
+                                           scan_every=scan_every)
     except trace_program.LostEventsError as exc:
         raise TraceError(f"grid.trace: {path}: {exc}") from None
+    except trace_program.NoClockError as exc:
+        raise TraceError(f"grid.scan_every: {path}: {exc}") from None
     conversion.program.flags.writeable = False  # shared by the cache's callers
     return conversion
 
 
-def program(path: str, accept_lost: bool = False) -> np.ndarray:
+def program(path: str, accept_lost: bool = False, scan_every: float | None = None
+            ) -> np.ndarray:
     """The program of the trace at ``path`` (checked by ``describe`` in the driver), read and
     converted once per process: a worker runs it under every kernel and seed of its task."""
-    return _converted(path, accept_lost).program
+    return _converted(path, accept_lost, scan_every).program
 
 
 def with_sample(prog: np.ndarray, sample: int | None) -> np.ndarray:
@@ -186,31 +206,56 @@ def with_sample(prog: np.ndarray, sample: int | None) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _size(path: str, accept_lost: bool, sample: int | None) -> ProgramSize:
+def _size(path: str, accept_lost: bool, sample: int | None,
+          scan_every: float | None = None) -> ProgramSize:
     from core.runner import measure
 
-    return measure(with_sample(program(path, accept_lost), sample))
+    return measure(with_sample(program(path, accept_lost, scan_every), sample))
 
 
-def size(path: str, accept_lost: bool = False, sample: int | None = None) -> ProgramSize:
+def size(path: str, accept_lost: bool = False, sample: int | None = None,
+         scan_every: float | None = None) -> ProgramSize:
     """The size of the trace's program (``core.runner.measure``), checked against the core's
     limits (a ValueError naming the trace), for the plan's cost and memory estimates."""
-    return _size(path, accept_lost, sample).check(TRACE, {"grid.trace": path})
+    return _size(path, accept_lost, sample, scan_every).check(TRACE, {"grid.trace": path})
+
+
+def seconds_of(events: np.ndarray) -> np.ndarray | None:
+    """Each row's time in seconds since the recording started: the last clock tick at or
+    before it (the recorder ticks every 10 ms), or None for a trace without ticks."""
+    from sweep.trace_events import Kind
+
+    tick = events["kind"] == Kind.TICK
+    if not tick.any():
+        return None
+    last = np.maximum.accumulate(np.where(tick, np.arange(len(events)), -1))
+    return np.where(last >= 0, events["a"][np.maximum(last, 0)], 0) / 1e9
 
 
 def timeline(events: np.ndarray, root: int, points: int = TIMELINE_POINTS
-             ) -> tuple[tuple[int, ...], ...]:
+             ) -> tuple[tuple, ...]:
     """The tree over its recording, ``points`` rows of ``TIMELINE``: at the end of each equal
-    slice of the events up to the root's exit, its live processes, VMAs, anon_vmas and AVCs
-    (``trace_events.live_counts``: objects a tree task allocated that nobody freed) and the
-    write faults so far on a missing page (first touches) and on a present one (COWs and
-    write-protect faults)."""
+    slice of its seconds up to the root's exit (of its events, for a trace without clock
+    ticks), its live processes, VMAs, anon_vmas and AVCs (``trace_events.live_counts``:
+    objects a tree task allocated that nobody freed) and the write faults so far on a missing
+    page (first touches) and on a present one (COWs and write-protect faults)."""
     from sweep.trace_events import Kind, live_counts
 
     kind = events["kind"]
     hit = np.flatnonzero((kind == Kind.EXIT) & (events["pid"] == root))
     end = int(hit[-1]) if len(hit) else len(events)
-    at = np.unique(np.linspace(0, end, points + 1).round().astype(np.int64)[1:])
+    seconds = seconds_of(events)
+    if seconds is None or end == 0:
+        at = np.unique(np.linspace(0, end, points + 1).round().astype(np.int64)[1:])
+        when = [None] * len(at)
+    else:
+        # the first row past each slice's end (a slice without events repeats the row before:
+        # equal steps of time); the root's exit ends the last slice
+        total = float(seconds[end - 1])
+        marks = np.linspace(0, total, points + 1)[1:]
+        at = np.searchsorted(seconds[:end], marks, side="right")
+        at[-1] = end
+        when = [round(float(m), 3) for m in marks]
     counts = live_counts(events, root, at) if len(at) else np.zeros((0, 3), np.int64)
     write = (kind == Kind.FAULT) & ((events["b"] & FAULT_WRITE) != 0)
     present = (events["b"] & FAULT_PRESENT) != 0
@@ -220,7 +265,7 @@ def timeline(events: np.ndarray, root: int, points: int = TIMELINE_POINTS
     rows = []
     for j, i in enumerate(at.tolist()):
         before = i - 1  # counts just before row i, as live_counts gives them
-        rows.append((i, alive[before] if before >= 0 else 1, int(counts[j, 2]),
+        rows.append((i, when[j], alive[before] if before >= 0 else 1, int(counts[j, 2]),
                      int(counts[j, 0]), int(counts[j, 1]),
                      int(first[before]) if before >= 0 else 0,
                      int(cows[before]) if before >= 0 else 0))

@@ -82,8 +82,12 @@ def test_a_fork_pool_is_recorded_with_its_processes_and_objects(tmp_path):
     assert (kinds == Kind.MMAP).sum() > 10 and (kinds == Kind.FAULT).sum() > 100
     # every event of the tree-filtered instance is the tree's
     tree = {rec.root} | {int(c) for c in forks["a"]}
-    mine = ev[(kinds != Kind.ALLOC) & (kinds != Kind.FREE)]
+    mine = ev[(kinds != Kind.ALLOC) & (kinds != Kind.FREE) & (kinds != Kind.TICK)]
     assert set(np.unique(mine["pid"]).tolist()) <= tree
+    # the recorder's clock ticks: from the start, every 10 ms or so, in the events' order
+    ticks = ev[kinds == Kind.TICK]
+    assert ticks["a"][0] < 10**7 and np.all(np.diff(ticks["a"]) > 0)
+    assert set(np.unique(ticks["pid"]).tolist()).isdisjoint(tree)
     assert np.all(np.diff(ev["ts"]) >= 0)
     assert rec.live_end["anon_vmas"] > 0 and rec.live_end["vmas"] > rec.live_end["anon_vmas"]
     assert_nothing_left()

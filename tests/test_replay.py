@@ -18,6 +18,7 @@ import pytest
 
 import core
 from core import live
+from core.program import Op
 from sweep import record
 from sweep.trace_events import EVENT_DTYPE, PERM_READ, PERM_SHARED, PERM_WRITE, Kind
 from sweep.trace_program import convert
@@ -147,6 +148,71 @@ def test_a_c_program_that_forks_replays_to_its_live_counts(tmp_path, static):
     assert_nothing_left()
 
 
+C_HUGE = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+	size_t huge = 2UL << 20;
+	char *m = mmap(NULL, 4 * huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a = (char *)(((uintptr_t)m + huge - 1) & ~(huge - 1));
+	madvise(a, 2 * huge, MADV_HUGEPAGE);
+	a[0] = 1;
+	a[huge + 4096] = 1;
+	long kb = 0;
+	char line[256];
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	while (f && fgets(line, sizeof line, f))
+		sscanf(line, "AnonHugePages: %ld kB", &kb);
+	FILE *o = fopen(argv[1], "w");
+	fprintf(o, "%ld\n", kb);
+	fclose(o);
+	if (fork() == 0) {
+		a[2 * 4096] = 2;   /* a COW of one 4 KiB page of the huge page */
+		_exit(0);
+	}
+	wait(NULL);
+	return 0;
+}
+"""
+
+
+@needs_recorder
+def test_a_huge_page_fault_is_recorded_and_replayed_as_its_512_pages(tmp_path):
+    """Recording leaves THP as the machine has it: a fault that maps a 2 MiB folio is
+    replayed as its 512 pages, as many as the kernel's AnonHugePages says it mapped."""
+    thp = record._thp_setting()
+    if thp == "never":
+        pytest.skip("transparent huge pages are off on this machine (enabled: never)")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "huge.c").write_text(C_HUGE)
+    exe = tmp_path / "huge"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(tmp_path / "huge.c")], check=True)
+    out, kb = tmp_path / "h.zarr", tmp_path / "kb"
+    rec = record.record(out, [str(exe), str(kb)])
+    huge = int(kb.read_text()) // 2048
+    if huge == 0:
+        pytest.skip("the kernel mapped no huge page (no free 2 MiB block)")
+    assert rec.thp == thp and rec.large_folios.get("9") == huge
+    assert_replays_exactly(out)
+    conv = record.convert_trace(out)
+    prog = conv.program
+    # the MADV_HUGEPAGE range (1024 pages) and the root's first touches in it
+    region = prog[(prog["op"] == Op.MPROTECT_AT) & (prog["c"] == 1024)]
+    assert len(region) == 1
+    lo = int(region["b"][0])
+    touched = prog[(prog["op"] == Op.FAULT_AT) & (prog["a"] == int(region["a"][0]))
+                   & (prog["b"] >= lo) & (prog["b"] < lo + 1024)]
+    assert len(np.unique(touched["b"])) == 512 * huge + (2 - huge)
+    assert_nothing_left()
+
+
 @needs_recorder
 def test_a_running_tree_is_recorded_by_pid_with_its_images(tmp_path):
     """--pid: the tree's events from the attach, every process's image copied then, and the
@@ -251,3 +317,84 @@ def test_an_exec_snapshot_becomes_the_new_image_and_the_brk_heap_grows():
     # the shared mapping, the heap; anon_vmas of the written data segment, stack and heap
     assert got == {"anon_vmas": 3, "avcs": 3, "vmas": 5}
     assert any(k.startswith("stack growth") for k in conv.unsupported)
+
+
+def test_a_large_folio_fault_replays_as_its_pages():
+    """A THP/mTHP fault allocates its folio right after its event: the folio's 2^order
+    pages, aligned and inside the VMA, are replayed; a page-cache folio (no THP gfp mask), a
+    folio in a file mapping and a folio no fault asked for map nothing anonymous; when the
+    memcg refuses a folio and a smaller one is taken, the last one is what was mapped."""
+    base = 0x7F0000000000  # 2 MiB aligned
+    huge = 512 * PAGE
+    ev = trace(
+        (Kind.MMAP, 0, 2 * huge, 3, 0x22, 2**32 - 1, 0, base),
+        (Kind.MADVISE, base, 2 * huge, 14, 0, 0, 0, 0),  # MADV_HUGEPAGE
+        (Kind.MMAP, 0, huge, 3, 0x02, 3, 0, base + 4 * huge),  # a private file mapping
+        (Kind.FAULT, base + 5 * PAGE, 2, 1, 0, 0, 0, 0),
+        (Kind.ALLOC, 0xFFFF0001, 0, 0, 0, 0, 0, 0),  # its anon_vma, before the folio
+        (Kind.FOLIO, 0x1000, 9, 1, 0, 0, 0, 0),
+        (Kind.FAULT, base + 520 * PAGE, 2, 1, 0, 0, 0, 0),
+        (Kind.FOLIO, 0x2000, 9, 1, 0, 0, 0, 0),  # refused by the memcg, freed
+        (Kind.FOLIO, 0x3000, 4, 1, 0, 0, 0, 0),  # what the fault mapped: 16 pages
+        (Kind.FAULT, base + 700 * PAGE, 0, 1, 0, 0, 0, 0),  # a read (the zero page) ...
+        (Kind.FOLIO, 0x4000, 2, 0, 0, 0, 0, 0),  # ... then readahead's page-cache folio
+        (Kind.FAULT, base + 4 * huge, 0, 1, 0, 0, 0, 0),  # a read of the file mapping
+        (Kind.FOLIO, 0x5000, 9, 1, 0, 0, 0, 0),  # (its page cache's, whatever the mask)
+        (Kind.FOLIO, 0x6000, 9, 1, 0, 0, 0, 0),  # a second one: the last wins, still the file's
+        (Kind.MUNMAP, base + 3 * huge, PAGE, 0, 0, 0, 0, 0),
+        (Kind.FOLIO, 0x7000, 9, 1, 0, 0, 0, 0),  # no fault: MADV_COLLAPSE's
+        (Kind.EXIT, 1, 0, 0, 0, 0, 0, 0),
+    )
+    conv = convert(ev, 100)
+    r = core.run(conv.program, "6.16", 0, check=True)
+    assert r["pages"] == 512 + 16
+    assert conv.folios == {9: 1, 4: 1}
+    assert conv.unsupported == {"large anonymous folio outside a fault (MADV_COLLAPSE: the "
+                                "pages it fills in are not replayed)": 1}
+
+
+def test_scans_every_t_seconds_are_placed_by_the_recorders_clock_ticks():
+    """scan_every=T: a scan at the first tick at or past each multiple of T before the root's
+    exit (the recorder's ticks are stamped by the events' counter), and the one at the exit."""
+    from sweep.trace_program import NoClockError
+
+    base = 0x7F0000000000
+    ms = 1_000_000
+    rows = [(Kind.MMAP, 0, 8 * PAGE, 3, 0x22, 2**32 - 1, 0, base)]
+    for k in range(8):  # a tick every 10 ms, a write after each
+        rows += [(Kind.TICK, 10 * ms * k, 0, 0, 0, 0, 0, 0),
+                 (Kind.FAULT, base + k * PAGE, 2, 1, 0, 0, 0, 0)]
+    rows += [(Kind.EXIT, 1, 0, 0, 0, 0, 0, 0), (Kind.TICK, 200 * ms, 0, 0, 0, 0, 0, 0)]
+    ev = trace(*rows)
+    ev["pid"][ev["kind"] == Kind.TICK] = ev["tgid"][ev["kind"] == Kind.TICK] = 7  # recorder
+    conv = convert(ev, 100, scan_every=0.025)
+    ops = conv.program["op"].tolist()
+    # ticks at 30 and 50 ms pass 25 and 50 ms; the exit's scan; none after the exit
+    assert conv.scans == 3 and ops.count(Op.SCAN) == 3
+    writes_before = [ops[:i].count(Op.FAULT_AT) for i, op in enumerate(ops) if op == Op.SCAN]
+    assert writes_before == [3, 5, 8]
+    assert core.run(conv.program, "6.16", 0)["walks"] == 3 + 5 + 8
+    assert convert(ev, 100).scans == 1
+    with pytest.raises(ValueError, match="from 0.01"):
+        convert(ev, 100, scan_every=0.001)
+    with pytest.raises(NoClockError, match="no clock ticks"):
+        convert(ev[ev["kind"] != Kind.TICK], 100, scan_every=0.025)
+
+
+def test_the_timeline_is_in_seconds_when_the_trace_has_ticks():
+    from sweep.trace_scenario import TIMELINE, timeline
+
+    base = 0x7F0000000000
+    rows = [(Kind.MMAP, 0, 8 * PAGE, 3, 0x22, 2**32 - 1, 0, base)]
+    for k in range(8):
+        rows += [(Kind.TICK, 10_000_000 * k, 0, 0, 0, 0, 0, 0),
+                 (Kind.FAULT, base + k * PAGE, 2, 1, 0, 0, 0, 0)]
+    rows += [(Kind.EXIT, 1, 0, 0, 0, 0, 0, 0)]
+    ev = trace(*rows)
+    rows = timeline(ev, 100, points=7)
+    col = {c: i for i, c in enumerate(TIMELINE)}
+    assert [r[col["seconds"]] for r in rows] == [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07]
+    # at the end of the slice up to 10 ms: the writes after the ticks at 0 and 10 ms
+    assert [r[col["first_touches"]] for r in rows] == [2, 3, 4, 5, 6, 7, 8]
+    undated = timeline(ev[ev["kind"] != Kind.TICK], 100, points=2)
+    assert [r[col["seconds"]] for r in undated] == [None, None]

@@ -322,6 +322,51 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(traces, tmp_pat
         "sweep: error: grid.trace: only with grid.scenario=trace; remove it or set "
         "grid.scenario=trace")
     assert "duplicate value" in refused(tmp_path, "+grid=trace", f"grid.trace=[{good},{good}]")
+    for value, shown in (("0.001", "0.001"), ("inf", "inf"), ("-1", "-1.0")):
+        assert refused(tmp_path, "+grid=trace", f"grid.trace={good}",
+                       f"grid.scan_every={value}") == (
+            f"sweep: error: grid.scan_every: {shown} is not allowed; allowed: seconds from 0.01 "
+            "(the recorder's clock tick), or null for one scan at the root's exit"), value
+    assert "could not be converted to Float" in refused(
+        tmp_path, "+grid=trace", f"grid.trace={good}", "grid.scan_every=true")
+    assert refused(tmp_path, "+grid=smoke", "grid.scan_every=1") == (
+        "sweep: error: grid.scan_every: only with grid.scenario=trace; remove it or set "
+        "grid.scenario=trace")
+
+
+@needs_recorder
+def test_a_trace_is_scanned_every_t_seconds_of_its_recording(traces, tmp_path):
+    """grid.scan_every: scans along the recording by its clock ticks; every scan walks every
+    page live then, so the walks are the sum over the scans of the pages at each."""
+    path = traces["prefork"]
+    events, rec = record.open_trace(path)
+    seconds = trace_scenario.seconds_of(events)
+    end = int(np.flatnonzero((events["kind"] == Kind.EXIT) & (events["pid"] == rec.root))[-1])
+    every = round(float(seconds[end - 1]) / 4, 3)  # about four scans, and the exit's
+    r = sweep_cli("+grid=trace", f"grid.trace={path}", "grid.kernel=[6.16]", "grid.cpus=[1]",
+                  f"grid.scan_every={every}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_zarr(tmp_path / "run" / "results.zarr").load()
+    assert ds.attrs["grid"]["scan_every"] == every
+    summary = ds.attrs["traces"][0]
+    conv = record.convert_trace(path, scan_every=every)
+    assert summary["scans"] == conv.scans == int((conv.program["op"] == Op.SCAN).sum())
+    assert 4 <= conv.scans <= 6
+    got = ds.isel(kernel=0, trace=0, cpus=0, seed=0)
+    # the core run scan by scan: a program cut after each scan
+    import core
+
+    scans = np.flatnonzero(conv.program["op"] == Op.SCAN)
+    pages = [core.run(conv.program[: i + 1], "6.16", 0)["pages"] for i in scans]
+    assert int(got["walks"]) == sum(pages)
+    assert int(got["pages"]) == pages[-1]
+    # the timeline in seconds: increasing, the last at the root's exit
+    cols = summary["timeline"]["columns"]
+    when = [row[cols.index("seconds")] for row in summary["timeline"]["rows"]]
+    assert when == sorted(when) and when[-1] == round(float(seconds[end - 1]), 3)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"every {every:g} s of the recording" in report
+    assert "s: seconds since the recording started" in report
 
 
 @needs_recorder

@@ -5,9 +5,11 @@
  * private mount namespace, where tracefs is mounted and two private instances are made:
  *   ev   the tree's own events: task_newtask, sched_process_fork/exec/exit, the enter and exit
  *        of mmap, munmap, mprotect, mremap, brk, madvise, shmat, and page_fault_user plus
- *        page_fault_kernel at user addresses (copy_to_user writes user pages too). Restricted
- *        to the tree in the kernel: set_event_pid with options/event-fork, so a fork's child is
- *        added before it runs.
+ *        page_fault_kernel at user addresses (copy_to_user writes user pages too), and the
+ *        allocations of large movable folios (a THP or mTHP fault maps 2^order pages at once).
+ *        Restricted to the tree in the kernel: set_event_pid with options/event-fork, so a
+ *        fork's child is added before it runs. The recorder's own clock ticks (trace_marker)
+ *        date the events in seconds.
  *   obj  kmem_cache_alloc of anon_vmas, AVCs (by call site, as anonvma-live does) and VMAs,
  *        and their frees, from every task: an object is freed by whoever drops it last (an
  *        exiting parent, a /proc reader's mmput), so frees cannot be filtered by pid.
@@ -97,6 +99,9 @@ static const char *const EV_EVENTS[] = {
 	/* the exec's own faults (the bss's padzero, the stack's auxv) come between these and
 	 * sched_process_exec, in the new image the snapshot describes */
 	"syscalls/sys_enter_execve", "syscalls/sys_enter_execveat",
+	/* a fault that maps a large folio (THP, mTHP) maps 2^order pages at once; the
+	 * allocation comes right after the fault's event (filtered: order > 0, movable) */
+	"kmem/mm_page_alloc",
 	NULL,
 };
 
@@ -117,7 +122,9 @@ static int configure_ev(const char *dir)
 	    /* a kernel-mode fault at a user address is the kernel writing user memory for the
 	     * task (read(2) into a buffer): it creates anonymous pages like a user fault */
 	    write_file(dir, "events/exceptions/page_fault_kernel/filter",
-		       "address < 0x800000000000"))
+		       "address < 0x800000000000") ||
+	    /* user memory is movable (GFP_HIGHUSER_MOVABLE); order-0 pages are the faults' */
+	    write_file(dir, "events/kmem/mm_page_alloc/filter", "order > 0 && migratetype == 1"))
 		return -1;
 	for (int i = 0; EV_EVENTS[i]; i++) {
 		snprintf(path, sizeof path, "events/%s/enable", EV_EVENTS[i]);
@@ -316,11 +323,43 @@ struct rec {
 	struct stream s[2];
 	FILE *stats, *snaps;
 	long deadline;
+	int marker;               /* the ev instance's trace_marker: the clock ticks */
+	struct timespec t0, last_tick;
 };
+
+static long long ns_between(struct timespec a, struct timespec b)
+{
+	return (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+}
+
+/*
+ * The counter clock orders events but has no seconds. Every TICK_NS the recorder writes the
+ * monotonic time since the start into the ev instance's trace_marker: a marker is stamped by
+ * the same counter, so it falls into the events' order and dates the events around it (to
+ * within a tick plus the reader's wake-up, a few ms). A marker is not an event, so the pid
+ * filter does not drop the recorder's.
+ */
+#define TICK_NS 10000000LL
+
+static void tick(struct rec *r, bool force)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	if (r->marker < 0 || (!force && ns_between(r->last_tick, t) < TICK_NS))
+		return;
+	char line[48];
+	int n = snprintf(line, sizeof line, "tick %lld\n", ns_between(r->t0, t));
+	if (write(r->marker, line, (size_t)n) == n)
+		r->last_tick = t;
+}
 
 static void open_streams(struct rec *r)
 {
 	char path[400];
+	snprintf(path, sizeof path, "%s/trace_marker", r->ev_dir);
+	r->marker = open(path, O_WRONLY | O_CLOEXEC);
+	if (r->marker < 0)
+		die(1, "%s: %s", path, strerror(errno));
 	const char *dirs[2] = {r->ev_dir, r->obj_dir};
 	for (int i = 0; i < 2; i++) {
 		snprintf(path, sizeof path, "%s/trace_pipe", dirs[i]);
@@ -334,11 +373,15 @@ static void start_tracing(struct rec *r)
 {
 	if (write_file(r->obj_dir, "tracing_on", "1") || write_file(r->ev_dir, "tracing_on", "1"))
 		die(1, "tracing_on: %s", strerror(errno));
+	clock_gettime(CLOCK_MONOTONIC, &r->t0);
+	tick(r, true);
 }
 
 static void finish(struct rec *r)
 {
 	/* tracing stops before the last read, so nothing can come after it */
+	tick(r, true);
+	close(r->marker);
 	write_file(r->ev_dir, "tracing_on", "0");
 	write_file(r->obj_dir, "tracing_on", "0");
 	drain(r->s, 2);
@@ -407,10 +450,6 @@ static void init_main(struct rec *r, char **argv)
 		char c;
 		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
-		/* No transparent huge pages for the tree (inherited by fork, kept across exec): a
-		 * 2 MiB fault would stand for 512 pages that no event names one by one. */
-		if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
-			_exit(127);
 		if (write(info[1], &hp, sizeof hp) != sizeof hp || read(go[0], &c, 1) != 1)
 			_exit(127);
 		execvp(argv[0], argv);
@@ -465,6 +504,7 @@ static void init_main(struct rec *r, char **argv)
 		 * tracee waits for this loop: its SIGCHLD ends the wait at once) */
 		if (!drain(r->s, 2))
 			sigtimedwait(&chld, NULL, &(struct timespec){0, 2000000});
+		tick(r, false);
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec > r->deadline)
@@ -537,6 +577,7 @@ static int record_pid(struct rec *r, int pid)
 		if (k > 0)
 			break;
 		drain(r->s, 2);
+		tick(r, false);
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec >= r->deadline)
@@ -557,7 +598,7 @@ int main(int argc, char **argv)
 		    "| anonvma-record probe");
 	prctl(PR_SET_PDEATHSIG, SIGTERM);   /* dies with the driver, still removing instances */
 	signal(SIGPIPE, SIG_IGN);
-	struct rec r = {0};
+	struct rec r = {.marker = -1};
 	if (!probe) {
 		r.deadline = atol(argv[5]);
 		for (int i = 0; i < 2; i++) {
