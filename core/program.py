@@ -57,6 +57,9 @@ class Op(enum.IntEnum):
     FAULT_AT = 22  # (a=process, b=page): one write fault on the page, in whatever VMA holds it
     MUNMAP_AT = 23  # (a=process, b=first page, c=npages): unmap the range, across VMAs
     MPROTECT_AT = 24  # (a=process, b=first page, c=npages, d=flags): set the range's flags
+    MREMAP_AT = 25  # (a=process, b=first page, c=npages, d=to): move the range to page d
+    MREMAP_GROW_AT = 26  # (a=process, b=first page, c=npages, d=grow): grow it in place
+    EXPAND_DOWN_AT = 27  # (a=process, b=page): the VMA above page b grows down to it
 
 
 #: vm_flags bits the core knows by name (docs/core.md "Flags"): the access bits, which
@@ -254,6 +257,30 @@ class Program:
         _check_flags("mprotect_at", flags)
         self._emit(Op.MPROTECT_AT, p, start, npages, d=flags)
         self._uncertain.add(p)
+
+    def mremap_at(self, p: int, start: int, npages: int, to: int) -> None:
+        """Move pages start..start+npages-1 of process p, all in one VMA, to the free pages
+        from page ``to`` (mremap with MREMAP_MAYMOVE | MREMAP_FIXED; docs/core.md)."""
+        _check_count("mremap_at", "start", start)
+        _check_count("mremap_at", "npages", npages)
+        _check_count("mremap_at", "to", to)
+        self._emit(Op.MREMAP_AT, p, start, npages, d=to)
+        self._uncertain.add(p)
+
+    def mremap_grow_at(self, p: int, start: int, npages: int, grow: int) -> None:
+        """Grow pages start..start+npages-1 of process p, which end where their VMA ends, by
+        ``grow`` pages in place (mremap without a move; docs/core.md)."""
+        _check_count("mremap_grow_at", "start", start)
+        _check_count("mremap_grow_at", "npages", npages)
+        _check_count("mremap_grow_at", "grow", grow)
+        self._emit(Op.MREMAP_GROW_AT, p, start, npages, d=grow)
+        self._uncertain.add(p)
+
+    def expand_down_at(self, p: int, page: int) -> None:
+        """The VMA right above page ``page`` of process p grows down to it (a stack's
+        expand_downwards; docs/core.md)."""
+        _check_count("expand_down_at", "page", page)
+        self._emit(Op.EXPAND_DOWN_AT, p, page)
 
     def fork(self, p: int) -> int:
         return self.fork_many(p, 1)[0]

@@ -7,6 +7,7 @@ itself, which raises ``ProgramError`` naming the op index.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import math
@@ -187,6 +188,50 @@ def estimate_bytes(program, *, trace: bool = False, resident: bool = False) -> i
     return size_bytes(measure(program), trace=trace, resident=resident)
 
 
+class _Pieces:
+    """The pages a process maps by the ops that name addresses, as pieces [lo, hi) cut at
+    every boundary an op named: never merged, so at least as many as the VMAs they stand for
+    in any generation (which merges only some of them)."""
+
+    def __init__(self, lo: list[int] | None = None, hi: list[int] | None = None) -> None:
+        self.lo, self.hi = lo or [], hi or []
+
+    def copy(self) -> _Pieces:
+        return _Pieces(list(self.lo), list(self.hi))
+
+    @property
+    def pages(self) -> int:
+        return sum(self.hi) - sum(self.lo)
+
+    def add(self, lo: int, hi: int) -> None:
+        i = bisect.bisect_left(self.lo, lo)
+        self.lo.insert(i, lo)
+        self.hi.insert(i, hi)
+
+    def cut(self, x: int) -> None:
+        """Split the piece that holds x inside it."""
+        i = bisect.bisect_right(self.lo, x) - 1
+        if i >= 0 and self.lo[i] < x < self.hi[i]:
+            self.lo.insert(i + 1, x)
+            self.hi.insert(i + 1, self.hi[i])
+            self.hi[i] = x
+
+    def take(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Remove [lo, hi) from the pieces; the removed parts, lowest first."""
+        self.cut(lo)
+        self.cut(hi)
+        i = bisect.bisect_left(self.lo, lo)
+        j = bisect.bisect_left(self.lo, hi, lo=i)
+        out = list(zip(self.lo[i:j], self.hi[i:j], strict=True))
+        del self.lo[i:j], self.hi[i:j]
+        return out
+
+    def above(self, page: int) -> int | None:
+        """The first page of the piece right above ``page``."""
+        i = bisect.bisect_right(self.lo, page)
+        return self.lo[i] if i < len(self.lo) else None
+
+
 def measure(program) -> ProgramSize:
     """A program's length, its objects at their peak and the work of its forks and writes,
     following its shape (no simulation).
@@ -209,6 +254,7 @@ def measure(program) -> ProgramSize:
     # have merged: their list below holds a piece per op whatever merged, so a VMA is charged
     # all their pages
     grown: set[int] = set()
+    space: dict[int, _Pieces] = {}  # the pages each process maps by address ops
 
     def npages(p: int, v: int) -> int:
         vs = procs[p] if 0 <= p < len(procs) else None
@@ -220,7 +266,36 @@ def measure(program) -> ProgramSize:
         return 0 <= p < len(procs) and procs[p] is not None
 
     for op, a, b, c, d, x in arr.tolist():
-        if op == 1:  # new_mm
+        if 21 <= op <= 27 and alive(a) and op != 22:
+            # the ops that name addresses: pages exactly, VMAs as the pieces they cut
+            sp = space.setdefault(a, _Pieces())
+            pieces = len(sp.lo)
+            if op == 21 and b > 0 and c > 0:  # mmap_fixed
+                ptes -= sum(hi - lo for lo, hi in sp.take(b, b + c))  # (free, if valid)
+                sp.add(b, b + c)
+                ptes += c
+            elif op == 23 and b > 0 and c > 0:  # munmap_at
+                ptes -= sum(hi - lo for lo, hi in sp.take(b, b + c))
+            elif op == 24 and b > 0 and c > 0:  # mprotect_at
+                sp.cut(b)
+                sp.cut(b + c)
+            elif op == 25 and b > 0 and c > 0 and d > 0:  # mremap_at: the pages move
+                for lo, hi in sp.take(b, b + c):
+                    sp.add(lo - b + d, hi - b + d)
+            elif op == 26 and b > 0 and c > 0 and d > 0:  # mremap_grow_at
+                sp.add(b + c, b + c + d)
+                ptes += d
+            elif op == 27 and b > 0:  # expand_down_at
+                top = sp.above(b)
+                if top is not None:
+                    sp.add(b, top)
+                    ptes += top - b
+            added = len(sp.lo) - pieces
+            vmas += added
+            links += added * (depth[a] + 1)
+        elif op == 22:  # fault_at
+            created += 1
+        elif op == 1:  # new_mm
             procs.append([])
             depth.append(0)
         elif op == 2 and alive(a) and b > 0:  # mmap
@@ -242,18 +317,25 @@ def measure(program) -> ProgramSize:
                 inherited = min(ptes, math.ceil(created))
             if a in grown:
                 grown.add(len(procs))
+            sp = space.get(a)
+            if sp is not None:
+                space[len(procs)] = sp.copy()
             procs.append(list(procs[a]))
             depth.append(depth[a] + 1)
-            ptes += sum(procs[a])
-            vmas += len(procs[a])
-            links += len(procs[a]) * (depth[a] + 2)
-            copied += sum(procs[a])
-            forked += len(procs[a])
-            cloned += len(procs[a]) * (depth[a] + 2)
+            pages = sum(procs[a]) + (sp.pages if sp else 0)
+            nv = len(procs[a]) + (len(sp.lo) if sp else 0)
+            ptes += pages
+            vmas += nv
+            links += nv * (depth[a] + 2)
+            copied += pages
+            forked += nv
+            cloned += nv * (depth[a] + 2)
         elif op == 8 and alive(a):  # exit
-            ptes -= sum(procs[a])
-            vmas -= len(procs[a])
-            links -= len(procs[a]) * (depth[a] + 1)
+            sp = space.pop(a, None)
+            nv = len(procs[a]) + (len(sp.lo) if sp else 0)
+            ptes -= sum(procs[a]) + (sp.pages if sp else 0)
+            vmas -= nv
+            links -= nv * (depth[a] + 1)
             procs[a] = None
         elif op in (12, 13, 14, 18, 19) and alive(a) and 0 <= b < len(procs[a]) and d > 0:
             # mprotect / munmap / mremap: the VMA becomes its pieces (each split one more VMA,

@@ -40,6 +40,7 @@ MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, MAP_ANONYMOUS = 0x01, 0x03, 0x0f, 0x2
 MAP_GROWSDOWN, MAP_NORESERVE, MAP_STACK = 0x100, 0x4000, 0x20000
 PROT_READ, PROT_WRITE, PROT_EXEC = 0x1, 0x2, 0x4
 FAULT_WRITE = 0x2
+MREMAP_DONTUNMAP = 0x4
 MADV_DONTFORK, MADV_DOFORK, MADV_DONTDUMP, MADV_DODUMP = 10, 11, 16, 17
 MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
 MADV_PAGES = {4: "dontneed", 8: "free", 9: "remove", 20: "cold", 21: "pageout"}
@@ -211,7 +212,7 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
         p.add(lo, hi, flags)
 
     def munmap(p: _Proc, lo: int, hi: int) -> None:
-        if p.cut(lo, hi):
+        if lo < hi and p.cut(lo, hi):
             start = layout(lo)
             emit(Op.MUNMAP_AT, p.number, start, layout(hi - 1) + 1 - start)
 
@@ -423,21 +424,40 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
             old_lo, old_hi = a // PAGE, -(-(a + b) // PAGE)
             new_lo, new_hi = ret // PAGE, ret // PAGE + -(-c // PAGE)
             j = p.find(old_lo)
-            flags = p.segs[j][2] if j >= 0 else F_ACCOUNT | VM_READ | VM_WRITE
+            if j < 0:
+                skipped["mremap of a range outside a known mapping"] += 1
+                continue
+            flags = p.segs[j][2]
             if new_lo == old_lo and new_hi <= old_hi:
                 munmap(p, new_hi, old_hi)
-            elif new_lo == old_lo and flags >> FILE_SHIFT == 0:
-                # growth in place: the kernel only moves vm_end (vma_merge_extend from 6.1);
-                # an mmap_fixed of the growth merges into the VMA where the merge rule lets a
-                # new range join it (not a forked VMA from 3.0)
-                skipped["mremap growth in place (replayed as mmap_fixed of the growth: it "
-                        "stays a separate VMA where a merge would refuse it)"] += 1
-                mmap(p, old_hi, new_hi, flags, None)
+            elif new_lo == old_lo:
+                # growth in place: the VMA itself grows (vma_merge_extend from 6.1, vma_adjust
+                # before), a forked one too
+                start = layout(old_lo)
+                emit(Op.MREMAP_GROW_AT, p.number, start, layout(old_hi - 1) + 1 - start,
+                     layout(new_hi - 1) + 1 - layout(old_hi))
+                p.add(old_hi, new_hi, flags)
             else:
-                skipped["mremap that grows or moves (replayed as munmap and mmap: the pages "
-                        "and their anon_vma are not carried)"] += 1
-                munmap(p, old_lo, old_hi)
-                mmap(p, new_lo, new_hi, flags, None)
+                # a move: a shrink first, then move_vma of what is kept (copy_vma: pages and
+                # anon_vmas carried), its growth in place at the new address
+                keep = min(old_hi - old_lo, new_hi - new_lo)
+                munmap(p, old_lo + keep, old_hi)
+                munmap(p, new_lo, new_hi)  # MREMAP_FIXED: what was there goes first
+                start, to = layout(old_lo), layout(new_lo)
+                emit(Op.MREMAP_AT, p.number, start, layout(old_lo + keep - 1) + 1 - start, to)
+                for lo, hi, f in p.cut(old_lo, old_lo + keep):
+                    p.add(lo - old_lo + new_lo, hi - old_lo + new_lo, f)
+                if new_hi > new_lo + keep:
+                    emit(Op.MREMAP_GROW_AT, p.number, to, layout(new_lo + keep - 1) + 1 - to,
+                         layout(new_hi - 1) + 1 - layout(new_lo + keep))
+                    p.add(new_lo + keep, new_hi, flags)
+                if d & MREMAP_DONTUNMAP:
+                    skipped["mremap MREMAP_DONTUNMAP (the kernel leaves the old range mapped, "
+                            "empty: replayed unmapped)"] += 1
+                if flags >> FILE_SHIFT:
+                    skipped["mremap that moves a file mapping (the core gives an unfaulted "
+                            "range its new address as vm_pgoff, the kernel keeps its file "
+                            "offset: merges may differ)"] += 1
         elif kind == Kind.SHMAT:
             if ret >= 0:
                 skipped["shmat (a shared mapping: no anonymous page)"] += 1
@@ -452,9 +472,9 @@ def convert(events: np.ndarray, root: int, lost_events: int = 0, *,
                 # below a stack: the kernel grows it (expand_stack), read or write
                 k = bisect.bisect_right(p.segs, page, key=lambda s: s[0])
                 if k < len(p.segs) and p.segs[k][2] & F_GROWSDOWN and p.segs[k][0] - page < GAP:
-                    skipped["stack growth (replayed as an mmap below the stack; a forked "
-                            "stack keeps it a separate VMA)"] += 1
-                    mmap(p, page, p.segs[k][0], p.segs[k][2], None)
+                    # expand_stack: the stack VMA itself moves vm_start down, forked or not
+                    emit(Op.EXPAND_DOWN_AT, p.number, layout(page))
+                    p.add(page, p.segs[k][0], p.segs[k][2])
                     j = p.find(page)
                 elif b & FAULT_WRITE:
                     skipped["write fault outside a known mapping"] += 1

@@ -213,6 +213,82 @@ def test_a_huge_page_fault_is_recorded_and_replayed_as_its_512_pages(tmp_path):
     assert_nothing_left()
 
 
+C_REMAPS = r"""
+#define _GNU_SOURCE
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#define PG 4096UL
+#define RW (PROT_READ | PROT_WRITE)
+#define ANON (MAP_PRIVATE | MAP_ANONYMOUS)
+
+static int deep(int n)   /* 64 KiB a frame: the stack grows down under it */
+{
+	volatile char buf[64 * 1024];
+	memset((char *)buf, n, sizeof buf);
+	return n ? deep(n - 1) + buf[100] : buf[5];
+}
+
+int main(void)
+{
+	int go[2];
+	char c;
+	if (pipe(go))
+		return 1;
+	/* 16 pages with 16 free ones above them, and another mapping */
+	char *a = mmap(NULL, 32 * PG, RW, ANON, -1, 0);
+	munmap(a + 16 * PG, 16 * PG);
+	memset(a, 1, 16 * PG);
+	char *b = mmap(NULL, 8 * PG, RW, ANON, -1, 0);
+	memset(b, 2, 8 * PG);
+	if (fork() == 0) {
+		a[PG] = 3;
+		if (mremap(a, 16 * PG, 24 * PG, 0) == MAP_FAILED)   /* a forked VMA grows */
+			_exit(1);
+		memset(a + 16 * PG, 4, 8 * PG);
+		char *m = mremap(b, 8 * PG, 12 * PG, MREMAP_MAYMOVE);   /* a forked VMA moves */
+		if (m == MAP_FAILED)
+			_exit(2);
+		m[9 * PG] = 5;
+		deep(8);               /* a forked stack grows */
+		if (write(go[1], "x", 1) != 1)
+			_exit(3);
+		pause();               /* alive at the root's exit: its objects are counted */
+	}
+	if (read(go[0], &c, 1) != 1)
+		return 2;
+	deep(4);
+	/* a part of the root's mapping moves into the free pages above it */
+	char *to = mremap(a + 4 * PG, 4 * PG, 4 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, a + 20 * PG);
+	if (to == MAP_FAILED)
+		return 3;
+	a[21 * PG] = 6;
+	return 0;
+}
+"""
+
+
+@needs_recorder
+def test_mremap_and_stack_growth_of_forked_vmas_replay_to_the_live_counts(tmp_path):
+    """mremap growth in place and moves, and stack growth, of forked VMAs: the kernel grows
+    and moves the VMA itself (mremap_grow_at, mremap_at, expand_down_at), which mmap_fixed of
+    the new pages could not (a new range never joins a forked VMA from 3.0)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "remaps.c").write_text(C_REMAPS)
+    exe = tmp_path / "remaps"
+    subprocess.run([cc, "-O1", "-o", str(exe), str(tmp_path / "remaps.c")], check=True)
+    out = tmp_path / "r.zarr"
+    rec = record.record(out, [str(exe)])
+    assert rec.status == 0 and rec.killed == 1  # the child, alive at the root's exit
+    assert_replays_exactly(out)
+    ops = record.convert_trace(out).program["op"].tolist()
+    assert ops.count(Op.MREMAP_GROW_AT) >= 2 and ops.count(Op.MREMAP_AT) == 2
+    assert ops.count(Op.EXPAND_DOWN_AT) >= 2
+    assert_nothing_left()
+
+
 @needs_recorder
 def test_a_running_tree_is_recorded_by_pid_with_its_images(tmp_path):
     """--pid: the tree's events from the attach, every process's image copied then, and the
@@ -313,10 +389,11 @@ def test_an_exec_snapshot_becomes_the_new_image_and_the_brk_heap_grows():
         (Kind.EXIT, 1, 0, 0, 0, 0, 0, 0),
     )
     got, conv = counts(ev, ["", "/bin/x", "[stack]", "/dev/shm/y"])
-    # the two file segments, the stack (its growth merged into it: its chain is singular),
-    # the shared mapping, the heap; anon_vmas of the written data segment, stack and heap
+    # the two file segments, the stack (grown down: expand_downwards), the shared mapping,
+    # the heap; anon_vmas of the written data segment, stack and heap
     assert got == {"anon_vmas": 3, "avcs": 3, "vmas": 5}
-    assert any(k.startswith("stack growth") for k in conv.unsupported)
+    assert not conv.unsupported
+    assert (conv.program["op"] == Op.EXPAND_DOWN_AT).sum() == 1
 
 
 def test_a_large_folio_fault_replays_as_its_pages():

@@ -166,7 +166,8 @@ static void grow_op(struct builder *b, int p, int v)
 
 /* The ops that name pages by address, around VMA v: a mapping in the free pages after it
  * (flags from a few identities), a fault in it, an munmap or mprotect of a range that may
- * cross VMAs and holes. */
+ * cross VMAs and holes, a move of a range of it into the free pages after it, its growth into
+ * them, its growth down into the free pages below it. */
 static void address_op(struct builder *b, int p, int v)
 {
 	static const int32_t flags[] = { 0, VMA_EXEC, VMA_READ | VMA_WRITE, 0x10, 0x10 | VMA_EXEC };
@@ -175,7 +176,33 @@ static void address_op(struct builder *b, int p, int v)
 	int32_t end = (int32_t)(x->start + x->npages);
 	int32_t gap = v + 1 < (int)mm->nr_vmas ?
 		(int32_t)vma_at(&b->live, mm->vmas[v + 1])->start - end : 8;
-	switch (below(4)) {
+	int32_t below_gap = v > 0 ? (int32_t)x->start - (int32_t)(vma_at(&b->live,
+				mm->vmas[v - 1])->start + vma_at(&b->live, mm->vmas[v - 1])->npages) :
+		(int32_t)x->start - 1;
+	switch (below(7)) {
+	case 4: {                        /* mremap_at of a range of v into the gap after it */
+		int32_t len = 1 + below((int)x->npages);
+		if (gap < len)
+			return;
+		emit(b, OP_MREMAP_AT, p, (int32_t)x->start + below((int)x->npages - len + 1), len, 0);
+		b->ops[b->n].d = end + below(gap - len + 1);
+		break;
+	}
+	case 5:                          /* mremap_grow_at of v's tail */
+		if (gap < 1)
+			return;
+		emit(b, OP_MREMAP_GROW_AT, p, (int32_t)x->start + below((int)x->npages),
+		     0, 0);
+		b->ops[b->n].c = end - b->ops[b->n].b;
+		b->ops[b->n].d = 1 + below(gap);
+		break;
+	case 6: {                        /* expand_down_at into the gap below v */
+		int32_t n = below_gap < 1 ? 0 : 1 + below(below_gap < 8 ? below_gap : 8);
+		if (n < 1 || (uint32_t)n > x->pgoff)
+			return;
+		emit(b, OP_EXPAND_DOWN_AT, p, (int32_t)x->start - n, 0, 0);
+		break;
+	}
 	case 0:
 		if (gap < 1)
 			return;

@@ -151,6 +151,10 @@ def _unmappable(arr: np.ndarray) -> str | None:
     """The executor's refusal of an address op it cannot map (anonvma-live.c), found
     before it starts: a live mapping is anonymous and read-write, so a mapping of a replayed
     trace's file or kernel VMA (other flags, a pgoff that is not its page) has no live twin."""
+    down = np.flatnonzero(arr["op"] == Op.EXPAND_DOWN_AT)
+    if len(down):
+        return (f"op {int(down[0])}: expand_down_at cannot be run live (the executor's "
+                "mappings are not MAP_GROWSDOWN stacks)")
     placed = (arr["op"] == Op.MMAP_FIXED) | (arr["op"] == Op.MPROTECT_AT)
     flags = arr["d"][placed].astype(np.int64)
     other = flags & ~VM_EXEC
@@ -204,6 +208,9 @@ def _peak_pages(arr: np.ndarray) -> int:
                     Op.MMAP_FIXED) and alive:
             procs[a] += max(_c, 0)
             total += max(_c, 0)
+        elif op == Op.MREMAP_GROW_AT and alive:
+            procs[a] += max(d, 0)
+            total += max(d, 0)
         elif op == Op.MUNMAP and alive:
             procs[a] -= max(d, 0)
             total -= max(d, 0)

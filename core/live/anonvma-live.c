@@ -65,7 +65,8 @@
 enum { OP_NEW_MM = 1, OP_MMAP, OP_FAULT, OP_TOUCH_ALL, OP_COW_RANDOM, OP_COW_FIRST, OP_FORK,
        OP_EXIT, OP_SCAN, OP_COW_RANDOM_RR, OP_COW_FIRST_RR, OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
        OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW,
-       OP_MMAP_FIXED, OP_FAULT_AT, OP_MUNMAP_AT, OP_MPROTECT_AT };
+       OP_MMAP_FIXED, OP_FAULT_AT, OP_MUNMAP_AT, OP_MPROTECT_AT, OP_MREMAP_AT, OP_MREMAP_GROW_AT,
+       OP_EXPAND_DOWN_AT };
 #define VMA_EXEC 0x1   /* the one flag bit a live mapping can carry: PROT_EXEC */
 
 struct prog_op { int32_t op, a, b, c, d; double x; };
@@ -995,6 +996,60 @@ static void address_op(struct ctl *c, size_t i)
 	reload_vmas(pr);
 }
 
+/* The live VMA of pr that holds page `page`, or NULL. */
+static const struct vma *vma_holding(const struct proc *pr, uint64_t page)
+{
+	for (uint32_t k = 0; k < pr->nvmas; k++)
+		if (pr->vmas[k].start <= page && page < pr->vmas[k].start + pr->vmas[k].npages)
+			return &pr->vmas[k];
+	return NULL;
+}
+
+/*
+ * mremap_at, mremap_grow_at (docs/core.md), as the simulator does them: a move of the range to
+ * the free pages at d (MREMAP_MAYMOVE | MREMAP_FIXED), one mremap per VMA piece of the range
+ * (one piece where the kernel made one VMA of it); a growth in place by d pages (no
+ * MREMAP_MAYMOVE: it fails rather than move) of the VMA that holds the range's last page and
+ * ends there. Unmapped pages in the range are refused before anything runs.
+ */
+static void remap_op(struct ctl *c, size_t i)
+{
+	const struct prog_op *op = &c->ops[i];
+	struct proc *pr = live_proc(c, i, op->a);
+	if (op->b < 1 || op->c < 1 || op->d < 1)
+		refuse(i, "page %d, npages %d and %s %d must be >= 1", (int)op->b, (int)op->c,
+		       op->op == OP_MREMAP_AT ? "destination" : "growth", (int)op->d);
+	uint64_t b = (uint64_t)op->b, n = (uint64_t)op->c, d = (uint64_t)op->d;
+	if (op->op == OP_MREMAP_GROW_AT) {
+		const struct vma *v = vma_holding(pr, b + n - 1);
+		if (!v || v->start + v->npages != b + n)
+			refuse(i, "no VMA of process %d ends at page %" PRIu64 ": mremap grows a range "
+			       "in place only at its VMA's end", (int)op->a, b + n - 1);
+		uint64_t from = v->start > b ? v->start : b;
+		need_free(pr, i, op->a, (int64_t)(b + n), d);
+		one(op->a, C_GROW, addr_of(from), b + n - from, b + n - from + d, 0, 0, i);
+		note_end(pr, b + n + d);
+		reload_vmas(pr);
+		return;
+	}
+	for (uint64_t at = b; at < b + n;) {
+		const struct vma *v = vma_holding(pr, at);
+		if (!v)
+			refuse(i, "page %" PRIu64 " of process %d is not mapped", at, (int)op->a);
+		at = v->start + v->npages;
+	}
+	need_free(pr, i, op->a, (int64_t)d, n);
+	for (uint64_t at = b; at < b + n;) {
+		const struct vma *v = vma_holding(pr, at);
+		uint64_t upto = v->start + v->npages < b + n ? v->start + v->npages : b + n;
+		one(op->a, C_MREMAP, addr_of(at), upto - at, addr_of(d + (at - b)), 0, 0, i);
+		reload_vmas(pr);
+		at = upto;
+	}
+	note_end(pr, d + n);
+	reload_vmas(pr);
+}
+
 static size_t run_op(struct ctl *c, size_t i)
 {
 	const struct prog_op *op = &c->ops[i];
@@ -1096,8 +1151,15 @@ static size_t run_op(struct ctl *c, size_t i)
 	case OP_MPROTECT_AT:
 		address_op(c, i);
 		return 1;
+	case OP_MREMAP_AT:
+	case OP_MREMAP_GROW_AT:
+		remap_op(c, i);
+		return 1;
+	case OP_EXPAND_DOWN_AT:
+		refuse(i, "expand_down_at cannot be run live (the executor's mappings are not "
+		       "MAP_GROWSDOWN stacks)");
 	}
-	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_MPROTECT_AT);
+	refuse(i, "opcode %d cannot be run live (known: 1..%d)", (int)op->op, OP_EXPAND_DOWN_AT);
 }
 
 static void kill_all(struct ctl *c)

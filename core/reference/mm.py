@@ -758,7 +758,12 @@ class MmOps:
             self._raise(f"target VMA {to} of process {p} does not exist")
         w = mm.vmas[int(to)]
         start = w.start - length if before else w.start + w.npages
-        at = int(to) if before else int(to) + 1
+        self._move(vma, off, length, start, int(to) if before else int(to) + 1)
+
+    def _move(self, vma: Vma, off: int, length: int, start: int, at: int) -> bool:
+        """The range's move to the free pages at ``start`` (a new VMA would be the ``at``-th);
+        False when copy_vma failed (-ENOMEM) and nothing moved."""
+        mm = vma.mm
         self.check_free(mm, at, start, length)
         pgoff = self.copy_vma_pgoff(vma, off, start)
         old_start = vma.start + off
@@ -768,16 +773,16 @@ class MmOps:
         )
         if took is False:
             self.counters["ops_failed"] += 1  # copy_vma returned NULL: nothing moved
-            return
+            return False
         if took is None:
             if self.alloc_fails():  # copy_vma's vm_area_dup
                 self.counters["ops_failed"] += 1
-                return
+                return False
             new = Vma(mm, start, length, pgoff, list(moved), vma.anon_vma, flags=vma.flags)
             if self.chain:
                 if not self.anon_vma_clone(new, vma):
                     self.counters["ops_failed"] += 1
-                    return
+                    return False
             elif new.anon_vma is not None:
                 new.anon_vma.entries.append(new)
             mm.vmas.insert(at, new)
@@ -788,4 +793,64 @@ class MmOps:
         # (copy_vma: "Source vma may have been merged into new_vma").
         holder = next(x for x in mm.vmas if x.start + x.npages > old_start)
         if not self.do_munmap(holder, old_start - holder.start, length):
+            self.counters["ops_failed"] += 1  # moved, but the old range stays mapped
+        return True
+
+    def op_mremap_at(self, p: int, start: int, n: int, to: int) -> None:
+        """mremap (MREMAP_MAYMOVE | MREMAP_FIXED) of pages start..start+n-1 to the free pages
+        at ``to``: op_mremap_to's move, of each VMA piece of the range, lowest first (one
+        piece in the kernel, which fails a range across VMAs)."""
+        mm = self.process(p)
+        self._pages(start, n)
+        if to < 1 or to + n > 2**31 - 1:
+            self._raise(f"destination page {to} is outside the address space")
+        at = start
+        for vma, off, length in list(self._pieces(mm, start, start + n)):
+            if vma.start + off != at:
+                break
+            at += length
+        if at != start + n:
+            self._raise(f"page {at} of process {p} is not mapped")
+        at = start
+        while at < start + n:
+            vma, off, length = next(self._pieces(mm, at, start + n))
+            dest = to + (at - start)
+            if not self._move(vma, off, length, dest, self.pos_from(mm, dest)):
+                return
+            at += length
+
+    def op_mremap_grow_at(self, p: int, start: int, n: int, grow: int) -> None:
+        """mremap of pages start..start+n-1 to n + grow pages in place: the VMA holding the
+        range's last page must end there; it grows as op_mremap_grow's does."""
+        mm = self.process(p)
+        self._pages(start, n)
+        if grow < 1 or grow > 2**31 - 1:
+            self._raise(f"growth {grow} is outside the address space")
+        last = start + n - 1
+        v = self.pos_from(mm, last)
+        if (v == len(mm.vmas) or mm.vmas[v].start > last
+                or mm.vmas[v].start + mm.vmas[v].npages != last + 1):
+            self._raise(f"no VMA of process {p} ends at page {last}")
+        self.op_mremap_grow(p, v, grow)
+
+    def op_expand_down_at(self, p: int, page: int) -> None:
+        """expand_downwards: the VMA right above ``page`` grows down to it, after
+        anon_vma_prepare; vm_start and vm_pgoff move down, no merge (the stack guard gap)."""
+        mm = self.process(p)
+        if page < 1:
+            self._raise(f"page {page} is outside the address space (1..{2**31 - 1})")
+        at = self.pos_from(mm, page)
+        if at == len(mm.vmas) or mm.vmas[at].start <= page:
+            self._raise(f"page {page} of process {p} is mapped or above every VMA")
+        vma = mm.vmas[at]
+        n = vma.start - page
+        if n > vma.pgoff:
+            self._raise(f"the VMA above page {page} cannot grow {n} pages below vm_pgoff 0")
+        if not self.anon_vma_prepare(vma):
             self.counters["ops_failed"] += 1
+            return
+        vma.start = page
+        vma.pgoff -= n
+        vma.npages += n
+        vma.ptes = [None] * n + vma.ptes
+        self.rekey(vma)

@@ -195,6 +195,12 @@ def _execute(sim: _Sim, op: Op, a: int, b: int, c: int, d: int, x: float) -> Non
         sim.op_munmap_at(a, b, c)
     elif op is Op.MPROTECT_AT:
         sim.op_mprotect_at(a, b, c, d)
+    elif op is Op.MREMAP_AT:
+        sim.op_mremap_at(a, b, c, d)
+    elif op is Op.MREMAP_GROW_AT:
+        sim.op_mremap_grow_at(a, b, c, d)
+    elif op is Op.EXPAND_DOWN_AT:
+        sim.op_expand_down_at(a, b)
 
 
 def allocations(program, kernel: str, seed: int = 0, *, inject: Injection | None = None) -> int:

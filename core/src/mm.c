@@ -930,13 +930,22 @@ static uint32_t find_vma_pos(struct sim *s, idx_t mm_i, uint32_t addr)
  * came from (copy_vma: "Source vma may have been merged into new_vma"). A failed copy
  * (-ENOMEM, import or new VMA) moves nothing.
  */
+static int move_range(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
+		      int64_t start, uint32_t at);
+
 int move_vma_to(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
 		bool before)
 {
-	idx_t old = mm_at(s, mm_i)->vmas[pos];
 	const struct vma *w = vma_at(s, mm_at(s, mm_i)->vmas[to]);
 	int64_t start = before ? (int64_t)w->start - len : (int64_t)w->start + w->npages;
-	uint32_t at = before ? to : to + 1;
+	return move_range(s, mm_i, pos, off, len, start, before ? to : to + 1);
+}
+
+/* move_vma_to's move of the range to the free pages at `start`, position `at` of the list. */
+static int move_range(struct sim *s, idx_t mm_i, uint32_t pos, uint32_t off, uint32_t len,
+		      int64_t start, uint32_t at)
+{
+	idx_t old = mm_at(s, mm_i)->vmas[pos];
 	int err = range_free(s, mm_i, at, start, len);
 	if (err)
 		return err;
@@ -1100,5 +1109,89 @@ int mprotect_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32
 		}
 		start = to;
 	}
+	return SIM_OK;
+}
+
+/*
+ * mremap_range_to - mremap(MREMAP_MAYMOVE | MREMAP_FIXED) of pages [start, start + n) to the
+ * free pages at `to` (the caller unmapped them, as MREMAP_FIXED does): move_vma_to's copy_vma,
+ * PTE move and unmap of the old range. In the kernel the range is one VMA (else -EFAULT); a
+ * generation that cut it in two (a replayed trace's range, one VMA where it was recorded)
+ * moves each piece, lowest first, to its place at `to`. Every page must be mapped.
+ */
+int mremap_range_to(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t to)
+{
+	uint64_t end = (uint64_t)start + n;
+	uint32_t pos, from, upto, at = start;
+	while (at < end) {
+		if (!range_next(s, mm_i, at, end, &pos, &from, &upto) || from != at)
+			return sim_fail(s, SIM_EINVAL, "page %u of process %u is not mapped (mremap's "
+					"old range must be: -EFAULT)", at, mm_i);
+		at = upto;
+	}
+	for (at = start; at < end; at = upto) {
+		range_next(s, mm_i, at, end, &pos, &from, &upto);
+		uint32_t dest = to + (at - start);
+		int err = move_range(s, mm_i, pos, at - vma_of(s, mm_i, pos)->start, upto - at,
+				     dest, vma_pos_from(s, mm_i, dest));
+		if (err)
+			return err;
+	}
+	return SIM_OK;
+}
+
+/*
+ * mremap_grow_range - mremap of pages [start, start + n) to n + grow pages in place: the range
+ * ends where its VMA ends (mremap: "old_len == vma->vm_end - addr", then vma_expandable) and
+ * that VMA, the one holding the range's last page, grows as mremap_grow's does.
+ */
+int mremap_grow_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t grow)
+{
+	uint32_t last = start + n - 1, pos = vma_pos_from(s, mm_i, last);
+	const struct mm *mm = mm_at(s, mm_i);
+	if (pos == mm->nr_vmas || vma_of(s, mm_i, pos)->start > last ||
+	    vma_of(s, mm_i, pos)->start + vma_of(s, mm_i, pos)->npages != last + 1)
+		return sim_fail(s, SIM_EINVAL, "no VMA of process %u ends at page %u: mremap grows "
+				"a range in place only at its VMA's end", mm_i, last);
+	return mremap_grow(s, mm_i, pos, grow);
+}
+
+/*
+ * expand_downwards - a stack VMA grows down to page `page` (a fault below it: expand_stack).
+ * anon_vma_prepare first (the kernel's "We must make sure the anon_vma is allocated"), then
+ * vm_start and vm_pgoff move down over the free pages, the VMA re-keyed in its anon_vmas'
+ * trees; no merge with what is below (the stack guard gap keeps it away). Every era the
+ * same: it has moved vm_start since 2.6 and was never vma_merge. Pages below vm_pgoff 0
+ * cannot be (the kernel's "grow <= vma->vm_pgoff" check).
+ */
+int expand_downwards(struct sim *s, idx_t mm_i, uint32_t page)
+{
+	uint32_t pos = vma_pos_from(s, mm_i, page);
+	const struct mm *mm = mm_at(s, mm_i);
+	if (pos == mm->nr_vmas || vma_of(s, mm_i, pos)->start <= page)
+		return sim_fail(s, SIM_EINVAL, "page %u of process %u is %s", page, mm_i,
+				pos == mm->nr_vmas ? "above every VMA: no stack to grow down to it"
+						   : "mapped: nothing to grow");
+	idx_t v_i = mm->vmas[pos];
+	uint32_t n = vma_at(s, v_i)->start - page;
+	if (n > vma_at(s, v_i)->pgoff)
+		return sim_fail(s, SIM_EINVAL, "the VMA above page %u of process %u cannot grow %u "
+				"pages: its vm_pgoff is %u", page, mm_i, n, vma_at(s, v_i)->pgoff);
+	int err = anon_vma_prepare(s, v_i);
+	if (err)
+		return err;
+	uint32_t old_n = vma_at(s, v_i)->npages;
+	pte_t *npt = sim_malloc(s, (size_t)(old_n + n) * sizeof(pte_t));
+	if (!npt)
+		return sim_enomem(s);
+	struct vma *v = vma_at(s, v_i);
+	memset(npt, 0xff, (size_t)n * sizeof(pte_t));
+	memcpy(npt + n, v->pt, (size_t)old_n * sizeof(pte_t));
+	sim_free(s, v->pt, (size_t)old_n * sizeof(pte_t));
+	v->pt = npt;
+	v->start = page;
+	v->pgoff -= n;
+	v->npages = old_n + n;
+	vma_rekey(s, v_i);
 	return SIM_OK;
 }

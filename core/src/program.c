@@ -20,6 +20,8 @@ static const char *const op_names[] = {
 	[OP_MREMAP_AFTER] = "mremap_after", [OP_MREMAP_BEFORE] = "mremap_before",
 	[OP_MREMAP_GROW] = "mremap_grow", [OP_MMAP_FIXED] = "mmap_fixed",
 	[OP_FAULT_AT] = "fault_at", [OP_MUNMAP_AT] = "munmap_at", [OP_MPROTECT_AT] = "mprotect_at",
+	[OP_MREMAP_AT] = "mremap_at", [OP_MREMAP_GROW_AT] = "mremap_grow_at",
+	[OP_EXPAND_DOWN_AT] = "expand_down_at",
 };
 
 /* The address ops' page range: b = the first page (>= 1), c = how many (>= 1). */
@@ -343,6 +345,28 @@ static int run_op(struct sim *s, const struct prog_op *op)
 			return sim_fail(s, SIM_EINVAL, "flags must be >= 0, got %d", (int)op->d);
 		return mprotect_range(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c,
 				      (uint32_t)op->d);
+
+	case OP_MREMAP_AT:
+	case OP_MREMAP_GROW_AT:
+		if ((err = live_mm(s, op->a)) || (err = check_pages(s, op)))
+			return err;
+		if (op->d < 1 || (int64_t)op->d + (op->op == OP_MREMAP_AT ? op->c : 0) > INT32_MAX)
+			return sim_fail(s, SIM_EINVAL, "%s %d is outside the address space (1..%d)",
+					op->op == OP_MREMAP_AT ? "destination page" : "growth",
+					(int)op->d, INT32_MAX - 1);
+		if (op->op == OP_MREMAP_AT)
+			return mremap_range_to(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c,
+					       (uint32_t)op->d);
+		return mremap_grow_range(s, (idx_t)op->a, (uint32_t)op->b, (uint32_t)op->c,
+					 (uint32_t)op->d);
+
+	case OP_EXPAND_DOWN_AT:
+		if ((err = live_mm(s, op->a)))
+			return err;
+		if (op->b < 1)
+			return sim_fail(s, SIM_EINVAL, "page %d is outside the address space (1..%d)",
+					(int)op->b, INT32_MAX);
+		return expand_downwards(s, (idx_t)op->a, (uint32_t)op->b);
 
 	case OP_COW_RANDOM_RR:
 		return cow_interleaved(s, op, true);

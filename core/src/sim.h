@@ -424,6 +424,9 @@ int do_brk(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages, idx_t *vma, u
 int mremap_grow(struct sim *s, idx_t mm, uint32_t pos, uint32_t npages);
 int move_vma_to(struct sim *s, idx_t mm, uint32_t pos, uint32_t off, uint32_t len, uint32_t to,
 		bool before);
+int mremap_range_to(struct sim *s, idx_t mm, uint32_t start, uint32_t npages, uint32_t to);
+int mremap_grow_range(struct sim *s, idx_t mm, uint32_t start, uint32_t npages, uint32_t grow);
+int expand_downwards(struct sim *s, idx_t mm, uint32_t page);
 
 /* walk.c: the measurement, page_referenced_anon's walk and the scan over the LRU (the walk
  * cache it runs over, the fast path's copy of the lists and trees: walk_cache.h) */
@@ -468,8 +471,9 @@ enum prog_opcode {
 	OP_MPROTECT, OP_MUNMAP, OP_MREMAP,
 	OP_MMAP_AFTER, OP_MMAP_BEFORE, OP_BRK, OP_MREMAP_AFTER, OP_MREMAP_BEFORE, OP_MREMAP_GROW,
 	OP_MMAP_FIXED, OP_FAULT_AT, OP_MUNMAP_AT, OP_MPROTECT_AT,
+	OP_MREMAP_AT, OP_MREMAP_GROW_AT, OP_EXPAND_DOWN_AT,
 };
-#define OP_LAST OP_MPROTECT_AT
+#define OP_LAST OP_EXPAND_DOWN_AT
 int sim_run_program(struct sim *s, const struct prog_op *ops, size_t nr_ops);
 
 #endif /* ANONVMA_SIM_H */
