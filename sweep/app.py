@@ -350,7 +350,8 @@ def choose_runner(sweep: Sweep, sims: list, todo: list[int],
 def result_options(sweep: Sweep) -> dict[str, bool]:
     """The switches outside the grid that change what a point holds, those on: a store is
     resumed only with the same (``Store.resume``)."""
-    return {"live.walk_cost": True} if sweep.live.walk_cost else {}
+    return {**({"live.walk_cost": True} if sweep.live.walk_cost else {}),
+            **({"live.churn": True} if sweep.live.churn else {})}
 
 
 def _create_store(sweep: Sweep, path: str) -> Store:

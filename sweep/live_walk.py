@@ -29,6 +29,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "live_pages_not_reclaimed": ("pages", "live kernel: program pages reclaim left mapped"),
     "live_pages_maybe_pinned": ("pages", "live kernel: of those, mapped 1,023 times or more "
                                 "(folio_maybe_dma_pinned keeps them)"),
+    "live_reclaim_scanned": ("folios", "live kernel: folios reclaim scanned, every pass "
+                             "(nr_scanned of mm_vmscan_lru_shrink_inactive)"),
+    "live_ref_keep": ("folios", "live kernel: folios reclaim kept on the LRU as referenced "
+                      "(nr_ref_keep): from 5.19 those whose rmap lock was contended"),
+    "live_churn_forks": ("forks", "live kernel: forks and exits in the family while reclaim "
+                         "ran (live.churn; 0 without)"),
 }
 
 
@@ -40,6 +46,7 @@ class LiveSettings:
 
     walk_cost: bool = False
     zram: int | None = None
+    churn: bool = False
 
 
 def resolve(node: Any, kernels: tuple[str, ...]) -> LiveSettings:
@@ -56,10 +63,14 @@ def resolve(node: Any, kernels: tuple[str, ...]) -> LiveSettings:
         if not walk_cost:
             raise ValueError("live.zram: a zram swap device is only made for "
                              "live.walk_cost=true")
+    churn = bool(node.churn)
+    if churn and not walk_cost:
+        raise ValueError("live.churn: forks during reclaim are only made for "
+                         "live.walk_cost=true")
     if walk_cost and LIVE not in kernels:
         raise ValueError("live.walk_cost: true measures points of grid.kernel=live and the grid "
                          "has none; add live to grid.kernel")
-    return LiveSettings(walk_cost, zram)
+    return LiveSettings(walk_cost, zram, churn)
 
 
 def with_options(settings, live: LiveSettings):
@@ -78,7 +89,7 @@ def run_kwargs(live: LiveSettings) -> dict[str, Any]:
     """``core.live.run``'s keyword arguments for these options."""
     if not live.walk_cost:
         return {}
-    return {"walk_cost": True, "zram": live.zram}
+    return {"walk_cost": True, "zram": live.zram, **({"churn": True} if live.churn else {})}
 
 
 def values(result: dict) -> dict[str, float]:
@@ -93,4 +104,7 @@ def values(result: dict) -> dict[str, float]:
         "live_walk_timed_pages": float(result["walk_timed_pages"]),
         "live_pages_not_reclaimed": float(result["pages_not_reclaimed"]),
         "live_pages_maybe_pinned": float(result["pages_maybe_pinned"]),
+        "live_reclaim_scanned": float(result["walk_kernel"].get("scanned", math.nan)),
+        "live_ref_keep": float(result["walk_kernel"].get("ref_keep", math.nan)),
+        "live_churn_forks": float(result.get("churn_forks", 0)),
     }

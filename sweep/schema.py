@@ -147,6 +147,9 @@ class LiveConf:
     # With walk_cost, on a machine without swap: the size of a temporary zram swap device each
     # live point may make and removes ("512M"); null: none is made, and walk_cost is refused.
     zram: Optional[str] = None  # noqa: UP045
+    # With walk_cost: while reclaim runs, the point's first process forks and exits children
+    # (the family's anon_vma roots get writers): reclaim's trylock, seen live (live_ref_keep).
+    churn: bool = False
 
 
 @dataclass

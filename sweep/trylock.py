@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import results
+from sweep.dims import LIVE
 
 #: The variable of the contention model this section reads (core.contention.METRICS).
 VARIABLE = "contended_frac"
@@ -67,22 +68,60 @@ def table_rows(ds: xr.Dataset, kernels: list[str]) -> list[dict[str, str]]:
     return rows
 
 
-def section(ds: xr.Dataset, markdown_table: Callable[[list[dict[str, str]]], str]) -> list[str]:
-    """Lines of the report's trylock section (none without a trylock generation);
-    ``markdown_table`` renders rows as the rest of the report does."""
-    kernels = trylock_kernels(ds)
-    if VARIABLE not in ds.data_vars or not kernels:
+#: The live kernel's variables of a point measured with ``live.churn`` (sweep.live_walk).
+LIVE_VARIABLES = ("live_churn_forks", "live_ref_keep", "live_reclaim_scanned")
+
+LIVE_INTRO = (
+    "On this machine's kernel (`live` points with `live.walk_cost=true live.churn=true`): "
+    "while reclaim took each point's pages, its first process forked and exited children, "
+    "the family's writers. `live_ref_keep` counts the folios reclaim kept as referenced "
+    "(nr_ref_keep: the young bits were cleared before, so on a 5.19+ kernel these are the "
+    "folios whose anon_vma lock was contended, and a few pages the run's own processes "
+    "touched meanwhile), out of `live_reclaim_scanned` scanned over reclaim's passes (kept "
+    "folios are scanned again)."
+)
+
+
+def live_rows(ds: xr.Dataset) -> list[dict[str, str]]:
+    """One row per live point measured with churn: its coordinates, the forks, and the folios
+    kept of those scanned."""
+    if LIVE not in results.kernels(ds) or not set(LIVE_VARIABLES) <= set(ds.data_vars):
         return []
-    values = results.finished(ds, VARIABLE).sel(kernel=kernels).values
-    if not np.any(np.isfinite(values)):
+    lv = ds.sel(kernel=LIVE).isel(cpus=0)
+    forks = lv["live_churn_forks"].where(lv["done"].astype(bool))
+    rows = []
+    for index in zip(*np.nonzero(np.nan_to_num(forks.values) > 0), strict=True):
+        at = dict(zip(forks.dims, index, strict=True))
+        point = lv.isel(at)
+        kept, scanned = float(point["live_ref_keep"]), float(point["live_reclaim_scanned"])
+        rows.append({**{d: str(point[d].values) for d in forks.dims},
+                     "forks": f"{float(point['live_churn_forks']):.0f}",
+                     "kept": f"{kept:.0f}", "scanned": f"{scanned:.0f}",
+                     "kept share": f"{100 * kept / scanned:.1f} %" if scanned else "-"})
+    return rows
+
+
+def section(ds: xr.Dataset, markdown_table: Callable[[list[dict[str, str]]], str]) -> list[str]:
+    """Lines of the report's trylock section (none without a trylock generation or a live
+    point measured with churn); ``markdown_table`` renders rows as the rest of the report
+    does."""
+    live = live_rows(ds)
+    kernels = trylock_kernels(ds)
+    values = (results.finished(ds, VARIABLE).sel(kernel=kernels).values
+              if VARIABLE in ds.data_vars and kernels else np.array([]))
+    simulated = bool(np.any(np.isfinite(values)))
+    if not simulated and not live:
         return []
     out = ["## Reclaim's trylock (5.19+)", "", INTRO, ""]
-    if not np.nanmax(values) > 0:
+    if simulated and not np.nanmax(values) > 0:
         out += ["No walk was skipped in this store: no fork or exit held the lock during a "
                 "scan (the grid's `timing.writer_interval_ns` is 0, or its writers never met "
-                "a walk).", "", COST, ""]
-        return out
-    out += [f"Share of walks skipped, mean over pages per VMA, COW fractions and seeds, for "
-            f"{', '.join(kernels)}:", "", markdown_table(table_rows(ds, kernels)), COST, "",
-            CAVEAT, ""]
+                "a walk).", ""]
+    elif simulated:
+        out += [f"Share of walks skipped, mean over pages per VMA, COW fractions and seeds, "
+                f"for {', '.join(kernels)}:", "", markdown_table(table_rows(ds, kernels)), "",
+                CAVEAT, ""]
+    if live:
+        out += [LIVE_INTRO, "", markdown_table(live), ""]
+    out += [COST, ""]
     return out

@@ -93,6 +93,42 @@ def test_every_page_is_reclaimed_and_accounted_by_its_mappings():
 
 
 @needs_walk
+def test_reclaims_trylock_is_seen_live_when_the_family_forks_during_reclaim():
+    """From 5.19 folio_referenced only trylocks the anon_vma root and keeps a folio whose lock
+    is contended (nr_ref_keep). Without writers almost nothing is kept (the young bits are
+    cleared before reclaim: only a page the run's own processes touch meanwhile); with churn
+    (the first process forks and exits children while reclaim runs, started before it)
+    reclaim keeps folios it could not lock. Whether a trylock meets a writer is a race no test
+    can force: each run has thousands of trylocks against the forks, and the test asks for
+    more keeps than the quiet run's in one of up to five runs."""
+    p = core.Program()
+    a = p.new_mm()
+    v = p.mmap(a, 2048)
+    p.touch_all(a, v)
+    for _ in range(3):
+        p.fork(a)
+    p.scan()
+    quiet = live.run(p.array, 0, walk_cost=True, zram=ZRAM)
+    assert "churn_forks" not in quiet
+    kept = []
+    for seed in range(5):
+        got = live.run(p.array, seed, walk_cost=True, zram=ZRAM, churn=True)
+        assert got["churn_forks"] >= 1  # reclaim starts after the churn's first fork
+        assert set(got["not_reclaimed"]) <= {"kept"}
+        assert {k: got[k] for k in KEYS} == {k: quiet[k] for k in KEYS}  # counted before
+        kept.append(got["walk_kernel"]["ref_keep"])
+        if kept[-1] > quiet["walk_kernel"]["ref_keep"]:
+            break
+    row = {r["name"]: r for r in core.generation_table()}[live.matching_generation()]
+    if row["reclaim_trylock"]:
+        assert max(kept) > quiet["walk_kernel"]["ref_keep"], (kept, quiet["walk_kernel"])
+    with pytest.raises(ValueError, match="churn: forks during reclaim are only made for "
+                       "walk_cost=True"):
+        live.run(p.array, 0, churn=True)
+    assert_nothing_left(0)
+
+
+@needs_walk
 def test_pages_mapped_1023_times_are_not_reclaimed_and_the_reason_is_said():
     """With reclaim's own reference such a page's refcount reaches 1024: folio_maybe_dma_pinned
     keeps it (mm/vmscan.c shrink_folio_list). A page mapped 1,022 times is reclaimed."""

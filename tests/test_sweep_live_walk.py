@@ -57,7 +57,9 @@ def open_store(path) -> xr.Dataset:
     (["grid.kernel=[live]", "live.walk_cost=yes"],
      "live.walk_cost: 'yes' is not allowed; allowed: true or false"),
     (["grid.kernel=[live]", "live.foo=1"],
-     "live.foo: unknown key; allowed keys of live: walk_cost, zram"),
+     "live.foo: unknown key; allowed keys of live: walk_cost, zram, churn"),
+    (["grid.kernel=[live]", "live.churn=true"],
+     "live.churn: forks during reclaim are only made for live.walk_cost=true"),
 ])
 def test_bad_live_options_are_refused_in_one_line(over, message):
     with pytest.raises(config.ConfigError) as err:
@@ -75,6 +77,11 @@ def test_the_options_resolve_and_reach_the_points():
     assert simulate.settings_of(sw.grid).live == live_walk.LiveSettings()
     off = config.resolve(config.compose(["+grid=smoke"]))
     assert off.live == live_walk.LiveSettings(False, None)
+    churn = config.resolve(config.compose(["+grid=smoke", "grid.kernel=[live]",
+                                           "live.walk_cost=true", "live.churn=true"]))
+    assert churn.live == live_walk.LiveSettings(True, None, True)
+    assert live_walk.run_kwargs(churn.live) == {"walk_cost": True, "zram": None, "churn": True}
+    assert app.result_options(churn) == {"live.walk_cost": True, "live.churn": True}
 
 
 def test_simulated_points_have_nan_live_variables():
@@ -136,6 +143,8 @@ def check_store(path) -> None:
     one = lv.isel(cpus=0).squeeze()
     assert float(one["live_pages_not_reclaimed"]) == 0
     assert float(one["live_pages_maybe_pinned"]) == 0
+    assert float(one["live_reclaim_scanned"]) >= float(one["pages"])
+    assert float(one["live_ref_keep"]) >= 0 and float(one["live_churn_forks"]) == 0
     assert 0 < float(one["live_walk_timed_pages"]) <= float(one["pages"])
     mean = float(one["live_walk_mean_ns"])
     assert math.isfinite(mean) and mean > 0
@@ -156,6 +165,30 @@ def test_a_sweep_with_walk_cost_records_it_for_live_points_only(runner, tmp_path
     result = app.run(sw, str(tmp_path), "resume={path}")
     assert result.code == 0, result.message
     check_store(tmp_path / "results.zarr")
+    assert_nothing_left()
+
+
+@needs_walk
+def test_live_churn_forks_in_the_family_while_reclaim_runs(tmp_path):
+    """live.churn: the live point's reclaim runs beside forks and exits of its first process;
+    the store counts them (the keeps they cause are a race: tests/test_live_walk.py)."""
+    sw = config.resolve(config.compose([*WALK, "live.churn=true", "grid.kernel=[live]",
+                                        "ray.inline_below_seconds=1000"]))
+    result = app.run(sw, str(tmp_path), "resume={path}")
+    assert result.code == 0, result.message
+    ds = open_store(tmp_path / "results.zarr")
+    one = ds.sel(kernel="live").isel(cpus=0).squeeze()
+    forks, kept = float(one["live_churn_forks"]), float(one["live_ref_keep"])
+    scanned = float(one["live_reclaim_scanned"])
+    assert forks >= 1 and kept >= 0 and scanned >= float(one["pages"])
+    # the report's trylock section has the live point's row (a live-only store: no model part)
+    from sweep import report, trylock
+
+    lines = "\n".join(trylock.section(ds, report.markdown_table)).splitlines()
+    assert lines[0] == "## Reclaim's trylock (5.19+)"
+    row = next(line for line in lines if line.startswith("| 3 |"))
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    assert cells[-4:-1] == [f"{forks:.0f}", f"{kept:.0f}", f"{scanned:.0f}"]
     assert_nothing_left()
 
 

@@ -297,7 +297,7 @@ def _parse(out: str) -> tuple[list[dict], list[dict], dict]:
 
 def run(program, seed: int = 0, *, deadline: float = 600.0,
         progress: Callable[[str], None] | None = None, count: bool = True,
-        walk_cost: bool = False, zram: int | str | None = None) -> dict:
+        walk_cost: bool = False, zram: int | str | None = None, churn: bool = False) -> dict:
     """Run ``program`` on this machine's kernel; the program's own live objects at each scan.
 
     Returns ``core.run``'s count keys (``anon_vmas``, ``avcs``, ``vmas``, ``pages``,
@@ -325,6 +325,12 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     (``"512M"``) made for the run and removed after it, only when given. Refused in one line
     (``LiveError``) before anything starts: no memory cgroup controller, not root, no swap
     and no ``zram``, a swap too small for the program.
+
+    ``churn=True`` (with ``walk_cost``): while reclaim runs, the program's first live process
+    forks and exits children in a loop (the family's anon_vma roots get writers, as under a
+    prefork server's churn); ``churn_forks`` counts them. From 5.19 reclaim only trylocks the
+    root and keeps a folio whose lock is contended: ``walk_kernel["ref_keep"]`` counts those
+    keeps (docs/live.md "Reclaim's trylock, live").
     """
     import time
 
@@ -335,12 +341,14 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
         raise ValueError("zram: a zram swap device is only made for walk_cost=True")
     if walk_cost and not count:
         raise ValueError("walk_cost=True needs count=True (the walk is timed after the count)")
+    if churn and not walk_cost:
+        raise ValueError("churn: forks during reclaim are only made for walk_cost=True")
     reason = check(arr)
     if reason:
         raise LiveError(reason)
     walk: list[str] = []
     if walk_cost:
-        walk = _walk_argv(arr, int(seed), zram)
+        walk = _walk_argv(arr, int(seed), zram, churn)
     exe = executable()
     t0 = time.perf_counter()
     argv = [str(exe), "run", str(int(seed)), str(int(deadline))] + (walk if count else ["bare"])
@@ -405,7 +413,8 @@ def run(program, seed: int = 0, *, deadline: float = 600.0,
     return result
 
 
-def _walk_argv(arr: np.ndarray, seed: int, zram: int | str | None) -> list[str]:
+def _walk_argv(arr: np.ndarray, seed: int, zram: int | str | None, churn: bool = False
+               ) -> list[str]:
     """The executor's walk arguments for a program, or LiveError with the refusal line."""
     from core.live import reclaim
 
@@ -418,4 +427,4 @@ def _walk_argv(arr: np.ndarray, seed: int, zram: int | str | None) -> list[str]:
     swap = reclaim.swap_for(reclaim.pages_needed(arr, seed), size)
     if isinstance(swap, str):
         raise LiveError(swap)
-    return reclaim.argv(cg, swap)
+    return reclaim.argv(cg, swap, churn)

@@ -73,7 +73,7 @@ struct prog_op { int32_t op, a, b, c, d; double x; };
 
 /* Worker commands. */
 enum { C_NONE, C_MMAP, C_WRITE, C_DRAW, C_MPROTECT, C_MUNMAP, C_MREMAP, C_FORK, C_EXIT, C_BRK,
-       C_GROW };
+       C_GROW, C_CHURN };
 
 struct slot {                     /* one per program process, a cache line each */
 	_Atomic uint32_t seq;     /* the controller bumps it to post a command */
@@ -89,7 +89,10 @@ struct mailbox {
 	int32_t nslots;
 	uint64_t seed;
 	int64_t deadline;         /* CLOCK_MONOTONIC seconds: every worker's last resort */
-	char pad[40];
+	_Atomic int32_t stop;     /* C_CHURN runs until the controller sets it */
+	int32_t pad0;
+	_Atomic uint64_t churned; /* C_CHURN's forks */
+	char pad[24];
 	struct slot slot[];
 };
 
@@ -294,6 +297,20 @@ static void worker_loop(int me)
 			break;
 		case C_EXIT:
 			_exit(0);
+		case C_CHURN:     /* a child forked and gone, again: anon_vma_fork's and
+				   * unlink_anon_vmas' write locks of the family's roots */
+			while (!atomic_load(&mb->stop)) {
+				pid_t pid = fork();
+				if (pid == 0)
+					_exit(0);
+				if (pid < 0) {
+					s->err = errno;
+					break;
+				}
+				waitpid(pid, NULL, 0);   /* SIGCHLD ignored: returns once it is gone */
+				atomic_fetch_add(&mb->churned, 1);
+			}
+			break;
 		}
 		done();
 	}
@@ -772,6 +789,38 @@ static uint64_t count_pages(struct ctl *c)
 		close(fd);
 	}
 	return distinct;
+}
+
+/*
+ * The churn while reclaim walks the program's pages (walk mode's "churn"): its first live
+ * process forks and exits children until reclaim is done, so the family's anon_vma roots have
+ * writers, as under a prefork server's fork/exit churn. From 5.19 (6d4675e60135) reclaim only
+ * trylocks the root for folio_referenced and keeps a folio whose lock is contended: the
+ * kernel's ref_keep.
+ */
+static uint64_t churn(void *arg, bool on)
+{
+	struct ctl *c = arg;
+	int p = 0;
+	while (p < c->nprocs && !c->procs[p].alive)
+		p++;
+	if (p == c->nprocs)
+		return 0;
+	if (on) {
+		atomic_store(&mb->stop, 0);
+		atomic_store(&mb->churned, 0);
+		atomic_store(&mb->pending, 1);
+		post(p, C_CHURN, 0, 0, 0, 0, 0);   /* not waited for: it runs beside reclaim */
+		/* reclaim starts once the churn has forked (or failed: its command is done) */
+		while (!atomic_load(&mb->churned) && atomic_load(&mb->pending))
+			sched_yield();
+		return 0;
+	}
+	atomic_store(&mb->stop, 1);
+	wait_pending();
+	if (mb->slot[p].err)
+		die(1, "the churn's fork failed: %s", strerror(mb->slot[p].err));
+	return atomic_load(&mb->churned);
 }
 
 /* The program's pages, process by process, reclaimed and timed (reclaim.c). */
@@ -1359,7 +1408,7 @@ int main(int argc, char **argv)
 		worker_main(atoi(argv[2]), atoi(argv[3]));
 	bool probe = (argc == 2 || argc == 3) && !strcmp(argv[1], "probe");
 	const char *usage = "usage: anonvma-live run SEED [DEADLINE_S [bare | walk v1|v2 CGROUP "
-			    "ZRAM_BYTES]] < PROGRAM | anonvma-live probe [walk]";
+			    "ZRAM_BYTES [churn]]] < PROGRAM | anonvma-live probe [walk]";
 	if (!probe && !(argc >= 3 && !strcmp(argv[1], "run")))
 		die(2, "%s", usage);
 	/* die with the driver: SIGTERM, so the instance is still removed */
@@ -1378,12 +1427,17 @@ int main(int argc, char **argv)
 			deadline = atol(argv[3]);
 		if (argc == 5 && !strcmp(argv[4], "bare")) {
 			c.bare = true;
-		} else if (argc == 8 && !strcmp(argv[4], "walk") &&
+		} else if ((argc == 8 || (argc == 9 && !strcmp(argv[8], "churn"))) &&
+			   !strcmp(argv[4], "walk") &&
 			   (!strcmp(argv[5], "v1") || !strcmp(argv[5], "v2"))) {
 			walk.on = true;
 			walk.v2 = !strcmp(argv[5], "v2");
 			walk.parent = argv[6];
 			walk.zram_bytes = strtoull(argv[7], NULL, 0);
+			if (argc == 9) {
+				walk.churn = churn;
+				walk.churn_arg = &c;
+			}
 		} else if (argc > 4) {
 			die(2, "%s", usage);
 		}

@@ -846,9 +846,12 @@ void walk_measure(struct walk *w, const struct walk_range *r, size_t n)
 
 	struct events v = {.w = w, .t = &t, .marker = -1};
 	events_on(w, "1", t.n + 64 * n);
+	if (w->churn)
+		w->churn(w->churn_arg, true);
 	double w0 = mono(), c0 = thread_cpu();
 	reclaim(w, ((uint64_t)t.n + 64 * (uint64_t)n) * 4096 * 2);
 	double wall = mono() - w0, cpu = thread_cpu() - c0;
+	uint64_t churned = w->churn ? w->churn(w->churn_arg, false) : 0;
 	events_on(w, "0", 0);
 	read_events(&v);
 	lost_events(w);
@@ -902,6 +905,8 @@ void walk_measure(struct walk *w, const struct walk_range *r, size_t n)
 	       v.activate, v.unmap_fail, v.batches, v.clean, v.writes);
 	printf("walk time wall %.6f cpu %.6f offcpu %.6f clock %s ns_per_tick %.9g\n", wall, cpu,
 	       v.off * ns_per * 1e-9, w->ns_clock ? "mono" : "x86-tsc", ns_per);
+	if (w->churn)
+		printf("walk churn forks %" PRIu64 "\n", churned);
 	fflush(stdout);
 	free(v.cls);
 	free(v.ppfn);

@@ -26,6 +26,11 @@ struct walk {
 	double t0_mono;           /* calibration: a trace marker's time in CLOCK_MONOTONIC s */
 	double t0_ticks;          /* ... and its trace timestamp */
 	int host_pid;             /* the controller's pid on the host (event filters) */
+	/* churn: while reclaim runs, a process of the family forks and exits children (the
+	 * anon_vma root's writers); churn(arg, true) starts it, churn(arg, false) stops it and
+	 * returns the forks made. NULL: no churn. */
+	uint64_t (*churn)(void *arg, bool on);
+	void *churn_arg;
 };
 
 /* One process's share of the program's pages: npages pages from addr. */

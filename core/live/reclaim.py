@@ -230,9 +230,10 @@ def pages_needed(program, seed: int) -> int:
     return int(result["pages"]) + OWN_PAGES * max(procs, 1)
 
 
-def argv(cg: MemoryCgroup, zram_bytes: int) -> list[str]:
-    """The executor's arguments of walk mode."""
-    return ["walk", f"v{cg.version}", cg.parent, str(int(zram_bytes))]
+def argv(cg: MemoryCgroup, zram_bytes: int, churn: bool = False) -> list[str]:
+    """The executor's arguments of walk mode (``churn``: forks and exits during reclaim)."""
+    return ["walk", f"v{cg.version}", cg.parent, str(int(zram_bytes)), *(["churn"] if churn
+                                                                         else [])]
 
 
 def parse(records: Sequence[str]) -> dict:
@@ -255,6 +256,8 @@ def parse(records: Sequence[str]) -> dict:
             reasons[f[2]] = int(f[3])
         elif f[:2] == ["walk", "kernel"]:
             out["walk_kernel"] = {k: int(v) for k, v in zip(f[2::2], f[3::2], strict=True)}
+        elif f[:3] == ["walk", "churn", "forks"]:
+            out["churn_forks"] = int(f[3])
         elif f[:2] == ["walk", "time"]:
             kv = dict(zip(f[2::2], f[3::2], strict=True))
             out.update(walk_seconds=float(kv["wall"]), walk_cpu_seconds=float(kv["cpu"]),
