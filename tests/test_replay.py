@@ -83,6 +83,17 @@ int main(void)
 """
 
 
+def compiled(tmp_path, name: str, source: str, *flags: str):
+    """The C program ``source`` built as tmp_path/name (skips without a C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    (tmp_path / f"{name}.c").write_text(source)
+    exe = tmp_path / name
+    subprocess.run([cc, *flags, "-o", str(exe), str(tmp_path / f"{name}.c")], check=True)
+    return exe
+
+
 def replayed(out) -> tuple[dict, dict, record.Recording]:
     """(live_end, the replay's counts under the recording kernel's generation, recording)."""
     _, rec = record.open_trace(out)
@@ -188,12 +199,7 @@ def test_a_huge_page_fault_is_recorded_and_replayed_as_its_512_pages(tmp_path):
     thp = record._thp_setting()
     if thp == "never":
         pytest.skip("transparent huge pages are off on this machine (enabled: never)")
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    (tmp_path / "huge.c").write_text(C_HUGE)
-    exe = tmp_path / "huge"
-    subprocess.run([cc, "-O2", "-o", str(exe), str(tmp_path / "huge.c")], check=True)
+    exe = compiled(tmp_path, "huge", C_HUGE, "-O2")
     out, kb = tmp_path / "h.zarr", tmp_path / "kb"
     rec = record.record(out, [str(exe), str(kb)])
     huge = int(kb.read_text()) // 2048
@@ -273,12 +279,7 @@ def test_mremap_and_stack_growth_of_forked_vmas_replay_to_the_live_counts(tmp_pa
     """mremap growth in place and moves, and stack growth, of forked VMAs: the kernel grows
     and moves the VMA itself (mremap_grow_at, mremap_at, expand_down_at), which mmap_fixed of
     the new pages could not (a new range never joins a forked VMA from 3.0)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    (tmp_path / "remaps.c").write_text(C_REMAPS)
-    exe = tmp_path / "remaps"
-    subprocess.run([cc, "-O1", "-o", str(exe), str(tmp_path / "remaps.c")], check=True)
+    exe = compiled(tmp_path, "remaps", C_REMAPS, "-O1")
     out = tmp_path / "r.zarr"
     rec = record.record(out, [str(exe)])
     assert rec.status == 0 and rec.killed == 1  # the child, alive at the root's exit
