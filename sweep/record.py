@@ -311,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         print("record: interrupted; nothing was stored", file=sys.stderr)
         return 130
     lost = f", {rec.lost_events} EVENTS LOST" if rec.lost_events else ""
+    folios = sum(rec.large_folios.values())
+    huge = f", {folios} large folios (THP) recorded as their pages" if folios else ""
     print(f"record: {args.output}: {len(rec.files)} execs, live at the end {rec.live_end}, "
-          f"exit status {rec.status}{lost}, {rec.seconds:.1f} s")
+          f"exit status {rec.status}{huge}{lost}, {rec.seconds:.1f} s")
     return 0
 
 
