@@ -23,29 +23,39 @@ __all__ = ["Timing", "METRICS", "contention_metrics"]
 
 @dataclass(frozen=True)
 class Timing:
-    """Nanoseconds charged per unit of walk work, on a 2010-era x86-64 server.
+    """Nanoseconds charged per unit of walk work.
 
-    Defaults and why:
+    The walk's constants are measured: ``python -m sweep.calibrate`` on Linux 6.18.44 (simulated
+    as 6.16), an AMD EPYC virtual machine of 2 CPUs, 2026-12-02 (conf/timing/epyc-6.18.yaml,
+    docs/calibrate.md), a lock hold being reclaim's rmap work per page (folio_referenced's and
+    try_to_unmap's walks):
 
-    - ``entry_ns`` 20: following one list entry to its VMA and testing vm_pgoff; a list walked for
-      every page of the family stays in L2/L3 (1,000 VMAs are ~200 KB), so a cache hit, not a
-      DRAM miss, per entry.
-    - ``call_ns`` 150: page_referenced_one's page_check_address walks pgd, pud, pmd and pte of
-      another process's page tables, two or three of them cold (~60-100 ns each on a NUMA box),
-      then takes the pte lock. Larry Woodman's AIM7 profile (primer §3, 8 CPUs) shows
-      page_check_address at 15.6 % beside 75 % spinning, which these defaults reproduce to
-      within a few points on a 2.6.33 fork storm.
-    - ``hit_ns`` 40: ptep_clear_flush_young's atomic test-and-clear of the young bit and the
-      mapcount bookkeeping (no TLB flush: pages of idle children are not young).
-    - ``acquire_ns`` 20, ``release_ns`` 10: an uncontended atomic on a lock cache line.
+    - ``entry_ns`` 20: held at the reasoned value, as a tree kernel cannot tell an entry from a
+      call (every entry of a stabbing query is a call); following one list entry to its VMA
+      and testing vm_pgoff, a cache hit.
+    - ``call_ns`` 699.6 (± 53.2): each mapping visited, both walks of another process's page
+      tables and their pte locks; 3.3 times the 2010 reasoning's one walk (150 + 20 + 40).
+    - ``hit_ns`` 0: a hit costs nothing the fit can tell from its visit here (clamped at 0).
+
+    ``+timing=reasoned-2010`` (conf/timing/reasoned-2010.yaml) has the reasoned values of one
+    page_referenced walk on a 2010 server: entry 20, call 150 (page_check_address's 4-level
+    walk, two or three cold misses, the pte lock), hit 40 (the young bit's test-and-clear and
+    the mapcount bookkeeping). With either, a 2.6.33 fork storm on 8 CPUs reads like Larry
+    Woodman's 2009 AIM7 profile (primer §3): 86 % spinning, and 12 % (measured) or 11 %
+    (reasoned) in page_referenced_one, against his 75 % and 15.6 %.
+
+    Not measured (reasoned):
+
+    - ``acquire_ns`` 20, ``release_ns`` 10: an uncontended atomic on a lock cache line (inside
+      reclaim's 5.3 µs per page outside the lock, not separable from it).
     - ``writer_interval_ns`` 0: no fork/exit churn unless asked; ``writer_hold_ns`` 500: a fork's
       anon_vma_link/anon_vma_clone under the family lock (list insertions, no allocation).
     - ``batch`` 32: SWAP_CLUSTER_MAX pages isolated from the LRU at a time.
     """
 
     entry_ns: float = 20.0
-    call_ns: float = 150.0
-    hit_ns: float = 40.0
+    call_ns: float = 699.6
+    hit_ns: float = 0.0
     acquire_ns: float = 20.0
     release_ns: float = 10.0
     writer_interval_ns: float = 0.0

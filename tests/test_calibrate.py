@@ -142,17 +142,24 @@ def test_the_yaml_composes_as_plus_timing_in_either_order(timing_config, order):
 
 
 def test_the_committed_configs_compose_and_say_where_they_came_from():
+    """Every committed config is a calibration (its machine, date and command in its header)
+    but reasoned-2010, the reasoning the defaults had before they became epyc-6.18's
+    measurement (Timing's docstring cites it)."""
     names = config.available_timings()
-    assert names, "conf/timing has no config"
+    assert "epyc-6.18" in names and "reasoned-2010" in names
     for name in names:
         text = (TIMING_DIR / f"{name}.yaml").read_text()
         head = text.splitlines()
         assert head[0] == "# @package grid.timing"
-        for key in ("# kernel: Linux ", "# cpu: ", "# date: ", "# command: python -m "
-                    "sweep.calibrate"):
+        keys = (("# kernel: Linux ", "# cpu: ", "# date: ", "# command: python -m "
+                 "sweep.calibrate") if name != "reasoned-2010" else ("# The contention model",))
+        for key in keys:
             assert any(line.startswith(key) for line in head), (name, key)
         t = config.resolve(config.compose(["+grid=smoke", f"+timing={name}"])).grid.timing
-        assert t != Timing()
+        fitted = (t.entry_ns, t.call_ns, t.hit_ns)
+        defaults = (Timing().entry_ns, Timing().call_ns, Timing().hit_ns)
+        assert (fitted == defaults) == (name == "epyc-6.18"), name
+    assert "conf/timing/epyc-6.18.yaml" in " ".join(Timing.__doc__.split())
 
 
 def test_an_unknown_timing_is_refused_in_one_line():
@@ -312,14 +319,14 @@ def test_the_report_compares_measured_and_modelled_walks():
     t = Timing()
     lines = walk_compare.section(store(t, 50_000.0), table)
     text = "\n".join(lines)
-    modelled = 20 + 20 * 10 + 150 * 10 + 40 * 10 + 10
+    modelled = round(20 + 20 * 10 + 699.6 * 10 + 0 * 10 + 10)
     assert "## Walk cost: this kernel against the model" in text
     assert "generation **6.16**" in text and "Timing's defaults" in text
     row = [ln for ln in lines if ln.startswith("| 10 |")] or text.splitlines()[-1:]
     assert f"| {modelled:,} |" in text and f"| {50_000 / modelled:.2f} |" in text, row
     assert walk_compare.timing_lines(store(t, 1.0)) == [
-        "- timing of the contention model: Timing's defaults (core/contention.py: reasoned, "
-        "not measured)"]
+        "- timing of the contention model: Timing's defaults (core/contention.py: measured by "
+        "sweep.calibrate on Linux 6.18, AMD EPYC, 2026-12-02)"]
 
 
 def test_the_report_names_a_calibrated_timing(timing_config):

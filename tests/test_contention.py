@@ -193,6 +193,18 @@ def test_readme_profile_of_a_2633_fork_storm():
     in_prf = r["calls_mean"] * r["walks"] * Timing().call_ns / (8 * c["scan_ns"][0])
     assert round(100 * c["spin_frac"][0]) == int(said.group(1))
     assert round(100 * in_prf) == int(said.group(2))
+    # and with the 2010 reasoning (+timing=reasoned-2010)
+    old = re.search(r"(\d+) % and ~(\d+) % with `\+timing=reasoned-2010`", readme)
+    assert old, "README no longer gives the profile with the reasoned timing"
+    from sweep.walk_compare import shipped_timings
+
+    t = shipped_timings()["reasoned-2010"]
+    assert (t.entry_ns, t.call_ns, t.hit_ns) == (20, 150, 40)
+    r = core.run(prog, "2.6.33", seed, cpus=[8], timing=t)
+    c = r["contention"]
+    in_prf = r["calls_mean"] * r["walks"] * t.call_ns / (8 * c["scan_ns"][0])
+    assert (round(100 * c["spin_frac"][0]), round(100 * in_prf)) == (int(old.group(1)),
+                                                                      int(old.group(2)))
 
 
 # ---- reclaim's trylock (5.19, 6d4675e60135): the generation rows with `reclaim_trylock` -------
