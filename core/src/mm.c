@@ -1122,7 +1122,7 @@ int mprotect_range(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32
 int mremap_range_to(struct sim *s, idx_t mm_i, uint32_t start, uint32_t n, uint32_t to)
 {
 	uint64_t end = (uint64_t)start + n;
-	uint32_t pos, from, upto, at = start;
+	uint32_t pos = 0, from = 0, upto = 0, at = start;   /* 0s quiet gcc -O3 */
 	while (at < end) {
 		if (!range_next(s, mm_i, at, end, &pos, &from, &upto) || from != at)
 			return sim_fail(s, SIM_EINVAL, "page %u of process %u is not mapped (mremap's "
