@@ -15,6 +15,13 @@ import tempfile
 import pytest
 from hypothesis import settings
 
+# A background job of a non-interactive shell starts with SIGINT ignored, and an ignored signal
+# stays ignored across exec: the drivers the Ctrl-C tests start would never see their SIGINT.
+# A handled one is reset to the default at exec, so with a handler here every child starts with
+# SIGINT as a terminal gives it (and Python turns it into KeyboardInterrupt).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # CI runs the property tests on fixed examples (derandomized: a red CI is a regression, never a
 # newly drawn example), .ci/run sets HYPOTHESIS_PROFILE=ci; a plain `pytest` draws new ones each
 # run and prints how to reproduce a failure.
